@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench-input clean
+
+# Idempotent: re-runs pip only when pyproject.toml changed since the last install.
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -c "import torch, torchvision, torch_pruning, onnxruntime; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| torch-pruning', torch_pruning.__version__, '| onnxruntime', onnxruntime.__version__)"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/edgeprune demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

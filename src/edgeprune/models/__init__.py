@@ -1,0 +1,13 @@
+"""Model zoo (torchvision architectures with a new head) and the pickle-free checkpoint format."""
+
+from edgeprune.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from edgeprune.models.zoo import ARCHITECTURES, classifier_head, create_model
+
+__all__ = [
+    "ARCHITECTURES",
+    "CheckpointMeta",
+    "classifier_head",
+    "create_model",
+    "load_checkpoint",
+    "save_checkpoint",
+]
