@@ -1,6 +1,11 @@
 """Model zoo (torchvision architectures with a new head) and the pickle-free checkpoint format."""
 
-from edgeprune.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from edgeprune.models.checkpoint import (
+    CheckpointMeta,
+    ensure_same_classes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from edgeprune.models.zoo import ARCHITECTURES, classifier_head, create_model
 
 __all__ = [
@@ -8,6 +13,7 @@ __all__ = [
     "CheckpointMeta",
     "classifier_head",
     "create_model",
+    "ensure_same_classes",
     "load_checkpoint",
     "save_checkpoint",
 ]

@@ -215,3 +215,18 @@ def load_checkpoint(
             f"checkpoint shapes do not match its manifest's layers: {str(exc)[:500]}"
         ) from None
     return model.to(device).eval(), meta
+
+
+def ensure_same_classes(meta: CheckpointMeta, class_names: list[str], data_name: str) -> None:
+    """A checkpoint can only be evaluated or fine-tuned on data with the same classes, in order."""
+    if list(meta.class_names) != list(class_names):
+        only_ckpt = sorted(set(meta.class_names) - set(class_names))
+        only_data = sorted(set(class_names) - set(meta.class_names))
+        detail = (
+            f"only in the checkpoint: {only_ckpt}; only in the data: {only_data}"
+            if only_ckpt or only_data
+            else "same names, different order"
+        )
+        raise EdgepruneError(
+            f"the checkpoint's classes differ from those of {data_name} ({detail})"
+        )

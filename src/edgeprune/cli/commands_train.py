@@ -1,0 +1,133 @@
+"""`edgeprune train` and `edgeprune evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli.app import (
+    DataOpt,
+    DeviceOpt,
+    DownloadOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    SeedOpt,
+    SkipBadOpt,
+    ThreadsOpt,
+    ValFractionOpt,
+    app,
+    console,
+)
+from edgeprune.cli.common import load_data_logged, log
+
+
+@app.command()
+def train(
+    data: DataOpt = "digits",
+    model: Annotated[str, typer.Option("--model", help="mobilenet_v2, resnet18 or vgg16.")] = "mobilenet_v2",
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="none (random init), imagenet (torchvision weights from the torch hub cache, "
+            "no download) or PATH to a state_dict / safetensors file.",
+        ),
+    ] = "none",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 5,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/baseline"),
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd (SGD uses cosine decay).")] = "adam",
+    lr: Annotated[float | None, typer.Option("--lr", help="Default: 1e-3 for Adam, 0.01 for SGD.")] = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    width_mult: Annotated[float, typer.Option("--width-mult", help="MobileNetV2 width multiplier.")] = 1.0,
+    image_size: ImageSizeOpt = 32,
+    val_fraction: ValFractionOpt = 0.1,
+    normalization: Annotated[
+        str, typer.Option("--normalization", help="cifar (fixed CIFAR-10 stats) or dataset (computed).")
+    ] = "cifar",
+    max_per_class: Annotated[
+        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
+    ] = None,
+    download: DownloadOpt = False,
+    skip_bad: SkipBadOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 2,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train a baseline classifier and save it as a checkpoint folder."""
+    from edgeprune.hardware import resolve_device, set_threads
+    from edgeprune.train import TrainRecipe, train_baseline
+
+    dev = resolve_device(device)
+    n_threads = set_threads(threads)
+    recipe = TrainRecipe(
+        epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, batch_size=batch_size, seed=seed,
+    ).resolved()
+    dataset = load_data_logged(
+        data, image_size=image_size, val_fraction=val_fraction, seed=seed, download=download,
+        skip_bad=skip_bad, normalization=normalization, max_per_class=max_per_class,
+    )
+    log(f"training {model} ({weights} weights) on {dev} with {n_threads} threads: {recipe}")
+    _, meta, result = train_baseline(
+        dataset, arch=model, recipe=recipe, weights=weights, width_mult=width_mult,
+        device=dev, out=out, log=log,
+    )
+    console.print(
+        f"test accuracy {result.accuracy:.4f} (balanced {result.balanced_accuracy:.4f}) on "
+        f"{result.n} test images of {dataset.name}; checkpoint written to {out}"
+    )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (model.safetensors + model.json).")],
+    data: DataOpt = "digits",
+    split: Annotated[str, typer.Option("--split", help="test or val.")] = "test",
+    val_fraction: ValFractionOpt = 0.1,
+    max_per_class: Annotated[int | None, typer.Option("--max-per-class")] = None,
+    download: DownloadOpt = False,
+    skip_bad: SkipBadOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 2,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy, balanced accuracy, per-class recall and confusion matrix of a checkpoint."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.hardware import resolve_device, set_threads
+    from edgeprune.models import ensure_same_classes, load_checkpoint
+    from edgeprune.train import evaluate as evaluate_model
+
+    if split not in ("test", "val"):
+        raise EdgepruneError(f"--split must be test or val, got {split!r}")
+    dev = resolve_device(device)
+    set_threads(threads)
+    model, meta = load_checkpoint(checkpoint, dev)
+    dataset = load_data_logged(
+        data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
+        download=download, skip_bad=skip_bad, max_per_class=max_per_class,
+    )
+    ensure_same_classes(meta, dataset.class_names, dataset.name)
+    result = evaluate_model(
+        model, getattr(dataset, split), mean=meta.mean, std=meta.std,
+        class_names=meta.class_names, device=dev,
+    )
+    if as_json:
+        payload = {"checkpoint": str(checkpoint), "data": dataset.name, "split": split,
+                   "device": str(dev), "notes": dataset.notes, **result.to_dict()}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"{checkpoint} on {dataset.name} ({split}, {result.n} images)")
+    table.add_column("class")
+    table.add_column("recall", justify="right")
+    for name, recall in result.per_class_recall.items():
+        table.add_row(name, "n/a" if recall is None else f"{recall:.4f}")
+    table.add_row("[bold]accuracy", f"[bold]{result.accuracy:.4f}")
+    table.add_row("[bold]balanced accuracy", f"[bold]{result.balanced_accuracy:.4f}")
+    console.print(table)

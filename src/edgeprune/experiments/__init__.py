@@ -1,0 +1,1 @@
+"""End-to-end jobs built from the library: the demo now, the pruning study later."""

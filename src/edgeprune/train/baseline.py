@@ -1,0 +1,56 @@
+"""Train a baseline classifier end to end: build, fit, evaluate on test, save a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from edgeprune.models import CheckpointMeta, create_model, save_checkpoint
+from edgeprune.train.evaluate import EvalResult, evaluate
+from edgeprune.train.loop import TrainRecipe, fit
+
+
+def train_baseline(
+    data,
+    *,
+    arch: str,
+    recipe: TrainRecipe,
+    weights: str = "none",
+    width_mult: float = 1.0,
+    device: torch.device | str = "cpu",
+    out: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[torch.nn.Module, CheckpointMeta, EvalResult]:
+    model = create_model(
+        arch, len(data.class_names), weights, width_mult=width_mult, log=log
+    )
+    history = fit(model, data, recipe, device=device, progress=progress, log=log)
+    result = evaluate(
+        model, data.test, mean=data.mean, std=data.std, class_names=data.class_names, device=device
+    )
+    meta = CheckpointMeta(
+        architecture=arch,
+        class_names=list(data.class_names),
+        input_size=data.image_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        width_mult=width_mult,
+        training={
+            **recipe.resolved().to_dict(),
+            "weights": weights,
+            "device": str(device),
+            "history": history,
+        },
+        metrics={
+            "test_accuracy": result.accuracy,
+            "test_balanced_accuracy": result.balanced_accuracy,
+            "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        },
+        data={"name": data.name, "kind": data.kind, "notes": list(data.notes)},
+    )
+    if out is not None:
+        save_checkpoint(model.cpu(), meta, out)
+    return model, meta, result
