@@ -1,0 +1,115 @@
+"""Model zoo and the pickle-free checkpoint format."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.models import CheckpointMeta, create_model, load_checkpoint, save_checkpoint
+
+
+def _meta(arch: str = "mobilenet_v2", n: int = 10) -> CheckpointMeta:
+    return CheckpointMeta(arch, [f"c{i}" for i in range(n)], 32, [0.5] * 3, [0.25] * 3)
+
+
+@pytest.mark.parametrize("arch,head", [("mobilenet_v2", "classifier.1"), ("resnet18", "fc"), ("vgg16", "classifier.6")])
+def test_head_is_replaced_for_the_number_of_classes(arch, head):
+    model = create_model(arch, 7)
+    assert model.get_submodule(head).out_features == 7
+
+
+def test_checkpoint_round_trip_gives_the_same_logits(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    save_checkpoint(model, _meta(), tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.json", "model.safetensors"]
+    loaded, meta = load_checkpoint(tmp_path / "ckpt")
+    assert meta.class_names == _meta().class_names
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_physically_pruned_model_rebuilds_from_its_manifest(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    pruner = tp.pruner.MagnitudePruner(
+        model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
+        ignored_layers=[model.classifier[1]], round_to=8,
+    )
+    pruner.step()
+    save_checkpoint(model, _meta(), tmp_path / "pruned")
+    manifest = json.loads((tmp_path / "pruned" / "model.json").read_text())
+    assert manifest["layers"]["features.1.conv.0.0"]["out_channels"] < 32
+    loaded, _ = load_checkpoint(tmp_path / "pruned")
+    assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    # Loading must not need the pickle module at all: the manifest is JSON, the weights safetensors.
+    assert (tmp_path / "pruned" / "model.safetensors").stat().st_size < 0.4 * 4 * 2_236_682
+
+
+def test_manifest_that_disagrees_with_the_weights_is_a_clear_error(tmp_path):
+    save_checkpoint(create_model("mobilenet_v2", 10), _meta(), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["shapes"]["classifier.1.weight"] = [5, 1280]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(EdgepruneError, match="do not match its manifest"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_missing_checkpoint_and_non_checkpoint_folder_are_clear_errors(tmp_path):
+    with pytest.raises(EdgepruneError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgepruneError, match="model.json is missing"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_saving_a_masked_model_is_refused(tmp_path):
+    model = create_model("mobilenet_v2", 10)
+    from torch.nn.utils import prune
+
+    prune.l1_unstructured(model.classifier[1], "weight", amount=0.5)
+    with pytest.raises(EdgepruneError, match="masks"):
+        save_checkpoint(model, _meta(), tmp_path / "masked")
+
+
+def test_unknown_architecture_and_too_few_classes(tmp_path):
+    with pytest.raises(EdgepruneError, match="unknown model"):
+        create_model("alexnet", 10)
+    with pytest.raises(EdgepruneError, match="at least 2 classes"):
+        create_model("mobilenet_v2", 1)
+
+
+def test_imagenet_weights_missing_from_hub_cache_says_which_file_to_place_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    with pytest.raises(EdgepruneError, match=r"mobilenet_v2-b0353104\.pth.*hub[/\\]checkpoints"):
+        create_model("mobilenet_v2", 10, "imagenet")
+
+
+def test_imagenet_v1_from_hub_cache_is_used_when_default_is_absent(tmp_path, monkeypatch, shared_weights):
+    source = shared_weights / "mobilenet_v2-b0353104.pth"
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    os.symlink(source, cache / source.name)  # a temporary hub cache, no copy of the shared file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    notes: list[str] = []
+    model = create_model("mobilenet_v2", 10, "imagenet", log=notes.append)
+    assert any("IMAGENET1K_V1" in n for n in notes)
+    reference = torch.load(source, map_location="cpu", weights_only=True)
+    assert torch.equal(model.features[0][0].weight, reference["features.0.0.weight"])
+    assert model.classifier[1].out_features == 10
+
+
+def test_weights_from_a_state_dict_path(tmp_path):
+    model = create_model("resnet18", 4)
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    again = create_model("resnet18", 4, str(tmp_path / "w.pth"))
+    assert torch.equal(again.fc.weight, model.fc.weight)
+    with pytest.raises(EdgepruneError, match="do not fit"):
+        create_model("resnet18", 5, str(tmp_path / "w.pth"))
