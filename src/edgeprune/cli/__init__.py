@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
-import typer
-
 from edgeprune.cli.app import app, console_err
 from edgeprune.errors import EdgepruneError
 
@@ -21,19 +18,13 @@ from edgeprune.cli import commands_demo as _commands_demo  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; bad input ends with `error: ...` on stderr and exit code 2, not a traceback."""
-    command = typer.main.get_command(app)
+    """Run the CLI; bad input ends with `error: ...` on stderr and exit code 2, not a traceback.
+
+    Typer (standalone mode) already turns usage errors into exit code 2 and always ends with
+    SystemExit; only the library's own EdgepruneError needs catching here.
+    """
     try:
-        result = command.main(args=argv, prog_name="edgeprune", standalone_mode=False)
+        app(args=argv, prog_name="edgeprune")
     except EdgepruneError as exc:
         console_err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        console_err.print("aborted")
-        sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)

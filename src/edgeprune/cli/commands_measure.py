@@ -1,0 +1,140 @@
+"""`edgeprune measure`: what a checkpoint achieves on this machine, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli.app import (
+    DataOpt,
+    DownloadOpt,
+    JsonOpt,
+    SeedOpt,
+    SkipBadOpt,
+    ThreadsOpt,
+    ValFractionOpt,
+    app,
+    console,
+)
+from edgeprune.cli.common import load_data_logged, log
+from edgeprune.metrics.latency import DEFAULT_RUNS, DEFAULT_WARMUP
+
+
+@app.command()
+def measure(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(help="Checkpoint folder(s) (model.safetensors + model.json).", show_default=False),
+    ],
+    data: DataOpt = None,
+    val_fraction: ValFractionOpt = 0.1,
+    max_per_class: Annotated[
+        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
+    ] = None,
+    download: DownloadOpt = False,
+    skip_bad: SkipBadOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per batch size.")] = DEFAULT_WARMUP,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = DEFAULT_RUNS,
+    no_onnx: Annotated[
+        bool, typer.Option("--no-onnx", help="Skip ONNX Runtime (its latency and the peak memory).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters, sparsity, MACs, file size, latency, peak memory, energy and (with --data)
+    test accuracy, as achieved on this machine's CPU. --json prints one JSON object per line
+    per checkpoint on stdout; progress goes to stderr."""
+    from edgeprune.metrics import RUNTIMES
+    from edgeprune.metrics import measure as measure_model
+    from edgeprune.models import ensure_same_classes, load_checkpoint
+
+    runtimes = tuple(r for r in RUNTIMES if not (no_onnx and r == "onnxruntime"))
+    datasets: dict[int, Any] = {}
+    results = []
+    for checkpoint in checkpoints:
+        model, meta = load_checkpoint(checkpoint)
+        log(f"measuring {checkpoint} ({meta.architecture}, {meta.input_size}x{meta.input_size})")
+        dataset = None
+        if data is not None:
+            if meta.input_size not in datasets:
+                datasets[meta.input_size] = load_data_logged(
+                    data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
+                    download=download, skip_bad=skip_bad, max_per_class=max_per_class,
+                )
+            dataset = datasets[meta.input_size]
+            ensure_same_classes(meta, dataset.class_names, dataset.name)
+        result = measure_model(
+            model, input_size=meta.input_size, data=dataset, threads=threads, runtimes=runtimes,
+            warmup=warmup, runs=runs, mean=meta.mean, std=meta.std, log=log,
+        )
+        result = {"checkpoint": str(checkpoint), "architecture": meta.architecture, **result}
+        if as_json:
+            typer.echo(json.dumps(result))
+        results.append(result)
+    if not as_json:
+        console.print(results_table(results))
+
+
+def _latency_cell(latency: dict | None, batch: str) -> str:
+    if latency is None:
+        return "skipped"
+    stats = latency[batch]
+    return f"{stats['median']:.3f} ({stats['p90']:.3f})"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def results_table(results: list[dict]) -> Table:
+    """One column per measured model, one row per figure."""
+    table = Table(title="measured on " + ", ".join(sorted({r["device"] for r in results})))
+    table.add_column("metric")
+    for result in results:
+        table.add_column(f"{result['checkpoint']}\n({result['architecture']})", justify="right")
+
+    batches = results[0]["timing"]["batch_sizes"]
+    rows: list[tuple[str, Callable[[dict], str]]] = [
+        ("parameters", lambda r: f"{r['params']:,}"),
+        ("nonzero parameters", lambda r: f"{r['nonzero_params']:,}"),
+        ("sparsity (all parameters)", lambda r: _percent(r["sparsity"])),
+        ("weight sparsity (Conv2d/Linear)", lambda r: _percent(r["weight_sparsity"])),
+        ("MACs / image", lambda r: f"{r['macs']:,}"),
+        ("MACs on nonzero weights", lambda r: f"{r['macs_nonzero']:,}"),
+        ("weights (safetensors)", lambda r: f"{r['size_bytes'] / 1e6:.3f} MB"),
+        ("weights gzipped", lambda r: f"{r['size_gzip_bytes'] / 1e6:.3f} MB"),
+    ]
+    for runtime in ("torch", "onnxruntime"):
+        for batch in batches:
+            rows.append(
+                (
+                    f"{runtime} ms/image, batch {batch}: median (p90)",
+                    lambda r, rt=runtime, b=batch: _latency_cell(r["latency_ms"][rt], f"batch{b}"),
+                )
+            )
+    rows += [
+        (
+            "peak inference memory (ONNX Runtime)",
+            lambda r: "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 1e6:.1f} MB",
+        ),
+        ("test accuracy", lambda r: "n/a (no --data)" if r["accuracy"] is None else f"{r['accuracy']:.4f}"),
+        (
+            "energy / image",
+            lambda r: "n/a" if r["energy_mj_per_image"] is None else f"{r['energy_mj_per_image']:.3f} mJ",
+        ),
+        ("threads", lambda r: str(r["threads"])),
+        ("timing (warm-up + timed runs)", lambda r: f"{r['timing']['warmup']} + {r['timing']['runs']}"),
+    ]
+    for label, cell in rows:
+        table.add_row(label, *(cell(r) for r in results))
+    notes = {f"energy: {r['energy_note']}" for r in results}
+    notes |= {f"peak memory: {r['peak_memory_note']}" for r in results}
+    table.caption = "\n".join(sorted(notes))
+    table.caption_justify = "left"
+    return table

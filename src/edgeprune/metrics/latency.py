@@ -1,0 +1,142 @@
+"""Inference latency per image with PyTorch and ONNX Runtime on the CPU, at fixed thread counts."""
+
+from __future__ import annotations
+
+import gc
+import time
+from functools import partial
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.hardware import set_threads
+from edgeprune.metrics.energy import RaplZone, energy_used_uj, read_energy
+
+DEFAULT_BATCH_SIZES = (1, 64)
+DEFAULT_WARMUP = 3
+DEFAULT_RUNS = 20
+
+
+def _check_counts(batch_sizes: Sequence[int], warmup: int, runs: int, threads: int) -> None:
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise EdgepruneError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
+    if warmup < 0 or runs < 1:
+        raise EdgepruneError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    if threads < 1:
+        raise EdgepruneError(f"threads must be >= 1, got {threads}")
+
+
+def _example_batch(batch_size: int, input_size: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((batch_size, 3, input_size, input_size), dtype=np.float32)
+
+
+def time_per_image(
+    run_batch: Callable[[], object],
+    batch_size: int,
+    *,
+    warmup: int,
+    runs: int,
+    energy_zones: Sequence[RaplZone] = (),
+) -> dict[str, float]:
+    """Median and p90 over `runs` timed calls of the time per image, in ms.
+
+    Garbage collection is paused during the timed calls, as `timeit` does, so a collection
+    triggered by unrelated objects does not land in one run. With RAPL zones, the energy used
+    over the timed calls is added as `energy_mj_per_image`.
+    """
+    for _ in range(warmup):
+        run_batch()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        energy_before = read_energy(list(energy_zones)) if energy_zones else None
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            run_batch()
+            seconds.append(time.perf_counter() - start)
+        energy_after = read_energy(list(energy_zones)) if energy_zones else None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    per_image_ms = np.asarray(seconds) * 1000.0 / batch_size
+    stats = {
+        "median": float(np.percentile(per_image_ms, 50)),
+        "p90": float(np.percentile(per_image_ms, 90)),
+    }
+    if energy_zones:
+        used_uj = energy_used_uj(list(energy_zones), energy_before, energy_after)
+        stats["energy_mj_per_image"] = used_uj / 1000.0 / (runs * batch_size)
+    return stats
+
+
+def latency_torch(
+    model: nn.Module,
+    *,
+    input_size: int,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    threads: int = 1,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+    energy_zones: Sequence[RaplZone] = (),
+) -> dict[str, dict[str, float]]:
+    """`{"batch1": {"median": ms, "p90": ms}, ...}` per image for the model as given, on the CPU.
+
+    The model must be on the CPU in eval mode. torch's intra-op thread count is set to
+    `threads` for the measurement and restored afterwards. With RAPL zones, each batch entry
+    also gets `energy_mj_per_image`.
+    """
+    _check_counts(batch_sizes, warmup, runs, threads)
+    if any(p.device.type != "cpu" for p in model.parameters()) or model.training:
+        raise EdgepruneError("latency_torch needs the model on the CPU in eval mode")
+    previous_threads = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        results = {}
+        with torch.inference_mode():
+            for batch_size in batch_sizes:
+                x = torch.from_numpy(_example_batch(batch_size, input_size))
+                results[f"batch{batch_size}"] = time_per_image(
+                    partial(model, x), batch_size, warmup=warmup, runs=runs, energy_zones=energy_zones
+                )
+    finally:
+        set_threads(previous_threads)
+    return results
+
+
+def onnxruntime_session(onnx_path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session with `threads` intra-op threads, one inter-op thread, sequential execution."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def latency_onnxruntime(
+    onnx_path: str | Path,
+    *,
+    input_size: int,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    threads: int = 1,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+) -> dict[str, dict[str, float]]:
+    """Same structure as `latency_torch`, for an ONNX file with a dynamic batch axis."""
+    _check_counts(batch_sizes, warmup, runs, threads)
+    session = onnxruntime_session(onnx_path, threads=threads)
+    input_name = session.get_inputs()[0].name
+    results = {}
+    for batch_size in batch_sizes:
+        feed = {input_name: _example_batch(batch_size, input_size)}
+        results[f"batch{batch_size}"] = time_per_image(
+            partial(session.run, None, feed), batch_size, warmup=warmup, runs=runs
+        )
+    return results
