@@ -1,0 +1,202 @@
+"""`edgeprune export` (verified deployable artifacts) and `edgeprune bench` (side by side).
+
+Nothing at module level imports torch: `edgeprune bench model.onnx` runs where only the runtime
+extra (onnxruntime, numpy, pillow) is installed, as long as the other command modules also keep
+their torch imports inside their functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli.app import DownloadOpt, JsonOpt, SkipBadOpt, ThreadsOpt, app, console
+from edgeprune.cli.common import log, warn
+
+FORMAT_HELP = (
+    "onnx (FP32, dynamic batch), onnx-int8 (static INT8, QDQ, per-channel weights; needs --data "
+    "for calibration) or sparse (bitmask + values, xz; restores bit-identical weights)."
+)
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (model.safetensors + model.json).")],
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: next to the checkpoint).")] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option("--data", help="Data the checkpoint was trained on: its test split verifies the "
+                     "artifact on real images, its training split calibrates INT8."),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=1, help="Training images for INT8 calibration.")
+    ] = 300,
+    calibrate_method: Annotated[
+        str, typer.Option("--calibrate-method", help="minmax, entropy or percentile (INT8).")
+    ] = "minmax",
+    max_verify: Annotated[
+        Optional[int], typer.Option("--max-verify", min=1, help="Verify on at most N test images (default: all).")
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
+    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="Data split seed (default: the checkpoint's training seed).")
+    ] = None,
+    download: DownloadOpt = False,
+    skip_bad: SkipBadOpt = False,
+    threads: ThreadsOpt = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a deployable artifact of a checkpoint and verify it against the PyTorch model.
+
+    A FILE.json report next to the artifact holds the verification (top-1 agreement, max |logit
+    difference|, accuracy), sizes and, for INT8, the calibration and the sparsity after
+    quantization."""
+    from edgeprune.cli.common import load_data_logged
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.export.artifact import FORMATS, SUFFIXES, export_checkpoint
+    from edgeprune.hardware import set_threads
+    from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
+
+    if fmt not in FORMATS:
+        raise EdgepruneError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    meta = meta_from_manifest(read_manifest(checkpoint))  # clear error when it does not exist
+    if fmt == "onnx-int8" and data is None:
+        raise EdgepruneError("quantizing needs calibration data: pass --data")
+    set_threads(threads)
+    if out is None:
+        stem = checkpoint.resolve().name + ("-int8" if fmt == "onnx-int8" else "")
+        out = checkpoint.resolve().parent / f"{stem}{SUFFIXES[fmt]}"
+    dataset = None
+    if data is not None:
+        split_seed = seed if seed is not None else int(meta.training.get("seed", 0) or 0)
+        dataset = load_data_logged(data, image_size=meta.input_size, val_fraction=val_fraction,
+                                   seed=split_seed, download=download, skip_bad=skip_bad)
+    else:
+        warn("no --data: the artifact is checked on random inputs only, not on real test images")
+    result = export_checkpoint(
+        checkpoint, fmt, out, data=dataset, threads=threads, calibration_images=calibration_images,
+        calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify, log=log,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    report = result.verification
+    console.print(f"[bold]{result.format}[/] artifact written to {result.path} "
+                  f"({result.info['file_bytes']:,} bytes, gzip {result.info['gzip_bytes']:,})")
+    console.print(report.summary(), highlight=False)
+    if "int8" in result.info:
+        sp = result.info["int8"]
+        console.print(f"weight sparsity FP32 {sp['fp32_sparsity']:.4f} -> INT8 {sp['int8_sparsity']:.4f}; "
+                      f"every FP32 zero still zero: {sp['zeros_kept']}", highlight=False)
+    if "fraction_of_dense_gzip" in result.info:
+        console.print(f"{result.info['fraction_of_dense_gzip']:.1%} of the dense weights' gzip size "
+                      f"({result.info['dense_gzip_bytes']:,} bytes)", highlight=False)
+    console.print(f"report: {result.report_path}")
+
+
+def render_bench(rows: list[dict[str, Any]]) -> Table:
+    from edgeprune.runtime.bench import TABLE_COLUMNS, fmt
+
+    devices = sorted({f"{r.get('device')}, {r.get('threads')} thread(s)" for r in rows})
+    table = Table(title="bench on " + "; ".join(devices) + " (latency per image, ms)")
+    for col, header in TABLE_COLUMNS:
+        table.add_column(header, justify="left" if col in ("artifact", "format", "runtime") else "right")
+    for row in rows:
+        table.add_row(*[fmt(col, row.get(col)) for col, _ in TABLE_COLUMNS])
+    return table
+
+
+def render_compare(result: dict[str, Any]) -> Table:
+    from edgeprune.runtime.bench import compare_table_rows
+
+    headers, body = compare_table_rows(result)
+    table = Table(title=f"A: {result['device_a']}   vs   B: {result['device_b']}")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 3 else "right")
+    for cells in body:
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def bench(
+    artifacts: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Checkpoint folders, .onnx files and/or sparse files.", show_default=False),
+    ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option("--data", help="Test images for accuracy: any --data form with the full install; "
+                     "an image tree (TREE/test/<class>/...) with the runtime extra alone."),
+    ] = None,
+    threads: ThreadsOpt = 1,
+    budget: Annotated[float, typer.Option("--budget", help="Seconds per latency measurement.")] = 2.0,
+    max_per_class: Annotated[Optional[int], typer.Option("--max-per-class", min=1)] = None,
+    device_label: Annotated[
+        Optional[str], typer.Option("--device-label", help="Name this device in the results (default: CPU model + cores).")
+    ] = None,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory probes.")] = False,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the rows as CSV.")] = None,
+    compare: Annotated[
+        Optional[tuple[Path, Path]],
+        typer.Option("--compare", help="Show two bench CSVs (two devices) side by side with ratios B/A."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy, size, latency at batch 1 and 64 (median, p90) in PyTorch eager and ONNX Runtime,
+    throughput, peak memory, MACs and achieved GMAC/s, energy where measurable."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.runtime import bench as rb
+
+    if compare is not None:
+        if artifacts:
+            raise EdgepruneError("--compare takes two CSV files and no artifacts")
+        result = rb.compare(rb.read_csv(compare[0]), rb.read_csv(compare[1]))
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        else:
+            console.print(render_compare(result))
+        return
+    if not artifacts:
+        raise EdgepruneError("name at least one artifact to bench (or --compare A.csv B.csv)")
+    only_onnx = all(p.suffix.lower() == ".onnx" and p.is_file() for p in artifacts)
+    if _torch_available():
+        from edgeprune.export.bench import bench_artifacts
+
+        rows = bench_artifacts(artifacts, data=data, threads=threads, budget_s=budget,
+                               device=device_label, max_per_class=max_per_class,
+                               memory=not no_memory, log=log)
+    elif only_onnx:
+        log("torch is not installed: benching with ONNX Runtime alone")
+        rows = rb.bench_onnx_files([str(p) for p in artifacts], data=data, threads=threads,
+                                   budget_s=budget, device=device_label,
+                                   max_per_class=max_per_class, memory=not no_memory)
+    else:
+        raise EdgepruneError(
+            "checkpoints and sparse files need PyTorch (the full edgeprune install); with the "
+            "runtime extra alone, bench .onnx files"
+        )
+    if csv_path is not None:
+        rb.write_csv(rows, csv_path)
+        log(f"wrote {csv_path}")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        console.print(render_bench(rows))
+        for row in rows:
+            if row.get("notes"):
+                log(f"{row['artifact']} ({row['runtime']}): {row['notes']}")

@@ -1,0 +1,215 @@
+"""Bench checkpoints, sparse files and ONNX artifacts side by side (the full-install side).
+
+ONNX rows come from `edgeprune.runtime.bench.bench_onnx` (no torch); this module adds PyTorch
+eager rows for checkpoints and sparse files, an ONNX Runtime row for each checkpoint (exported
+to a temporary file with the same metadata as `edgeprune export onnx`), and test images from any
+`--data` form through `edgeprune.data`. Both runtimes are timed by the same loop
+(`edgeprune.runtime.bench.time_batches`), on the same random inputs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.bench import accuracy_of, achieved_gmacs, bench_onnx, time_batches
+from edgeprune.runtime.measure import PEAK_RSS_KIB, file_size, gzip_size, run_memory_probe
+
+Log = Callable[[str], None]
+
+_TORCH_PROBE = PEAK_RSS_KIB + """
+import json, sys
+import torch
+from edgeprune.models import load_checkpoint
+from edgeprune.export.sparse import load_sparse
+kind, path, size, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+before = peak_rss_kib()
+model = (load_checkpoint(path) if kind == "checkpoint" else load_sparse(path))[0]
+with torch.inference_mode():
+    model(torch.zeros(1, 3, size, size))
+after = peak_rss_kib()
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def artifact_kind(path: str | Path) -> str:
+    """`checkpoint` (folder with model.json), `sparse` (edgeprune sparse file) or `onnx`."""
+    from edgeprune.export.sparse import is_sparse_file
+
+    p = Path(path)
+    if not p.exists():
+        raise EdgepruneError(f"artifact not found: {p}")
+    if p.is_dir():
+        if (p / "model.json").is_file():
+            return "checkpoint"
+        raise EdgepruneError(f"{p} is a folder but not an edgeprune checkpoint (no model.json)")
+    if is_sparse_file(p):
+        return "sparse"
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
+    raise EdgepruneError(
+        f"{p}: not a checkpoint folder, an .onnx file or an edgeprune sparse file"
+    )
+
+
+class TestImages:
+    """Decoded test images per (input size, classes), loaded once through edgeprune.data."""
+
+    def __init__(self, spec: str | None, *, max_per_class: int | None = None, log: Log | None = None,
+                 loader: Callable[..., Any] | None = None):
+        self.spec = spec
+        self.max_per_class = max_per_class
+        self.log = log
+        self.loader = loader
+        self.cache: dict[int, Any] = {}
+
+    def get(self, input_size: int, class_names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.spec is None:
+            return None, None
+        if input_size not in self.cache:
+            load = self.loader
+            if load is None:
+                from edgeprune.data import load_data
+
+                load = load_data
+            self.cache[input_size] = load(self.spec, image_size=input_size, log=self.log)
+        data = self.cache[input_size]
+        from edgeprune.models import CheckpointMeta, ensure_same_classes
+
+        ensure_same_classes(
+            CheckpointMeta("", list(class_names), input_size, [0, 0, 0], [1, 1, 1]),
+            data.class_names, data.name,
+        )
+        images, labels = data.test.images.numpy(), data.test.labels.numpy()
+        if self.max_per_class is not None:
+            keep = np.concatenate([np.flatnonzero(labels == c)[: self.max_per_class]
+                                   for c in np.unique(labels)])
+            keep.sort()
+            images, labels = images[keep], labels[keep]
+        return images, labels
+
+
+def bench_torch(
+    model: torch.nn.Module,
+    meta,
+    *,
+    name: str,
+    fmt: str,
+    path: Path,
+    kind: str,
+    threads: int,
+    images: np.ndarray | None,
+    labels: np.ndarray | None,
+    device: str,
+    budget_s: float,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """One bench row for a model run in PyTorch eager mode on the CPU."""
+    from edgeprune.export.verify import torch_logits
+    from edgeprune.metrics import count_macs
+    from edgeprune.runtime.preprocess import normalize
+
+    model = model.cpu().eval()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        def run(x: np.ndarray) -> None:
+            model(torch.from_numpy(x))
+
+        with torch.inference_mode():
+            timing = time_batches(run, meta.input_size, budget_s=budget_s)
+        accuracy = None
+        if images is not None:
+            accuracy = accuracy_of(torch_logits(model, normalize(images, meta.mean, meta.std)), labels)
+    finally:
+        torch.set_num_threads(previous)
+    macs, _ = count_macs(model, meta.input_size)
+    notes = []
+    peak = None
+    if memory:
+        probe = run_memory_probe(_TORCH_PROBE, [kind, str(path), str(meta.input_size), str(threads)])
+        peak = probe.bytes
+        if peak is None:
+            notes.append(probe.note)
+    if timing["energy_mj_per_image"] is None and timing["energy_note"]:
+        notes.append(timing["energy_note"])
+    if kind == "sparse":
+        notes.append("sparse storage, restored to dense tensors: runs as fast as the dense model")
+    weights = path / "model.safetensors" if path.is_dir() else path
+    return {
+        "artifact": name, "format": fmt, "runtime": "torch-eager", "device": device,
+        "software": f"torch{torch.__version__.split('+')[0]}", "threads": threads,
+        "accuracy": accuracy, "n_images": int(len(labels)) if accuracy is not None else None,
+        "file_bytes": file_size(weights), "gzip_bytes": gzip_size(weights),
+        "b1_median_ms": timing["b1_median_ms"], "b1_p90_ms": timing["b1_p90_ms"],
+        "b64_median_ms": timing["b64_median_ms"], "b64_p90_ms": timing["b64_p90_ms"],
+        "throughput_ips": timing["throughput_ips"], "peak_memory_bytes": peak, "macs": macs,
+        "gmacs_b1": achieved_gmacs(macs, timing["b1_median_ms"]),
+        "gmacs_b64": achieved_gmacs(macs, timing["b64_median_ms"]),
+        "energy_mj_per_image": timing["energy_mj_per_image"], "path": str(path),
+        "notes": "; ".join(notes),
+    }
+
+
+def bench_artifacts(
+    artifacts: Sequence[str | Path],
+    *,
+    data: str | None = None,
+    threads: int = 1,
+    budget_s: float = 2.0,
+    device: str | None = None,
+    max_per_class: int | None = None,
+    memory: bool = True,
+    log: Log | None = None,
+    data_loader: Callable[..., Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Bench rows for every artifact, in order: checkpoints give a torch-eager and an
+    onnxruntime row, sparse files a torch-eager row, .onnx files an onnxruntime row."""
+    from edgeprune.export.artifact import base_metadata
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.export.sparse import load_sparse
+    from edgeprune.hardware import device_label
+    from edgeprune.models import load_checkpoint
+    from edgeprune.runtime import metadata as md
+    from edgeprune.runtime.metadata import read_metadata
+
+    say = log or (lambda _m: None)
+    label = device or device_label("cpu")
+    kinds = [(Path(a), artifact_kind(a)) for a in artifacts]  # fail fast, before any timing
+    test_images = TestImages(data, max_per_class=max_per_class, log=log, loader=data_loader)
+    rows: list[dict[str, Any]] = []
+    for path, kind in kinds:
+        name = path.name
+        if kind == "onnx":
+            meta = read_metadata(path)
+            images, labels = test_images.get(meta.input_size, meta.class_names)
+            say(f"bench {name}: ONNX Runtime, {threads} thread(s)")
+            rows.append(bench_onnx(path, threads=threads, images=images, labels=labels,
+                                   device=label, budget_s=budget_s, memory=memory))
+            continue
+        model, meta = load_checkpoint(path) if kind == "checkpoint" else load_sparse(path)
+        images, labels = test_images.get(meta.input_size, meta.class_names)
+        fmt = "checkpoint" if kind == "checkpoint" else "sparse"
+        say(f"bench {name}: PyTorch eager, {threads} thread(s)")
+        rows.append(bench_torch(model, meta, name=name, fmt=fmt, path=path, kind=kind,
+                                threads=threads, images=images, labels=labels, device=label,
+                                budget_s=budget_s, memory=memory))
+        if kind == "checkpoint":
+            with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
+                onnx_path = Path(tmp) / f"{path.name}.onnx"
+                say(f"bench {name}: exporting to ONNX for ONNX Runtime")
+                export_onnx(model, onnx_path, input_size=meta.input_size,
+                            metadata=md.encode(base_metadata(model, meta, path, "onnx")))
+                row = bench_onnx(onnx_path, threads=threads, images=images, labels=labels,
+                                 device=label, budget_s=budget_s, artifact_name=name,
+                                 memory=memory)
+            row.update(format="checkpoint", path=str(path),
+                       notes="; ".join(filter(None, ["FP32 ONNX exported for this bench", row["notes"]])))
+            rows.append(row)
+    return rows

@@ -1,0 +1,361 @@
+"""Bench ONNX artifacts with ONNX Runtime alone, and compare two devices' results.
+
+A bench result is one flat row per (artifact, runtime) with the columns in `COLUMNS`, so a CSV
+written on a Raspberry Pi and one written on a server line up in `compare`. Nothing here imports
+torch: `edgeprune bench model.onnx` measures the model on the edge device itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.measure import (
+    cpu_device_label,
+    energy_meter,
+    file_size,
+    gzip_size,
+    peak_memory_onnx,
+    runtime_software_label,
+    time_callable,
+)
+
+COLUMNS = [
+    "artifact",  # file or folder name: the key `compare` matches rows on
+    "format",  # checkpoint | onnx | onnx-int8 | sparse
+    "runtime",  # torch-eager | onnxruntime
+    "device",
+    "software",
+    "threads",
+    "accuracy",
+    "n_images",
+    "file_bytes",
+    "gzip_bytes",
+    "b1_median_ms",  # latencies are per image: batch time / batch size
+    "b1_p90_ms",
+    "b64_median_ms",
+    "b64_p90_ms",
+    "throughput_ips",  # images per second at batch 64 (from the median)
+    "peak_memory_bytes",  # see measure.PEAK_MEMORY_NOTE (fresh process, batch 1)
+    "macs",  # per image
+    "gmacs_b1",  # achieved GMAC/s at batch 1 (macs / median latency)
+    "gmacs_b64",
+    "energy_mj_per_image",
+    "path",
+    "notes",
+]
+BATCH_LARGE = 64
+
+
+def achieved_gmacs(macs: int | None, ms_per_image: float | None) -> float | None:
+    """The physical reference: multiply-accumulates done per second, in billions."""
+    if not macs or not ms_per_image:
+        return None
+    return macs / (ms_per_image / 1000.0) / 1e9
+
+
+def time_batches(
+    run: Callable[[np.ndarray], Any],
+    input_size: int,
+    *,
+    budget_s: float = 2.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Latency of `run` at batch 1 and 64 on fixed random inputs, plus energy over the batch-64 loop."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.standard_normal((1, 3, input_size, input_size), dtype=np.float32)
+    x64 = rng.standard_normal((BATCH_LARGE, 3, input_size, input_size), dtype=np.float32)
+    t1 = time_callable(lambda: run(x1), warmup=5, min_runs=10, max_runs=300, budget_s=budget_s)
+    calls = [0]
+
+    def run64() -> None:
+        run(x64)
+        calls[0] += 1
+
+    with energy_meter() as energy:
+        t64 = time_callable(run64, per_call_items=BATCH_LARGE, warmup=2, min_runs=5, max_runs=100,
+                            budget_s=budget_s)
+    out: dict[str, Any] = {
+        "b1_median_ms": t1.median_ms,
+        "b1_p90_ms": t1.p90_ms,
+        "b64_median_ms": t64.median_ms,
+        "b64_p90_ms": t64.p90_ms,
+        "throughput_ips": 1000.0 / t64.median_ms,
+        "energy_mj_per_image": (
+            energy.joules * 1000.0 / (calls[0] * BATCH_LARGE) if energy.joules is not None else None
+        ),
+        "runs": {"b1": t1.runs, "b64": t64.runs},
+    }
+    out["energy_note"] = energy.note
+    return out
+
+
+def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def bench_onnx(
+    path: str | Path,
+    *,
+    threads: int = 1,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    device: str | None = None,
+    software: str | None = None,
+    budget_s: float = 2.0,
+    artifact_name: str | None = None,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """One bench row for an ONNX artifact run by ONNX Runtime with `threads` intra-op threads.
+
+    images/labels: decoded uint8 (N, 3, S, S) test images for accuracy (None: not measured)."""
+    from edgeprune.runtime.classifier import Classifier
+
+    p = Path(path)
+    notes: list[str] = []
+    clf = Classifier(p, threads=threads)
+    size = clf.input_size
+    meta = clf.metadata
+    timing = time_batches(clf.predict, size, budget_s=budget_s)
+    peak = None
+    if memory:
+        mem = peak_memory_onnx(p, input_size=size, threads=threads)
+        peak = mem.bytes
+        if peak is None:
+            notes.append(mem.note)
+    accuracy = None
+    if images is not None and labels is not None and len(labels):
+        accuracy = accuracy_of(clf.predict_uint8(images), labels)
+    if timing["energy_note"] and timing["energy_mj_per_image"] is None:
+        notes.append(timing["energy_note"])
+    if meta.macs is None:
+        notes.append("no MAC count in the metadata: GMAC/s not computed")
+    return {
+        "artifact": artifact_name or p.name,
+        "format": meta.format,
+        "runtime": "onnxruntime",
+        "device": device or cpu_device_label(),
+        "software": software or runtime_software_label(),
+        "threads": threads,
+        "accuracy": accuracy,
+        "n_images": int(len(labels)) if accuracy is not None else None,
+        "file_bytes": file_size(p),
+        "gzip_bytes": gzip_size(p),
+        "b1_median_ms": timing["b1_median_ms"],
+        "b1_p90_ms": timing["b1_p90_ms"],
+        "b64_median_ms": timing["b64_median_ms"],
+        "b64_p90_ms": timing["b64_p90_ms"],
+        "throughput_ips": timing["throughput_ips"],
+        "peak_memory_bytes": peak,
+        "macs": meta.macs,
+        "gmacs_b1": achieved_gmacs(meta.macs, timing["b1_median_ms"]),
+        "gmacs_b64": achieved_gmacs(meta.macs, timing["b64_median_ms"]),
+        "energy_mj_per_image": timing["energy_mj_per_image"],
+        "path": str(p),
+        "notes": "; ".join(notes),
+    }
+
+
+def bench_onnx_files(artifacts, *, data=None, threads=1, budget_s=2.0, device=None,
+                     max_per_class=None, memory=True) -> list[dict]:
+    """Bench .onnx files with ONNX Runtime; test images from an image tree when `data` is given."""
+    from edgeprune.runtime.data import load_test_images
+    from edgeprune.runtime.metadata import read_metadata
+
+    rows = []
+    cache: dict = {}
+    for artifact in artifacts:
+        if Path(artifact).suffix != ".onnx":
+            raise EdgepruneError(
+                f"{artifact}: the runtime benches .onnx files only; checkpoints and sparse files "
+                "need the full edgeprune install (`edgeprune bench`)"
+            )
+        images = labels = None
+        if data:
+            meta = read_metadata(artifact)
+            key = (meta.input_size, tuple(meta.class_names))
+            if key not in cache:
+                cache[key] = load_test_images(data, class_names=meta.class_names,
+                                              image_size=meta.input_size, max_per_class=max_per_class)
+            images, labels = cache[key].images, cache[key].labels
+        rows.append(bench_onnx(artifact, threads=threads, images=images, labels=labels,
+                               device=device, budget_s=budget_s, memory=memory))
+    return rows
+
+
+
+# ----------------------------------------------------------------------------- CSV / JSON
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    extra = [k for row in rows for k in row if k not in COLUMNS]
+    columns = COLUMNS + sorted(set(extra), key=extra.index)
+    with p.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return p
+
+
+def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
+    return p
+
+
+def _parse(value: str) -> Any:
+    if value == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgepruneError(f"bench CSV not found: {p}")
+    with p.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"artifact", "runtime", "device"} - set(reader.fieldnames or [])
+        if missing:
+            raise EdgepruneError(f"{p} is not an edgeprune bench CSV (no {', '.join(sorted(missing))} column)")
+        rows = [{k: _parse(v) for k, v in row.items()} for row in reader]
+    if not rows:
+        raise EdgepruneError(f"{p} holds no bench rows")
+    return rows
+
+
+# ----------------------------------------------------------------------------- compare
+
+COMPARE_METRICS = [
+    ("b1_median_ms", "b1 ms"),
+    ("b64_median_ms", "b64 ms"),
+    ("throughput_ips", "img/s"),
+    ("gmacs_b1", "GMAC/s b1"),
+    ("peak_memory_bytes", "peak mem"),
+    ("accuracy", "accuracy"),
+]
+
+
+def compare(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Match rows of two bench runs on (artifact, format, runtime); B / A ratios per metric."""
+    def key(row: dict[str, Any]) -> tuple:
+        return (str(row.get("artifact")), str(row.get("format")), str(row.get("runtime")))
+
+    device_a = " + ".join(sorted({str(r.get("device")) for r in rows_a}))
+    device_b = " + ".join(sorted({str(r.get("device")) for r in rows_b}))
+    index_b = {key(r): r for r in rows_b}
+    matched, only_a = [], []
+    for row in rows_a:
+        other = index_b.pop(key(row), None)
+        if other is None:
+            only_a.append(key(row))
+            continue
+        entry: dict[str, Any] = {"artifact": row["artifact"], "format": row.get("format"),
+                                 "runtime": row.get("runtime")}
+        for metric, _ in COMPARE_METRICS:
+            a, b = row.get(metric), other.get(metric)
+            entry[f"{metric}_a"] = a
+            entry[f"{metric}_b"] = b
+            entry[f"{metric}_ratio"] = (
+                b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None
+            )
+        matched.append(entry)
+    if not matched:
+        raise EdgepruneError(
+            "the two bench CSVs share no (artifact, format, runtime) rows: bench the same "
+            "artifact files on both devices"
+        )
+    return {"device_a": device_a, "device_b": device_b, "rows": matched,
+            "only_a": only_a, "only_b": list(index_b)}
+
+
+# ----------------------------------------------------------------------------- text output
+
+def fmt(column: str, value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if column.endswith("_bytes"):
+        return human_bytes(value)
+    if column == "accuracy":
+        return f"{value:.4f}"
+    if column.endswith("_ms"):
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    if column == "macs":
+        return f"{value / 1e6:.1f}M"
+    if column.startswith("gmacs") or column == "energy_mj_per_image":
+        return f"{value:.2f}"
+    if column == "throughput_ips":
+        return f"{value:.0f}"
+    if column.endswith("_ratio"):
+        return f"{value:.2f}x"
+    return str(value)
+
+
+def human_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"
+
+
+TABLE_COLUMNS = [
+    ("artifact", "artifact"), ("format", "format"), ("runtime", "runtime"),
+    ("accuracy", "acc"), ("file_bytes", "file"), ("gzip_bytes", "gzip"),
+    ("b1_median_ms", "b1 med ms"), ("b1_p90_ms", "b1 p90"),
+    ("b64_median_ms", "b64 med ms"), ("b64_p90_ms", "b64 p90"),
+    ("throughput_ips", "img/s"), ("peak_memory_bytes", "peak mem"), ("macs", "MACs"),
+    ("gmacs_b1", "GMAC/s b1"), ("gmacs_b64", "GMAC/s b64"), ("energy_mj_per_image", "mJ/img"),
+]
+
+
+def text_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text bench table (the rich table of the full CLI shows the same columns)."""
+    body = [[fmt(col, row.get(col)) for col, _ in TABLE_COLUMNS] for row in rows]
+    devices = sorted({f"{r.get('device')} ({r.get('threads')} thread(s), {r.get('software')})" for r in rows})
+    return "device: " + "; ".join(devices) + "\n" + text_table([h for _, h in TABLE_COLUMNS], body)
+
+
+def compare_table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["artifact", "format", "runtime"]
+    for _, label in COMPARE_METRICS:
+        headers += [f"{label} A", f"{label} B", "B/A"]
+    body = []
+    for row in result["rows"]:
+        cells = [str(row["artifact"]), str(row["format"]), str(row["runtime"])]
+        for metric, _ in COMPARE_METRICS:
+            cells += [fmt(metric, row[f"{metric}_a"]), fmt(metric, row[f"{metric}_b"]),
+                      fmt("x_ratio", row[f"{metric}_ratio"])]
+        body.append(cells)
+    return headers, body
+
+
+def format_compare(result: dict[str, Any]) -> str:
+    headers, body = compare_table_rows(result)
+    text = f"A: {result['device_a']}\nB: {result['device_b']}\n" + text_table(headers, body)
+    for side in ("only_a", "only_b"):
+        if result[side]:
+            text += f"\nonly in {side[-1].upper()}: " + ", ".join("/".join(k) for k in result[side])
+    return text

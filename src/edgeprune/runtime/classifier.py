@@ -1,0 +1,112 @@
+"""Run an exported edgeprune ONNX artifact with ONNX Runtime: numpy in, logits or labels out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.metadata import ArtifactMetadata
+from edgeprune.runtime.preprocess import ImageLike, decode_images, normalize
+
+
+class Prediction(NamedTuple):
+    label: str
+    confidence: float  # softmax probability of the label
+    index: int
+
+
+def make_session(path: str | Path, threads: int | None = 1, providers: Sequence[str] | None = None):
+    """An ONNX Runtime CPU session with a fixed intra-op thread count (None: ORT's default)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgepruneError(f"ONNX file not found: {p}")
+    if threads is not None and threads < 1:
+        raise EdgepruneError(f"threads must be >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
+    try:
+        return ort.InferenceSession(
+            str(p), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise EdgepruneError(f"{p} is not a loadable ONNX model: {exc}") from None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """An edgeprune ONNX artifact, ready to classify images.
+
+    >>> clf = Classifier("model.onnx", threads=1)
+    >>> clf.classify_images(["part.jpg"])  # [Prediction(label='ok', confidence=0.97, index=0)]
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = 1, providers: Sequence[str] | None = None):
+        self.path = Path(path)
+        self.session = make_session(self.path, threads, providers)
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = ArtifactMetadata.from_props(props, source=str(self.path))
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise EdgepruneError(f"{self.path}: expected one input, the model has {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.threads = threads
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata.class_names
+
+    @property
+    def input_size(self) -> int:
+        return self.metadata.input_size
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits for an already-normalised float32 batch (N, 3, S, S)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        size = self.metadata.input_size
+        if x.ndim != 4 or x.shape[1:] != (3, size, size):
+            raise EdgepruneError(
+                f"{self.path.name} takes (N, 3, {size}, {size}) float32 input, got {tuple(x.shape)}"
+            )
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Paths / PIL images / uint8 arrays -> the normalised float32 batch this model takes."""
+        meta = self.metadata
+        return normalize(decode_images(images, meta.input_size), meta.mean, meta.std, meta.scale)
+
+    def predict_uint8(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Logits for decoded uint8 images (N, 3, S, S), normalised with the artifact's mean/std."""
+        meta = self.metadata
+        outs = [
+            self.predict(normalize(images_uint8[i : i + batch_size], meta.mean, meta.std, meta.scale))
+            for i in range(0, len(images_uint8), batch_size)
+        ]
+        if not outs:
+            return np.zeros((0, len(meta.class_names)), dtype=np.float32)
+        return np.concatenate(outs)
+
+    def classify_images(self, images: Sequence[ImageLike], batch_size: int = 64) -> list[Prediction]:
+        """Top-1 label and its softmax confidence for each image."""
+        results: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            probs = softmax(self.predict(self.preprocess(images[start : start + batch_size])))
+            for row in probs:
+                idx = int(row.argmax())
+                results.append(Prediction(self.class_names[idx], float(row[idx]), idx))
+        return results

@@ -1,0 +1,134 @@
+"""The metadata every edgeprune ONNX artifact carries, and how to read it back without torch.
+
+ONNX `metadata_props` hold strings only, so lists and numbers are stored as JSON. The keys below
+are the contract between `edgeprune.export` (which writes them) and this runtime (which reads
+them to preprocess images itself: convert to RGB, resize to `input_size`, scale by 1/255,
+subtract `mean`, divide by `std`, lay out as NCHW).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+
+# Keys written by edgeprune.export (values are strings; JSON where noted).
+PRODUCER = "edgeprune.producer"  # "edgeprune"
+VERSION = "edgeprune.version"
+FORMAT = "edgeprune.format"  # "onnx" | "onnx-int8"
+CLASS_NAMES = "edgeprune.class_names"  # JSON list of strings, in output order
+INPUT_SIZE = "edgeprune.input_size"  # JSON int: square side in pixels
+MEAN = "edgeprune.mean"  # JSON list of 3 floats (on the 0..1 scale)
+STD = "edgeprune.std"  # JSON list of 3 floats
+SCALE = "edgeprune.scale"  # JSON float: pixel scale applied before mean/std (1/255)
+LAYOUT = "edgeprune.layout"  # "NCHW"
+CHANNEL_ORDER = "edgeprune.channel_order"  # "RGB"
+RESIZE = "edgeprune.resize"  # "bilinear (aspect ratio not kept)"
+ARCHITECTURE = "edgeprune.architecture"
+SOURCE_CHECKPOINT = "edgeprune.source_checkpoint"
+MACS = "edgeprune.macs"  # JSON int: multiply-accumulates per image (counted at export)
+PARAMS = "edgeprune.params"  # JSON int
+PRUNING = "edgeprune.pruning"  # JSON object: the checkpoint's pruning record
+TEST_ACCURACY = "edgeprune.test_accuracy"  # JSON float, measured on the artifact itself
+REFERENCE_ACCURACY = "edgeprune.reference_accuracy"  # JSON float, the PyTorch model, same images
+ACCURACY_DATA = "edgeprune.accuracy_data"  # the data set the accuracies were measured on
+WEIGHT_SPARSITY_FP32 = "edgeprune.weight_sparsity_fp32"  # JSON float
+WEIGHT_SPARSITY_INT8 = "edgeprune.weight_sparsity_int8"  # JSON float (int8 only)
+CALIBRATION = "edgeprune.calibration"  # JSON object (int8 only): images, method, data
+
+JSON_KEYS = {
+    CLASS_NAMES, INPUT_SIZE, MEAN, STD, SCALE, MACS, PARAMS, PRUNING, TEST_ACCURACY,
+    REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION,
+}
+REQUIRED = (CLASS_NAMES, INPUT_SIZE, MEAN, STD)
+
+
+def encode(values: dict[str, Any]) -> dict[str, str]:
+    """Metadata values as the strings ONNX stores: JSON for the JSON keys, str() otherwise."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        out[key] = json.dumps(value) if key in JSON_KEYS else str(value)
+    return out
+
+
+def decode(props: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if key in JSON_KEYS:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class ArtifactMetadata:
+    """What the runtime needs to turn an image into the model's input and logits into labels."""
+
+    class_names: list[str]
+    input_size: int
+    mean: list[float]
+    std: list[float]
+    scale: float = 1.0 / 255.0
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    format: str = "onnx"
+    architecture: str | None = None
+    macs: int | None = None
+    test_accuracy: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # every key, decoded
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "the model") -> ArtifactMetadata:
+        values = decode(props)
+        missing = [k for k in REQUIRED if k not in values]
+        if missing:
+            raise EdgepruneError(
+                f"{source} lacks edgeprune metadata ({', '.join(missing)}): it was not written by "
+                "`edgeprune export`, so class names and preprocessing are unknown"
+            )
+        layout = values.get(LAYOUT, "NCHW")
+        if layout != "NCHW":
+            raise EdgepruneError(f"{source}: unsupported input layout {layout!r} (NCHW expected)")
+        return cls(
+            class_names=[str(c) for c in values[CLASS_NAMES]],
+            input_size=int(values[INPUT_SIZE]),
+            mean=[float(v) for v in values[MEAN]],
+            std=[float(v) for v in values[STD]],
+            scale=float(values.get(SCALE, 1.0 / 255.0)),
+            layout=layout,
+            channel_order=values.get(CHANNEL_ORDER, "RGB"),
+            format=values.get(FORMAT, "onnx"),
+            architecture=values.get(ARCHITECTURE),
+            macs=int(values[MACS]) if values.get(MACS) is not None else None,
+            test_accuracy=values.get(TEST_ACCURACY),
+            raw=values,
+        )
+
+
+def read_props(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, read through ONNX Runtime (no `onnx` package needed)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgepruneError(f"ONNX file not found: {p}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise EdgepruneError(f"{p} is not a loadable ONNX model: {exc}") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def read_metadata(path: str | Path) -> ArtifactMetadata:
+    return ArtifactMetadata.from_props(read_props(path), source=str(path))

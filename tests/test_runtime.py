@@ -1,0 +1,198 @@
+"""The torch-free runtime: imports, classifies a real JPEG and benches with torch unavailable;
+`edgeprune bench` puts a checkpoint and an ONNX artifact side by side; `--compare` lines up two
+devices' CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeprune.export.artifact import export_checkpoint
+from edgeprune.models import load_checkpoint
+from edgeprune.runtime.bench import COLUMNS, read_csv
+from edgeprune.runtime.preprocess import normalize
+
+# Makes `import torch` (and torchvision) fail in the child, as on a device without them.
+BLOCK_TORCH = (
+    "import sys\n"
+    "for name in ('torch', 'torchvision', 'torch_pruning'):\n"
+    "    sys.modules[name] = None\n"
+)
+
+
+def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from edgeprune.data import load_data
+
+    return load_data("digits", image_size=32)
+
+
+@pytest.fixture(scope="module")
+def artifact(digits, tmp_path_factory):
+    """A MobileNetV2 trained one epoch on digits and its verified FP32 ONNX export.
+
+    (An untrained MobileNetV2 at 32x32 outputs logits of ~1e-9: every image a tie.)"""
+    from edgeprune.train import TrainRecipe, train_baseline
+
+    root = tmp_path_factory.mktemp("rt")
+    torch.manual_seed(1)
+    train_baseline(digits, arch="mobilenet_v2", recipe=TrainRecipe(epochs=1, batch_size=64, seed=1),
+                   out=root / "mnv2", progress=False)
+    result = export_checkpoint(root / "mnv2", "onnx", root / "model.onnx", data=digits, max_verify_images=100)
+    return root / "mnv2", result.path
+
+
+def test_runtime_imports_without_torch():
+    done = run_without_torch(
+        "import edgeprune.runtime, edgeprune.runtime.bench, edgeprune.runtime.data, "
+        "edgeprune.runtime.__main__\n"
+        "from edgeprune.runtime import Classifier\n"
+        "assert sys.modules.get('torch') is None\n"
+        "try:\n"
+        "    import torch\n"
+        "except ImportError:\n"
+        "    print('torch unavailable')\n"
+    )
+    assert "torch unavailable" in done.stdout
+
+
+def test_classifies_a_real_jpeg_without_torch(artifact, cifar_jpeg):
+    """Same logits as PyTorch on the pixels the data pipeline decodes from the same file."""
+    from edgeprune.data.decode import decode_files
+
+    ckpt, onnx_path = artifact
+    jpeg = sorted((cifar_jpeg / "test" / "cat").glob("*.jpg"))[0]
+    done = run_without_torch(
+        "import json\n"
+        "from edgeprune.runtime import Classifier\n"
+        "clf = Classifier(sys.argv[1], threads=1)\n"
+        "label, confidence, index = clf.classify_images([sys.argv[2]])[0]\n"
+        "logits = clf.predict(clf.preprocess([sys.argv[2]]))[0].tolist()\n"
+        "print(json.dumps({'label': label, 'confidence': confidence, 'logits': logits}))\n",
+        str(onnx_path), str(jpeg),
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    model, meta = load_checkpoint(ckpt)
+    pixels = decode_files([str(jpeg)], 32).images
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(normalize(pixels, meta.mean, meta.std)))[0]
+    np.testing.assert_allclose(out["logits"], expected.numpy(), atol=1e-3, rtol=1e-4)
+    assert out["label"] == meta.class_names[int(np.argmax(out["logits"]))]
+    assert 0.0 < out["confidence"] <= 1.0
+
+
+def _image_tree(digits, root: Path, per_class: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """TREE/test/<class>/<n>.png from digits test images (already 32x32, so decoding is exact)."""
+    images, labels = digits.test.images.numpy(), digits.test.labels.numpy()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    for i in keep:
+        folder = root / "test" / digits.class_names[labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].transpose(1, 2, 0)).save(folder / f"{i}.png")
+    return images[keep], labels[keep]
+
+
+def test_runtime_bench_without_torch_and_compare(artifact, digits, tmp_path):
+    ckpt, onnx_path = artifact
+    images, labels = _image_tree(digits, tmp_path / "tree")
+    edge_csv = tmp_path / "edge.csv"
+    run_without_torch(
+        "import runpy\n"
+        "sys.argv = ['edgeprune.runtime'] + sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_module('edgeprune.runtime', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "assert sys.modules.get('torch') is None\n",
+        "bench", str(onnx_path), "--data", str(tmp_path / "tree"), "--csv", str(edge_csv),
+        "--budget", "0.2", "--device-label", "edge-device",
+    )
+    rows = read_csv(edge_csv)
+    assert len(rows) == 1
+    row = rows[0]
+    assert list(rows[0]) == COLUMNS
+    assert row["artifact"] == "model.onnx" and row["runtime"] == "onnxruntime" and row["format"] == "onnx"
+    assert row["device"] == "edge-device" and row["n_images"] == 30
+    assert 0 < row["b1_median_ms"] <= row["b1_p90_ms"] and 0 < row["b64_median_ms"]
+    assert row["peak_memory_bytes"] > 0 and row["macs"] > 0 and row["gmacs_b1"] > 0
+    model, meta = load_checkpoint(ckpt)
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(normalize(images, meta.mean, meta.std))).argmax(1).numpy()
+    assert row["accuracy"] == pytest.approx(float((pred == labels).mean()))
+
+    # The same artifact benched "on another device", then the two side by side.
+    server_csv = tmp_path / "server.csv"
+    server_row = dict(row, device="server", b1_median_ms=row["b1_median_ms"] / 4)
+    from edgeprune.runtime.bench import write_csv
+
+    write_csv([server_row], server_csv)
+    done = run_without_torch(
+        "from edgeprune.runtime.__main__ import run\n"
+        "raise SystemExit(run(['compare', sys.argv[1], sys.argv[2]]))\n",
+        str(edge_csv), str(server_csv),
+    )
+    assert "A: edge-device" in done.stdout and "B: server" in done.stdout
+    assert "0.25x" in done.stdout  # b1 latency ratio B/A
+
+
+def _cli(args: list[str]) -> int:
+    import edgeprune.cli.commands_export  # noqa: F401 - registers export/bench on the app
+    from edgeprune.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+def test_bench_checkpoint_and_onnx_side_by_side(artifact, tmp_path, capsys):
+    ckpt, onnx_path = artifact
+    out_csv = tmp_path / "bench.csv"
+    code = _cli(["bench", str(ckpt), str(onnx_path), "--data", "digits", "--threads", "1",
+                 "--budget", "0.2", "--csv", str(out_csv), "--device-label", "server"])
+    assert code == 0
+    rows = read_csv(out_csv)
+    assert [(r["artifact"], r["runtime"]) for r in rows] == [
+        ("mnv2", "torch-eager"), ("mnv2", "onnxruntime"), ("model.onnx", "onnxruntime")]
+    accuracies = {r["accuracy"] for r in rows}
+    assert len(accuracies) == 1 and None not in accuracies  # same model, same test images
+    assert all(r["n_images"] == 360 and r["b64_median_ms"] > 0 and r["gmacs_b64"] > 0 for r in rows)
+    assert all(r["peak_memory_bytes"] > 0 for r in rows)
+    assert rows[0]["file_bytes"] == (ckpt / "model.safetensors").stat().st_size
+    assert "bench on server" in " ".join(capsys.readouterr().out.split())
+
+    with out_csv.open() as f:
+        header = next(csv.reader(f))
+    assert header[: len(COLUMNS)] == COLUMNS
+
+    other = tmp_path / "other.csv"
+    from edgeprune.runtime.bench import write_csv
+
+    write_csv([dict(r, device="edge") for r in rows], other)
+    assert _cli(["bench", "--compare", str(out_csv), str(other), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["device_a"] == "server" and shown["device_b"] == "edge"
+    assert len(shown["rows"]) == 3 and all(r["b1_median_ms_ratio"] == 1.0 for r in shown["rows"])
+
+
+def test_bench_rejects_unknown_artifacts(tmp_path, capsys):
+    bogus = tmp_path / "weights.bin"
+    bogus.write_bytes(b"123")
+    assert _cli(["bench", str(bogus)]) == 2
+    assert "not a checkpoint folder" in " ".join(capsys.readouterr().err.split())
+    assert _cli(["bench", str(tmp_path / "missing.onnx")]) == 2
