@@ -1,0 +1,113 @@
+"""`edgeprune data check`: what a data set holds before anything trains on it."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgeprune.cli.app import (
+    DataOpt,
+    DownloadOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    SeedOpt,
+    SkipBadOpt,
+    ValFractionOpt,
+    console,
+    console_err,
+    data_app,
+)
+from edgeprune.data import check_data
+
+
+@contextmanager
+def decode_progress():
+    """A rich progress bar on stderr (stdout stays clean for --json), one task per description."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console_err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done)
+
+        yield update
+
+
+def _print_report(report: dict) -> None:
+    console.print(f"[bold]{report['source']}[/]  ({report['kind']}, {report['image_size']}x{report['image_size']})")
+    table = Table("class", "train", "val", "test", title="images per class and split")
+    for cls in report["classes"]:
+        table.add_row(cls, *(str(report["counts"][split][cls]) for split in ("train", "val", "test")))
+    table.add_section()
+    table.add_row("[bold]total[/]", *(f"[bold]{report['totals'][s]}[/]" for s in ("train", "val", "test")))
+    console.print(table)
+    files = report["files"]
+    if files:
+        modes = ", ".join(f"{mode} {count}" for mode, count in files["modes"].items())
+        console.print(
+            f"source files: {files['count']} ({files['readable']} readable); width "
+            f"{files['width']['min']}-{files['width']['max']}, height {files['height']['min']}-"
+            f"{files['height']['max']} px; modes: {modes}"
+        )
+    for bad in report["unreadable"]:
+        console.print(f"[red]unreadable:[/] {bad['path']} ({bad['reason']})", highlight=False)
+    duplicates = report["duplicates"]
+    within = ", ".join(f"{split} {n}" for split, n in duplicates["within"].items())
+    across = ", ".join(f"{pair} {info['count']}" for pair, info in duplicates["across"].items())
+    console.print(f"exact duplicates ({duplicates['method']}): within {within}; across {across}")
+    for pair, info in duplicates["across"].items():
+        for example in info["examples"]:
+            console.print(f"  {pair}: " + " = ".join(example.values()), highlight=False)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+@data_app.command("check")
+def check(
+    data: DataOpt = "digits",
+    image_size: ImageSizeOpt = 32,
+    json_output: JsonOpt = False,
+    skip_bad: SkipBadOpt = False,
+    val_fraction: ValFractionOpt = 0.1,
+    seed: SeedOpt = 0,
+    download: DownloadOpt = False,
+    max_per_class: Annotated[
+        int | None,
+        typer.Option("--max-per-class", help="Only the first N images per class of each split (quick look)."),
+    ] = None,
+) -> None:
+    """Report the detected source, classes and counts per split, file sizes and modes,
+    unreadable files and exact duplicates within each split and across train/test."""
+
+    def log(message: str) -> None:
+        console_err.print(message, highlight=False)
+
+    with decode_progress() as progress:
+        report = check_data(
+            data,
+            image_size=image_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            download=download,
+            skip_bad=skip_bad,
+            max_per_class=max_per_class,
+            log=log,
+            progress=progress,
+        )
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))  # not rich: it would wrap long lines
+    else:
+        _print_report(report)

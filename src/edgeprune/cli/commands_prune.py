@@ -1,0 +1,286 @@
+"""`edgeprune prune`: prune a checkpoint (unstructured or structured), fine-tune, save a checkpoint
+that `edgeprune evaluate` / `edgeprune measure` load as is."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli.app import (
+    DataOpt,
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    SeedOpt,
+    SkipBadOpt,
+    ThreadsOpt,
+    ValFractionOpt,
+    app,
+    console,
+)
+from edgeprune.cli.common import load_data_logged, log, warn
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def _acc(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+@app.command()
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder to prune (model.safetensors + model.json).")],
+    data: DataOpt = "digits",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="l1 | random (unstructured: weights zeroed) | l2-channel | l1-channel | "
+            "taylor-channel | random-channel (structured: channels physically removed).",
+        ),
+    ] = "l1",
+    target: Annotated[
+        float,
+        typer.Option("--target", help="Fraction to remove, in (0, 1): weights for l1/random, "
+                     "--target-kind for channel methods."),
+    ] = 0.5,
+    target_kind: Annotated[
+        str | None,
+        typer.Option("--target-kind", help="Channel methods: params (default), channels or macs "
+                     "removed, relative to the dense model."),
+    ] = None,
+    schedule: Annotated[
+        str, typer.Option("--schedule", help="oneshot | geometric | linear | agp (cubic, as TF-MOT).")
+    ] = "oneshot",
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Pruning steps (default 1 for oneshot, 3 otherwise).")
+    ] = None,
+    finetune_epochs: Annotated[
+        int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after each step.")
+    ] = 1,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", min=0.0, help="Stop when val accuracy drops more than this many "
+                     "points below the baseline; keep the last good model."),
+    ] = None,
+    per_layer: Annotated[
+        bool, typer.Option("--per-layer", help="Unstructured: the same sparsity in every layer "
+                           "instead of a global ranking.")
+    ] = False,
+    max_layer_sparsity: Annotated[
+        float, typer.Option("--max-layer-sparsity", help="Unstructured layer-collapse guard: no "
+                            "layer pruned beyond this fraction.")
+    ] = 0.98,
+    scoring: Annotated[
+        str, typer.Option("--scoring", help="l1 ranking: magnitude or lamp (layer-adaptive).")
+    ] = "magnitude",
+    round_to: Annotated[
+        int, typer.Option("--round-to", min=1, help="Channel methods: kept channel counts are "
+                          "multiples of this (SIMD alignment).")
+    ] = 8,
+    min_channels: Annotated[
+        int, typer.Option("--min-channels", min=1, help="Channel methods: fewest output channels "
+                          "any layer keeps.")
+    ] = 8,
+    scope: Annotated[
+        str, typer.Option("--scope", help="head | blocks | all: which layers may be pruned.")
+    ] = "all",
+    taylor_batches: Annotated[
+        int, typer.Option("--taylor-batches", min=1, help="Training batches for Taylor gradients.")
+    ] = 4,
+    recalib_batches: Annotated[
+        int, typer.Option("--recalib-batches", min=0, help="Training batches for batch-norm "
+                          "recalibration after each step (0: off).")
+    ] = 20,
+    lr: Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate (default: "
+                                             "the optimizer's).")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    val_fraction: ValFractionOpt = 0.1,
+    max_per_class: Annotated[
+        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
+    ] = None,
+    download: DownloadOpt = False,
+    skip_bad: SkipBadOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 2,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/pruned"),
+    show_layers: Annotated[bool, typer.Option("--show-layers", help="Print the per-layer table.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
+    import torch
+
+    from edgeprune.data import BatchLoader
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.hardware import device_label, resolve_device, seed_everything, set_threads
+    from edgeprune.models import ensure_same_classes, load_checkpoint, save_checkpoint
+    from edgeprune.pruning import Schedule, make_config, prune_iteratively, recalibrate_batchnorm
+    from edgeprune.train import TrainRecipe, evaluate, fit
+
+    started = time.perf_counter()
+    # --- validate everything cheap before loading anything
+    structured = method.endswith("-channel")
+    if not structured and target_kind not in (None, "params"):
+        raise EdgepruneError(f"--target-kind {target_kind} applies to channel methods, not {method}")
+    options = dict(scope=scope)
+    if structured:
+        options.update(target_kind=target_kind or "params", round_to=round_to, min_channels=min_channels)
+        if method == "taylor-channel":
+            options["num_batches"] = taylor_batches
+    else:
+        options.update(per_layer=per_layer, max_layer_sparsity=max_layer_sparsity)
+        if method == "l1":
+            options["scoring"] = scoring
+        if method.startswith("random"):
+            options["seed"] = seed
+    if method == "random-channel":
+        options["seed"] = seed
+    if structured and per_layer:
+        raise EdgepruneError("--per-layer applies to the unstructured methods (l1, random)")
+    if method != "l1" and scoring != "magnitude":
+        raise EdgepruneError("--scoring applies to --method l1 only")
+    config = make_config(method, target, **options)
+    plan = Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3))
+    recipe = TrainRecipe(
+        epochs=finetune_epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed
+    ).resolved()
+
+    dev = resolve_device(device)
+    n_threads = set_threads(threads)
+    seed_everything(seed)
+    model, meta = load_checkpoint(checkpoint, dev)
+    dataset = load_data_logged(
+        data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
+        download=download, skip_bad=skip_bad, max_per_class=max_per_class,
+    )
+    ensure_same_classes(meta, dataset.class_names, dataset.name)
+    # the checkpoint's normalisation, whatever the data loader would compute
+    dataset = dataclasses.replace(dataset, mean=tuple(meta.mean), std=tuple(meta.std))
+    has_val = len(dataset.val.labels) > 0
+    if max_drop is not None and not has_val:
+        raise EdgepruneError("--max-drop decides on a validation split: use --val-fraction > 0")
+    if meta.pruning:
+        warn(f"{checkpoint} is already pruned ({meta.pruning.get('method')}); pruning it further")
+
+    def val_accuracy(m) -> float:
+        return evaluate(m, dataset.val, mean=meta.mean, std=meta.std,
+                        class_names=meta.class_names, device=dev).accuracy
+
+    def test_accuracy(m) -> float:
+        return evaluate(m, dataset.test, mean=meta.mean, std=meta.std,
+                        class_names=meta.class_names, device=dev).accuracy
+
+    def train_batches(seed_offset: int) -> BatchLoader:
+        return BatchLoader(dataset.train, batch_size, mean=meta.mean, std=meta.std, train=True,
+                           device=dev, seed=seed + seed_offset, drop_last=len(dataset.train.labels) > batch_size)
+
+    def recalibrate(m) -> None:
+        if recalib_batches > 0:
+            recalibrate_batchnorm(m, train_batches(7919), max_batches=recalib_batches)
+
+    def fine_tune(m, step) -> None:
+        if finetune_epochs == 0:
+            return
+        fit(m, dataset, dataclasses.replace(recipe, seed=seed + step.index), device=dev,
+            after_step=step.after_step, log=log, progress=not as_json,  # stdout stays pure JSON
+            description=f"fine-tune {step.index}/{step.of}")
+
+    baseline_val = val_accuracy(model) if has_val else None
+    baseline_test = test_accuracy(model)
+    log(
+        f"pruning {meta.architecture} from {checkpoint} on {dev} ({n_threads} threads): {method} "
+        f"to {target} ({config.target_kind if structured else 'weights'}), {plan.kind} x{plan.steps}, "
+        f"{finetune_epochs} fine-tune epoch(s) per step; baseline val {_acc(baseline_val)}, "
+        f"test {baseline_test:.4f}"
+    )
+    example = torch.zeros(1, 3, meta.input_size, meta.input_size, device=dev)
+    result = prune_iteratively(
+        model, config, plan, example_inputs=example, fine_tune=fine_tune,
+        evaluate=val_accuracy if has_val else None, max_drop=max_drop,
+        baseline_accuracy=baseline_val, recalibrate=recalibrate if recalib_batches > 0 else None,
+        batches=train_batches(104729), log=log,
+    )
+    pruned = result.model
+    final_test = test_accuracy(pruned)
+    final_val = val_accuracy(pruned) if has_val else None
+
+    record = result.to_dict()
+    record.update(
+        baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
+        val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=str(checkpoint),
+        finetune={**recipe.to_dict(), "epochs_per_step": finetune_epochs},
+        recalib_batches=recalib_batches, device=device_label(dev), seconds=time.perf_counter() - started,
+        previous=meta.pruning or None,
+    )
+    new_meta = dataclasses.replace(
+        meta,
+        pruning=record,
+        metrics={"test_accuracy": final_test, "val_accuracy": final_val,
+                 "dense_test_accuracy": baseline_test},
+        data={**meta.data, "name": dataset.name, "kind": dataset.kind},
+    )
+    save_checkpoint(pruned.cpu(), new_meta, out)
+    reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
+    if sum(p.numel() for p in reloaded.parameters()) != result.params:
+        raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
+
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in record.items() if k != "layers"}, indent=2, default=str))
+        return
+    table = Table(title=f"{method} → {target} {result.achieved_kind}, {plan.kind} x{plan.steps}")
+    for col in ("step", "asked", "got", "params", "−params", "−MACs", "val pruned", "val tuned",
+                "kept"):
+        table.add_column(col, justify="right")
+    for s in result.steps:
+        table.add_row(
+            str(s.step), f"{s.asked:.4f}", f"{s.achieved:.4f}", f"{s.nonzero_params:,}",
+            _pct(s.params_reduction), _pct(s.macs_reduction), _acc(s.accuracy_after_prune),
+            _acc(s.val_accuracy), "yes" if s.accepted else "[red]no",
+        )
+    console.print(table)
+    if show_layers:
+        lt = Table(title="per-layer")
+        for col in ("layer", "shape before", "shape after", "sparsity"):
+            lt.add_column(col, justify="right" if col != "layer" else "left")
+        for r in result.layers:
+            lt.add_row(r["layer"], "x".join(map(str, r["shape_before"] or [])),
+                       "x".join(map(str, r["shape_after"])),
+                       f"{r['sparsity']:.1%}" + (" (cap)" if r["capped"] else ""))
+        console.print(lt)
+    in_scope = [r for r in result.layers if r["in_scope"]]
+    if structured:
+        changed = [r for r in in_scope if r["out_before"] != r["out_after"]]
+        console.print(
+            f"per-layer: {len(changed)} of {len(result.layers)} layers lost output channels; "
+            + ", ".join(f"{r['layer']} {r['out_before']}→{r['out_after']}" for r in changed[:4])
+            + (", ..." if len(changed) > 4 else "") + " (--show-layers for all)"
+        )
+    else:
+        lo = min(in_scope, key=lambda r: r["sparsity"])
+        hi = max(in_scope, key=lambda r: r["sparsity"])
+        console.print(
+            f"per-layer sparsity over {len(in_scope)} layers: min {lo['sparsity']:.1%} ({lo['layer']}), "
+            f"max {hi['sparsity']:.1%} ({hi['layer']}); no layer emptied (--show-layers for all)"
+        )
+    if result.capped_layers:
+        warn(f"{len(result.capped_layers)} layer(s) held at the {max_layer_sparsity:.0%} per-layer cap "
+             "(layer-collapse guard); see --show-layers")
+    if result.stopped_reason:
+        warn(result.stopped_reason)
+    console.print(
+        f"achieved: {result.achieved:.4f} {result.achieved_kind} removed (asked {target}); "
+        f"params {result.nonzero_params:,} of {result.dense_params:,} nonzero "
+        f"({result.params_reduction:.1%} fewer), MACs {result.macs:,} ({result.macs_reduction:.1%} fewer), "
+        f"tensors {'physically smaller' if structured else 'same shape, zeros'}; "
+        f"test accuracy {final_test:.4f} (dense {baseline_test:.4f}); written to {out}"
+    )

@@ -1,0 +1,220 @@
+"""Dataclass configs, one per pruning method (in the spirit of torchao / NNCF configs).
+
+A config says *what* to remove; `prune(model, config, example_inputs)` does it and
+`prune_iteratively(model, config, schedule, ...)` does it in steps. Every config is validated
+when it is built, so a bad request fails before any tensor is touched.
+
+Targets
+- Unstructured configs take `sparsity`: the fraction of the counted weights (every Conv2d and
+  Linear weight in scope) that is zero afterwards.
+- Channel configs take `target` with `target_kind`: "channels" (fraction of the output channels
+  of the prunable layers removed, applied uniformly per layer), "params" or "macs" (fraction of
+  the whole model's parameters / multiply-accumulates removed, relative to the dense model; the
+  per-layer channel ratio that achieves it is found by search).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from edgeprune.errors import EdgepruneError
+
+SCOPES = ("all", "blocks", "head")
+TARGET_KINDS = ("params", "channels", "macs")
+SCORINGS = ("magnitude", "lamp")
+
+
+def check_fraction(value: float, what: str) -> float:
+    """A target must lie strictly between 0 and 1: 0 prunes nothing, 1 prunes everything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise EdgepruneError(f"{what} must be a number in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise EdgepruneError(
+            f"{what} must be strictly between 0 and 1 (0.9 = remove 90%), got {value}"
+        )
+    return float(value)
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise EdgepruneError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """Base of every config. `method` is the CLI name; `structured` tells the two families apart."""
+
+    method: ClassVar[str] = ""
+    structured: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **asdict(self)}
+
+    @property
+    def amount(self) -> float:  # the asked target, whatever the family calls it
+        raise NotImplementedError
+
+    def with_amount(self, amount: float) -> "PruningConfig":
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Unstructured(PruningConfig):
+    sparsity: float = 0.5
+    per_layer: bool = False
+    max_layer_sparsity: float = 0.98  # layer-collapse guard: no layer is ever pruned past this
+    scope: str = "all"
+
+    def __post_init__(self) -> None:
+        check_fraction(self.sparsity, "sparsity")
+        _check_scope(self.scope)
+        if not 0.0 < self.max_layer_sparsity < 1.0:
+            raise EdgepruneError(
+                f"max_layer_sparsity must be in (0, 1): 1.0 would allow emptying a layer, "
+                f"got {self.max_layer_sparsity}"
+            )
+        if self.per_layer and self.sparsity > self.max_layer_sparsity:
+            raise EdgepruneError(
+                f"per-layer sparsity {self.sparsity} exceeds the layer-collapse guard "
+                f"max_layer_sparsity={self.max_layer_sparsity}"
+            )
+
+    @property
+    def amount(self) -> float:
+        return self.sparsity
+
+    def with_amount(self, amount: float) -> "_Unstructured":
+        return _replace(self, sparsity=amount)
+
+
+@dataclass(frozen=True)
+class L1Unstructured(_Unstructured):
+    """Unstructured magnitude pruning: the smallest |w| are zeroed, globally (default) or per layer.
+
+    scoring="lamp" ranks by LAMP scores (Lee et al. 2021), which are layer-adaptive and make
+    layer collapse unlikely even without the per-layer cap.
+    """
+
+    method: ClassVar[str] = "l1"
+    scoring: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scoring not in SCORINGS:
+            raise EdgepruneError(f"unknown scoring {self.scoring!r}: {', '.join(SCORINGS)}")
+
+
+@dataclass(frozen=True)
+class RandomUnstructured(_Unstructured):
+    """Unstructured random pruning: the sanity baseline every real method must beat."""
+
+    method: ClassVar[str] = "random"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class _Channel(PruningConfig):
+    structured: ClassVar[bool] = True
+    target: float | None = None
+    target_kind: str = "channels"
+    round_to: int = 8  # kept channel counts are multiples of this (SIMD-friendly)
+    min_channels: int = 8  # no layer keeps fewer output channels than this
+    scope: str = "all"
+    tolerance: float = 0.005  # for params/macs targets: |achieved - asked| allowed by the search
+    ratio: float | None = field(default=None, repr=False)  # alias: target with target_kind="channels"
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None:
+            if self.target is not None and self.target != self.ratio:
+                raise EdgepruneError("give either ratio or target, not both")
+            object.__setattr__(self, "target", self.ratio)
+            object.__setattr__(self, "target_kind", "channels")
+            object.__setattr__(self, "ratio", None)
+        if self.target is None:
+            raise EdgepruneError(f"{type(self).__name__} needs a target (or ratio)")
+        check_fraction(self.target, "target")
+        _check_scope(self.scope)
+        if self.target_kind not in TARGET_KINDS:
+            raise EdgepruneError(
+                f"unknown target kind {self.target_kind!r}: choose one of {', '.join(TARGET_KINDS)}"
+            )
+        if self.round_to < 1:
+            raise EdgepruneError(f"round_to must be >= 1, got {self.round_to}")
+        if self.min_channels < 1:
+            raise EdgepruneError(f"min_channels must be >= 1, got {self.min_channels}")
+        if not 0.0 < self.tolerance < 0.1:
+            raise EdgepruneError(f"tolerance must be in (0, 0.1), got {self.tolerance}")
+
+    @property
+    def amount(self) -> float:
+        return float(self.target)  # type: ignore[arg-type]
+
+    def with_amount(self, amount: float) -> "_Channel":
+        return _replace(self, target=amount)
+
+
+@dataclass(frozen=True)
+class L2Channel(_Channel):
+    """Filter pruning by the L2 norm of each channel's weights, summed over its dependency group."""
+
+    method: ClassVar[str] = "l2-channel"
+
+
+@dataclass(frozen=True)
+class L1Channel(_Channel):
+    """Filter pruning by the L1 norm (Li et al. 2017)."""
+
+    method: ClassVar[str] = "l1-channel"
+
+
+@dataclass(frozen=True)
+class TaylorChannel(_Channel):
+    """First-order Taylor importance |w * dL/dw| (Molchanov et al. 2017) from a few training batches."""
+
+    method: ClassVar[str] = "taylor-channel"
+    num_batches: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_batches < 1:
+            raise EdgepruneError(f"num_batches must be >= 1, got {self.num_batches}")
+
+
+@dataclass(frozen=True)
+class RandomChannel(_Channel):
+    """Structured random baseline: random channels removed, same counts as the norm methods."""
+
+    method: ClassVar[str] = "random-channel"
+    seed: int = 0
+
+
+def _replace(config, **changes):
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+METHODS: dict[str, type[PruningConfig]] = {
+    cls.method: cls
+    for cls in (L1Unstructured, RandomUnstructured, L2Channel, L1Channel, TaylorChannel, RandomChannel)
+}
+
+
+def make_config(method: str, target: float, **options: Any) -> PruningConfig:
+    """Build the config for a CLI method name; options that do not apply to it are an error."""
+    try:
+        cls = METHODS[method]
+    except KeyError:
+        raise EdgepruneError(
+            f"unknown pruning method {method!r}: choose one of {', '.join(METHODS)}"
+        ) from None
+    names = set(cls.__dataclass_fields__)
+    bad = sorted(k for k, v in options.items() if k not in names and v is not None)
+    if bad:
+        raise EdgepruneError(f"option(s) {', '.join(bad)} do not apply to method {method}")
+    kwargs = {k: v for k, v in options.items() if k in names and v is not None}
+    if cls.structured:
+        return cls(target=target, **kwargs)
+    return cls(sparsity=target, **kwargs)
