@@ -3,9 +3,7 @@ that `edgeprune evaluate` / `edgeprune measure` load as is."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -118,16 +116,13 @@ def prune(
     as_json: JsonOpt = False,
 ) -> None:
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
-    import torch
-
-    from edgeprune.data import BatchLoader
     from edgeprune.errors import EdgepruneError
-    from edgeprune.hardware import device_label, resolve_device, seed_everything, set_threads
-    from edgeprune.models import ensure_same_classes, load_checkpoint, save_checkpoint
-    from edgeprune.pruning import Schedule, make_config, prune_iteratively, recalibrate_batchnorm
-    from edgeprune.train import TrainRecipe, evaluate, fit
+    from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
+    from edgeprune.hardware import resolve_device, set_threads
+    from edgeprune.models.checkpoint import read_manifest
+    from edgeprune.pruning import Schedule, make_config
+    from edgeprune.train import TrainRecipe
 
-    started = time.perf_counter()
     # --- validate everything cheap before loading anything
     structured = method.endswith("-channel")
     if not structured and target_kind not in (None, "params"):
@@ -156,83 +151,18 @@ def prune(
     ).resolved()
 
     dev = resolve_device(device)
-    n_threads = set_threads(threads)
-    seed_everything(seed)
-    model, meta = load_checkpoint(checkpoint, dev)
+    set_threads(threads)
     dataset = load_data_logged(
-        data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
-        download=download, skip_bad=skip_bad, max_per_class=max_per_class,
+        data, image_size=read_manifest(checkpoint)["input_size"], val_fraction=val_fraction,
+        seed=seed, download=download, skip_bad=skip_bad, max_per_class=max_per_class,
     )
-    ensure_same_classes(meta, dataset.class_names, dataset.name)
-    # the checkpoint's normalisation, whatever the data loader would compute
-    dataset = dataclasses.replace(dataset, mean=tuple(meta.mean), std=tuple(meta.std))
-    has_val = len(dataset.val.labels) > 0
-    if max_drop is not None and not has_val:
-        raise EdgepruneError("--max-drop decides on a validation split: use --val-fraction > 0")
-    if meta.pruning:
-        warn(f"{checkpoint} is already pruned ({meta.pruning.get('method')}); pruning it further")
-
-    def val_accuracy(m) -> float:
-        return evaluate(m, dataset.val, mean=meta.mean, std=meta.std,
-                        class_names=meta.class_names, device=dev).accuracy
-
-    def test_accuracy(m) -> float:
-        return evaluate(m, dataset.test, mean=meta.mean, std=meta.std,
-                        class_names=meta.class_names, device=dev).accuracy
-
-    def train_batches(seed_offset: int) -> BatchLoader:
-        return BatchLoader(dataset.train, batch_size, mean=meta.mean, std=meta.std, train=True,
-                           device=dev, seed=seed + seed_offset, drop_last=len(dataset.train.labels) > batch_size)
-
-    def recalibrate(m) -> None:
-        if recalib_batches > 0:
-            recalibrate_batchnorm(m, train_batches(7919), max_batches=recalib_batches)
-
-    def fine_tune(m, step) -> None:
-        if finetune_epochs == 0:
-            return
-        fit(m, dataset, dataclasses.replace(recipe, seed=seed + step.index), device=dev,
-            after_step=step.after_step, log=log, progress=not as_json,  # stdout stays pure JSON
-            description=f"fine-tune {step.index}/{step.of}")
-
-    baseline_val = val_accuracy(model) if has_val else None
-    baseline_test = test_accuracy(model)
-    log(
-        f"pruning {meta.architecture} from {checkpoint} on {dev} ({n_threads} threads): {method} "
-        f"to {target} ({config.target_kind if structured else 'weights'}), {plan.kind} x{plan.steps}, "
-        f"{finetune_epochs} fine-tune epoch(s) per step; baseline val {_acc(baseline_val)}, "
-        f"test {baseline_test:.4f}"
-    )
-    example = torch.zeros(1, 3, meta.input_size, meta.input_size, device=dev)
-    result = prune_iteratively(
-        model, config, plan, example_inputs=example, fine_tune=fine_tune,
-        evaluate=val_accuracy if has_val else None, max_drop=max_drop,
-        baseline_accuracy=baseline_val, recalibrate=recalibrate if recalib_batches > 0 else None,
-        batches=train_batches(104729), log=log,
-    )
-    pruned = result.model
-    final_test = test_accuracy(pruned)
-    final_val = val_accuracy(pruned) if has_val else None
-
-    record = result.to_dict()
-    record.update(
-        baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
-        val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=str(checkpoint),
-        finetune={**recipe.to_dict(), "epochs_per_step": finetune_epochs},
-        recalib_batches=recalib_batches, device=device_label(dev), seconds=time.perf_counter() - started,
-        previous=meta.pruning or None,
-    )
-    new_meta = dataclasses.replace(
-        meta,
-        pruning=record,
-        metrics={"test_accuracy": final_test, "val_accuracy": final_val,
-                 "dense_test_accuracy": baseline_test},
-        data={**meta.data, "name": dataset.name, "kind": dataset.kind},
-    )
-    save_checkpoint(pruned.cpu(), new_meta, out)
-    reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
-    if sum(p.numel() for p in reloaded.parameters()) != result.params:
-        raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
+    job = PruneJob(config=config, schedule=plan, finetune=recipe, max_drop=max_drop,
+                   recalib_batches=recalib_batches, seed=seed)
+    # stdout stays pure JSON with --json: no progress bars then.
+    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev,
+                               progress=not as_json, log=log)
+    result, record = outcome.result, outcome.record
+    final_test, baseline_test = record["test_accuracy"], record["baseline_test_accuracy"]
 
     if as_json:
         typer.echo(json.dumps({k: v for k, v in record.items() if k != "layers"}, indent=2, default=str))

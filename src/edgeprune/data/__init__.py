@@ -1,0 +1,26 @@
+"""Data sets as decoded uint8 tensors (decoded once, cached on disk) and fast tensor batches.
+
+`load_data(spec)` accepts `digits`, a torchvision CIFAR-10 root, an ImageFolder tree with
+train/ and test/, or a single class-folder tree; `BatchLoader` batches a `Split`."""
+
+from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, DataBundle, Split
+from edgeprune.data.cache import DATA_FORMAT_VERSION, cache_root
+from edgeprune.data.check import check_data
+from edgeprune.data.load import channel_stats, load_data
+from edgeprune.data.loader import BatchLoader, random_crop_flip
+from edgeprune.data.sources import ACCEPTED_FORMS
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "DATA_FORMAT_VERSION",
+    "BatchLoader",
+    "DataBundle",
+    "Split",
+    "cache_root",
+    "channel_stats",
+    "check_data",
+    "load_data",
+    "random_crop_flip",
+]

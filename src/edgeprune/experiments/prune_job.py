@@ -1,0 +1,126 @@
+"""Prune a checkpoint end to end: load, prune along a schedule with batch-norm recalibration and
+fine-tuning, decide on the validation split, report on the test split, save. Shared by
+`edgeprune prune`, the demo and the frontier benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgeprune.data import BatchLoader
+from edgeprune.errors import EdgepruneError
+from edgeprune.hardware import device_label, seed_everything
+from edgeprune.models import CheckpointMeta, ensure_same_classes, load_checkpoint, save_checkpoint
+from edgeprune.pruning import PruneResult, PruningConfig, Schedule, prune_iteratively, recalibrate_batchnorm
+from edgeprune.train import TrainRecipe, evaluate, fit
+
+
+@dataclass
+class PruneJob:
+    config: PruningConfig
+    schedule: Schedule
+    finetune: TrainRecipe  # epochs = fine-tuning epochs after each step
+    max_drop: float | None = None
+    recalib_batches: int = 20  # training batches for batch-norm recalibration (0: off)
+    seed: int = 0
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    meta: CheckpointMeta
+    result: PruneResult
+    record: dict[str, Any]  # what went into meta.pruning
+
+
+def prune_checkpoint(
+    checkpoint: str | Path,
+    data,
+    job: PruneJob,
+    *,
+    out: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> PruneOutcome:
+    started = time.perf_counter()
+    say = log or (lambda _m: None)
+    seed_everything(job.seed)
+    recipe = job.finetune.resolved()
+    model, meta = load_checkpoint(checkpoint, device)
+    ensure_same_classes(meta, data.class_names, data.name)
+    # Always the checkpoint's normalisation, whatever the data loader would compute.
+    data = dataclasses.replace(data, mean=tuple(meta.mean), std=tuple(meta.std))
+    has_val = len(data.val.labels) > 0
+    if job.max_drop is not None and not has_val:
+        raise EdgepruneError("--max-drop decides on a validation split: use --val-fraction > 0")
+    if meta.pruning:
+        say(f"warning: {checkpoint} is already pruned ({meta.pruning.get('method')}); pruning it further")
+
+    def accuracy_on(split, m) -> float:
+        return evaluate(m, split, mean=meta.mean, std=meta.std, class_names=meta.class_names,
+                        device=device).accuracy
+
+    def train_batches(seed_offset: int) -> BatchLoader:
+        return BatchLoader(
+            data.train, recipe.batch_size, mean=meta.mean, std=meta.std, train=True,
+            device=device, seed=job.seed + seed_offset,
+            drop_last=len(data.train.labels) > recipe.batch_size,
+        )
+
+    def recalibrate(m) -> None:
+        recalibrate_batchnorm(m, train_batches(7919), max_batches=job.recalib_batches)
+
+    def fine_tune(m, step) -> None:
+        if recipe.epochs == 0:
+            return
+        fit(m, data, dataclasses.replace(recipe, seed=job.seed + step.index), device=device,
+            after_step=step.after_step, log=log, progress=progress,
+            description=f"fine-tune {step.index}/{step.of}")
+
+    baseline_val = accuracy_on(data.val, model) if has_val else None
+    baseline_test = accuracy_on(data.test, model)
+    say(
+        f"pruning {meta.architecture} from {checkpoint} on {device}: {job.config.method} to "
+        f"{job.config.amount}, {job.schedule.kind} x{job.schedule.steps}, {recipe.epochs} fine-tune "
+        f"epoch(s) per step; baseline val {baseline_val}, test {baseline_test:.4f}"
+    )
+    example = torch.zeros(1, 3, meta.input_size, meta.input_size, device=device)
+    result = prune_iteratively(
+        model, job.config, job.schedule, example_inputs=example, fine_tune=fine_tune,
+        evaluate=(lambda m: accuracy_on(data.val, m)) if has_val else None,
+        max_drop=job.max_drop, baseline_accuracy=baseline_val,
+        recalibrate=recalibrate if job.recalib_batches > 0 else None,
+        batches=train_batches(104729), log=log,
+    )
+    pruned = result.model
+    final_test = accuracy_on(data.test, pruned)
+    final_val = accuracy_on(data.val, pruned) if has_val else None
+    record = result.to_dict()
+    record.update(
+        baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
+        val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=str(checkpoint),
+        finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs},
+        recalib_batches=job.recalib_batches, device=device_label(device),
+        seconds=time.perf_counter() - started, previous=meta.pruning or None,
+    )
+    new_meta = dataclasses.replace(
+        meta,
+        pruning=record,
+        metrics={"test_accuracy": final_test, "val_accuracy": final_val,
+                 "dense_test_accuracy": baseline_test},
+        data={**meta.data, "name": data.name, "kind": data.kind},
+    )
+    if out is not None:
+        save_checkpoint(pruned.cpu(), new_meta, out)
+        reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
+        if sum(p.numel() for p in reloaded.parameters()) != result.params:
+            raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
+        pruned.to(device)
+    return PruneOutcome(pruned, new_meta, result, record)
