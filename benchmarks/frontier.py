@@ -58,33 +58,205 @@ def run_baseline(args, data, out: Path) -> dict:
             "epochs": recipe.epochs}
 
 
+FINETUNE_RECIPE = dict(
+    epochs=1, optimizer="sgd", lr=0.01, weight_decay=4e-5, label_smoothing=0.1, batch_size=128,
+)
+
+
+def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int = 1):
+    """A run that prunes the baseline checkpoint with the shared prune job."""
+
+    def run(args, data, out: Path) -> dict:
+        from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
+        from edgeprune.pruning import Schedule
+        from edgeprune.train import TrainRecipe
+
+        job = PruneJob(
+            config=config_factory(),
+            schedule=Schedule(schedule, steps),
+            finetune=TrainRecipe(**{**FINETUNE_RECIPE, "epochs": finetune_epochs}),
+        )
+        outcome = prune_checkpoint(
+            RUN_DIR / "baseline", data, job, out=out, device=resolve_device(args.device), log=log,
+        )
+        rec = outcome.record
+        return {
+            "test_accuracy": rec["test_accuracy"], "train_seconds": rec["seconds"],
+            "epochs": finetune_epochs * len(rec["steps"]), "method": rec["method"],
+            "asked": rec["asked"], "achieved": rec["achieved"], "achieved_kind": rec["achieved_kind"],
+            "schedule": f"{schedule} x{steps}",
+        }
+
+    return run
+
+
+def run_width_matched(args, data, out: Path) -> dict:
+    """A dense MobileNetV2 whose width multiplier gives the structured model's MACs, trained from
+    scratch (ImageNet weights exist only at width 1.0) for the structured run's total epochs."""
+    from edgeprune.metrics import count_macs
+    from edgeprune.models import create_model, load_checkpoint
+    from edgeprune.train import TrainRecipe, train_baseline
+
+    structured = json.loads((RUN_DIR / "l2-channel-geometric-50" / "result.json").read_text())
+    target_macs = count_macs(load_checkpoint(RUN_DIR / "l2-channel-geometric-50")[0], 32)[0]
+    widths = [round(0.30 + 0.01 * i, 2) for i in range(71)]
+    macs = {w: count_macs(create_model("mobilenet_v2", 10, width_mult=w), 32)[0] for w in widths}
+    width = min(widths, key=lambda w: abs(macs[w] - target_macs))
+    epochs = args.baseline_epochs + structured["epochs"]
+    log(f"width {width}: {macs[width]:,} MACs vs structured {target_macs:,}; {epochs} epochs from scratch")
+    recipe = TrainRecipe(**{**BASELINE_RECIPE, "epochs": epochs, "lr": 0.05})
+    started = time.perf_counter()
+    _, _, result = train_baseline(
+        data, arch="mobilenet_v2", recipe=recipe, weights="none", width_mult=width,
+        device=resolve_device(args.device), out=out, log=log,
+    )
+    return {"test_accuracy": result.accuracy, "train_seconds": time.perf_counter() - started,
+            "epochs": epochs, "width_mult": width}
+
+
+def runs() -> dict:
+    from edgeprune.pruning import L1Unstructured, L2Channel, RandomUnstructured, TaylorChannel
+
+    return {
+        "baseline": run_baseline,
+        "l1-oneshot-50": _prune_run(lambda: L1Unstructured(sparsity=0.5), "oneshot", 1),
+        "l1-oneshot-90": _prune_run(lambda: L1Unstructured(sparsity=0.9), "oneshot", 1),
+        "random-oneshot-90": _prune_run(lambda: RandomUnstructured(sparsity=0.9), "oneshot", 1),
+        "l2-channel-geometric-50": _prune_run(
+            lambda: L2Channel(target=0.5, target_kind="params"), "geometric", 3),
+        "taylor-channel-geometric-50": _prune_run(
+            lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3),
+        "width-matched": run_width_matched,
+        "l1-geometric-90": _prune_run(lambda: L1Unstructured(sparsity=0.9), "geometric", 10),
+    }
+
+
+def measure_all(threads: int) -> list[dict]:
+    """Measure every finished run side by side in this one process (noisy machines: ratios)."""
+    from edgeprune.metrics import measure
+    from edgeprune.models import load_checkpoint
+
+    rows = []
+    for name in runs():
+        done = RUN_DIR / name / "result.json"
+        if not done.is_file():
+            continue
+        record = json.loads(done.read_text())
+        model, meta = load_checkpoint(RUN_DIR / name)
+        log(f"measuring {name}")
+        m = measure(model, input_size=meta.input_size, threads=threads, memory=False, runs=30)
+        rows.append({
+            "run": name,
+            "test_accuracy": record["test_accuracy"],
+            "achieved": record.get("achieved"),
+            "achieved_kind": record.get("achieved_kind"),
+            "params": m["params"],
+            "nonzero_params": m["nonzero_params"],
+            "weight_sparsity": m["weight_sparsity"],
+            "macs": m["macs"],
+            "size_gzip_bytes": m["size_gzip_bytes"],
+            "ort_b1_ms": m["latency_ms"]["onnxruntime"]["batch1"]["median"],
+            "ort_b64_ms": m["latency_ms"]["onnxruntime"]["batch64"]["median"],
+            "torch_b1_ms": m["latency_ms"]["torch"]["batch1"]["median"],
+            "epochs": record.get("epochs"),
+            "train_seconds": record.get("train_seconds"),
+            "trained_on": record.get("device"),
+            "measured_on": m["device"],
+            "threads": threads,
+        })
+    return rows
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets, relative to the baseline accuracy B of this same study."""
+    by = {r["run"]: r for r in rows}
+    if "baseline" not in by:
+        return []
+    base = by["baseline"]
+    b = base["test_accuracy"]
+    checks = []
+
+    def check(name, runs_needed, passed, detail):
+        if all(r in by for r in runs_needed):
+            checks.append({"target": name, "passed": bool(passed()), "detail": detail()})
+
+    check("l1 50% >= B-0.5", ["l1-oneshot-50"],
+          lambda: by["l1-oneshot-50"]["test_accuracy"] >= b - 0.005,
+          lambda: f"{by['l1-oneshot-50']['test_accuracy']:.4f} vs B {b:.4f}")
+    check("l1 geometric 90% >= B-3", ["l1-geometric-90"],
+          lambda: by["l1-geometric-90"]["test_accuracy"] >= b - 0.03,
+          lambda: f"{by['l1-geometric-90']['test_accuracy']:.4f} vs B {b:.4f}")
+    check("random 90% far below l1 90% (>= 10 points)", ["random-oneshot-90", "l1-oneshot-90"],
+          lambda: by["random-oneshot-90"]["test_accuracy"] <= by["l1-oneshot-90"]["test_accuracy"] - 0.10,
+          lambda: f"random {by['random-oneshot-90']['test_accuracy']:.4f} vs l1 {by['l1-oneshot-90']['test_accuracy']:.4f}")
+    for run in ("l2-channel-geometric-50", "taylor-channel-geometric-50"):
+        check(f"{run} >= B-3", [run], lambda run=run: by[run]["test_accuracy"] >= b - 0.03,
+              lambda run=run: f"{by[run]['test_accuracy']:.4f} vs B {b:.4f}")
+        for batch in ("b1", "b64"):
+            key = f"ort_{batch}_ms"
+            check(f"{run} >= 1.8x lower ORT latency ({batch})", [run],
+                  lambda run=run, key=key: base[key] / by[run][key] >= 1.8,
+                  lambda run=run, key=key: f"{base[key] / by[run][key]:.2f}x ({by[run][key]:.3f} vs {base[key]:.3f} ms/img)")
+        check(f"{run} beats width-matched at equal MACs", [run, "width-matched"],
+              lambda run=run: by[run]["test_accuracy"] > by["width-matched"]["test_accuracy"],
+              lambda run=run: f"{by[run]['test_accuracy']:.4f} ({by[run]['macs']:,} MACs) vs "
+              f"{by['width-matched']['test_accuracy']:.4f} ({by['width-matched']['macs']:,} MACs)")
+    return checks
+
+
+def write_summary(rows: list[dict], checks: list[dict]) -> None:
+    import pandas as pd
+
+    base = next((r for r in rows if r["run"] == "baseline"), None)
+    table = pd.DataFrame(rows)
+    if base is not None:
+        table["ort_b1_speedup"] = base["ort_b1_ms"] / table["ort_b1_ms"]
+        table["ort_b64_speedup"] = base["ort_b64_ms"] / table["ort_b64_ms"]
+        table["gzip_ratio"] = table["size_gzip_bytes"] / base["size_gzip_bytes"]
+        table["accuracy_drop_points"] = 100 * (base["test_accuracy"] - table["test_accuracy"])
+    csv_path = result_path("frontier", "csv")
+    table.to_csv(csv_path, index=False, float_format="%.6g")
+    result_path("frontier", "json").write_text(
+        json.dumps({"runs": rows, "targets": checks}, indent=2, default=str) + "\n")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for c in checks:
+        print(f"{'PASS' if c['passed'] else 'MISS'}  {c['target']}: {c['detail']}")
+    log(f"wrote {csv_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--measure-threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--baseline-epochs", type=int, default=BASELINE_RECIPE["epochs"])
     parser.add_argument("--max-per-class", type=int, default=None, help="quick dry run on a subset")
+    parser.add_argument("--work-dir", type=Path, default=RUN_DIR, help="where runs are kept (resumable)")
+    parser.add_argument("--summary-only", action="store_true", help="measure finished runs, train nothing")
     args = parser.parse_args()
+    global RUN_DIR
+    RUN_DIR = args.work_dir
     set_threads(args.threads)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    data = load_cifar(args)
     only = {name for name in args.only.split(",") if name}
-
-    runs = {"baseline": run_baseline}
-    for name, job in runs.items():
-        if only and name not in only:
-            continue
-        out = RUN_DIR / name
-        done = out / "result.json"
-        if done.is_file():
-            log(f"{name}: done already ({done}), skipped")
-            continue
-        log(f"{name}: starting on {device_label()} with {args.threads} threads")
-        record = job(args, data, out)
-        record.update({"run": name, "device": device_label(), "threads": args.threads})
-        done.write_text(json.dumps(record, indent=2) + "\n")
-        log(f"{name}: {record}")
+    if not args.summary_only:
+        data = load_cifar(args)
+        for name, job in runs().items():
+            if only and name not in only:
+                continue
+            out = RUN_DIR / name
+            done = out / "result.json"
+            if done.is_file():
+                log(f"{name}: done already ({done}), skipped")
+                continue
+            log(f"{name}: starting on {device_label()} with {args.threads} threads")
+            record = job(args, data, out)
+            record.update({"run": name, "device": device_label(), "threads": args.threads})
+            done.write_text(json.dumps(record, indent=2) + "\n")
+            log(f"{name}: {record}")
+    rows = measure_all(args.measure_threads)
+    write_summary(rows, check_targets(rows))
 
 
 if __name__ == "__main__":

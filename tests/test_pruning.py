@@ -179,7 +179,7 @@ def test_layer_collapse_guard_never_empties_a_layer():
     model = _mnv2()
     with torch.no_grad():  # one layer whose weights are all tiny: plain global L1 would empty it
         model.features[5].conv[1][0].weight.mul_(1e-6)
-    result = prune(model, L1Unstructured(sparsity=0.9, max_layer_sparsity=0.95), X1)
+    result = prune(model, L1Unstructured(sparsity=0.9, max_layer_sparsity=0.95, scoring="magnitude"), X1)
     rows = {r["layer"]: r for r in result.layers}
     assert rows["features.5.conv.1.0"]["sparsity"] <= 0.95 + 1e-9
     assert rows["features.5.conv.1.0"]["capped"]

@@ -78,8 +78,10 @@ def prune(
                             "layer pruned beyond this fraction.")
     ] = 0.98,
     scoring: Annotated[
-        str, typer.Option("--scoring", help="l1 ranking: magnitude or lamp (layer-adaptive).")
-    ] = "magnitude",
+        str | None,
+        typer.Option("--scoring", help="l1 ranking: lamp (default; magnitude normalised per layer, "
+                     "LAMP, which avoids emptying layers) or magnitude (plain global |w|)."),
+    ] = None,
     round_to: Annotated[
         int, typer.Option("--round-to", min=1, help="Channel methods: kept channel counts are "
                           "multiples of this (SIMD alignment).")
@@ -134,7 +136,7 @@ def prune(
             options["num_batches"] = taylor_batches
     else:
         options.update(per_layer=per_layer, max_layer_sparsity=max_layer_sparsity)
-        if method == "l1":
+        if method == "l1" and scoring is not None:
             options["scoring"] = scoring
         if method.startswith("random"):
             options["seed"] = seed
@@ -142,7 +144,7 @@ def prune(
         options["seed"] = seed
     if structured and per_layer:
         raise EdgepruneError("--per-layer applies to the unstructured methods (l1, random)")
-    if method != "l1" and scoring != "magnitude":
+    if method != "l1" and scoring is not None:
         raise EdgepruneError("--scoring applies to --method l1 only")
     config = make_config(method, target, **options)
     plan = Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3))

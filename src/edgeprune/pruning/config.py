@@ -91,14 +91,17 @@ class _Unstructured(PruningConfig):
 
 @dataclass(frozen=True)
 class L1Unstructured(_Unstructured):
-    """Unstructured magnitude pruning: the smallest |w| are zeroed, globally (default) or per layer.
+    """Unstructured magnitude pruning: the smallest weights are zeroed, globally (default) or per layer.
 
-    scoring="lamp" ranks by LAMP scores (Lee et al. 2021), which are layer-adaptive and make
-    layer collapse unlikely even without the per-layer cap.
+    scoring="lamp" (default) ranks by LAMP scores (Lee et al. 2021): |w|^2 normalised by the
+    larger weights of the same layer, ranked globally. It keeps layer collapse away even without
+    the per-layer cap; measured on a MobileNetV2 trained on digits, one-shot 90% then 3 fine-tune
+    epochs: 82.2% with LAMP vs 53.6% with plain global |w| (capped at 0.98 per layer).
+    scoring="magnitude" is plain global |w|.
     """
 
     method: ClassVar[str] = "l1"
-    scoring: str = "magnitude"
+    scoring: str = "lamp"
 
     def __post_init__(self) -> None:
         super().__post_init__()
