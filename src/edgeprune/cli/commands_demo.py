@@ -13,14 +13,24 @@ from edgeprune.cli.common import log
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's checkpoints.")] = Path("runs/demo"),
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 8,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's checkpoints and artifacts.")] = Path("runs/demo"),
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Baseline training epochs.")] = 10,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0)] = 3,
     threads: ThreadsOpt = 2,
+    bench_threads: Annotated[int, typer.Option("--bench-threads", min=1, help="Threads for the timings.")] = 1,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train a MobileNetV2 on scikit-learn's digits, measure it and print what was achieved."""
-    from edgeprune.cli.commands_measure import render_measurements
+    """Train a MobileNetV2 on scikit-learn's digits, prune half its parameters away, quantize it to
+    INT8 ONNX, and bench the three side by side: every figure is what was achieved here."""
+    from edgeprune.cli.commands_export import render_bench
     from edgeprune.experiments.demo import run_demo
 
-    result = run_demo(out, epochs=epochs, threads=threads, device=device, log=log)
-    console.print(render_measurements({"baseline (MobileNetV2, digits)": result["baseline"]}))
+    result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, threads=threads,
+                      bench_threads=bench_threads, device=device, log=log)
+    compact = [("artifact", "artifact"), ("runtime", "runtime"), ("accuracy", "acc"),
+               ("gzip_bytes", "gzip"), ("macs", "MACs"), ("b1_median_ms", "b1 ms"),
+               ("b64_median_ms", "b64 ms"), ("gmacs_b64", "GMAC/s b64")]
+    console.print(render_bench(result["bench"], compact))
+    console.print("all columns (p90, peak memory, energy): edgeprune bench "
+                  + " ".join(result["checkpoints"].values()) + " --data digits")
+    console.print(f"checkpoints and artifacts in {out}")

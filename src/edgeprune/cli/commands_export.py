@@ -108,15 +108,16 @@ def export(
     console.print(f"report: {result.report_path}")
 
 
-def render_bench(rows: list[dict[str, Any]]) -> Table:
+def render_bench(rows: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None) -> Table:
     from edgeprune.runtime.bench import TABLE_COLUMNS, fmt
 
+    columns = columns or TABLE_COLUMNS
     devices = sorted({f"{r.get('device')}, {r.get('threads')} thread(s)" for r in rows})
     table = Table(title="bench on " + "; ".join(devices) + " (latency per image, ms)")
-    for col, header in TABLE_COLUMNS:
+    for col, header in columns:
         table.add_column(header, justify="left" if col in ("artifact", "format", "runtime") else "right")
     for row in rows:
-        table.add_row(*[fmt(col, row.get(col)) for col, _ in TABLE_COLUMNS])
+        table.add_row(*[fmt(col, row.get(col)) for col, _ in columns])
     return table
 
 

@@ -89,7 +89,8 @@ def prune_checkpoint(
     say(
         f"pruning {meta.architecture} from {checkpoint} on {device}: {job.config.method} to "
         f"{job.config.amount}, {job.schedule.kind} x{job.schedule.steps}, {recipe.epochs} fine-tune "
-        f"epoch(s) per step; baseline val {baseline_val}, test {baseline_test:.4f}"
+        f"epoch(s) per step; baseline val "
+        f"{'n/a' if baseline_val is None else f'{baseline_val:.4f}'}, test {baseline_test:.4f}"
     )
     example = torch.zeros(1, 3, meta.input_size, meta.input_size, device=device)
     result = prune_iteratively(
