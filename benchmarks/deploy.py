@@ -25,7 +25,6 @@ models, and its numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -225,6 +225,7 @@ def write_summary(rows: list[dict], checks: list[dict]) -> None:
 
 
 def main() -> None:
+    global RUN_DIR
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -235,7 +236,6 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=RUN_DIR, help="where runs are kept (resumable)")
     parser.add_argument("--summary-only", action="store_true", help="measure finished runs, train nothing")
     args = parser.parse_args()
-    global RUN_DIR
     RUN_DIR = args.work_dir
     set_threads(args.threads)
     RUN_DIR.mkdir(parents=True, exist_ok=True)

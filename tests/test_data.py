@@ -309,3 +309,23 @@ def test_cli_data_check_json_and_errors(tmp_path, capsys):
         main(["data", "check", "--data", str(tmp_path / "missing")])
     error = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert exit_info.value.code == 2 and "error: --data" in error and "no such file or folder" in error
+
+
+def test_digits_are_never_mirrored_in_augmentation():
+    import torch
+
+    from edgeprune.data import BatchLoader, load_data
+
+    data = load_data("digits", image_size=16, val_fraction=0.1)
+    assert data.hflip is False
+    # An asymmetric image: left half bright. Crops shift it, a flip would put the bright half right.
+    images = torch.zeros(64, 3, 16, 16, dtype=torch.uint8)
+    images[:, :, :, :8] = 255
+    split = type(data.train)(images=images, labels=torch.zeros(64, dtype=torch.long), paths=None)
+    no_flip = BatchLoader(split, 64, mean=(0, 0, 0), std=(1, 1, 1), train=True, flip=False)
+    x, _ = next(iter(no_flip))
+    left, right = x[..., :4].mean(dim=(1, 2, 3)), x[..., -4:].mean(dim=(1, 2, 3))
+    assert bool((left >= right).all())
+    with_flip = BatchLoader(split, 64, mean=(0, 0, 0), std=(1, 1, 1), train=True, flip=True)
+    x, _ = next(iter(with_flip))
+    assert bool((x[..., :4].mean(dim=(1, 2, 3)) < x[..., -4:].mean(dim=(1, 2, 3))).any())

@@ -37,3 +37,6 @@ class DataBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     notes: list[str] = field(default_factory=list)  # skipped files, train/test leaks, fallbacks
+    # Mirror images in training augmentation: right for photos and surface textures, wrong for
+    # handwritten digits (a mirrored 2 is not a 2).
+    hflip: bool = True

@@ -260,6 +260,7 @@ def load_data_with_stats(
         mean=tuple(mean),
         std=tuple(std),
         notes=notes,
+        hflip=source.kind != "digits",
     )
     return LoadedData(bundle, stats)
 

@@ -15,7 +15,9 @@ from edgeprune.errors import EdgepruneError
 CROP_PADDING = 4
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING, flip: bool = True
+) -> torch.Tensor:
     """Random crop after zero padding plus random horizontal flip, for a whole uint8 batch at once.
 
     Hand-written because torchvision's v2 transforms draw one crop per call (per image when
@@ -24,10 +26,10 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     padded = F.pad(images, (padding, padding, padding, padding))
     offset_y = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
     offset_x = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
-    flip = torch.rand(batch, 1, generator=generator) < 0.5
+    mirrored = torch.rand(batch, 1, generator=generator) < 0.5
     columns = torch.arange(width)
     rows = offset_y + torch.arange(height)  # (B, H)
-    cols = offset_x + torch.where(flip, columns.flip(0), columns)  # (B, W)
+    cols = offset_x + (torch.where(mirrored, columns.flip(0), columns) if flip else columns)  # (B, W)
     device = images.device
     return padded[
         torch.arange(batch, device=device)[:, None, None, None],
@@ -41,7 +43,8 @@ class BatchLoader:
     """Iterable of (x float32 normalised (B, 3, H, W), y int64 (B,)), both on `device`.
 
     train=True reshuffles at every `__iter__` and augments (random crop with 4 px zero padding,
-    horizontal flip); the sequence of epochs is fixed by `seed`. train=False keeps split order."""
+    horizontal flip unless flip=False); the sequence of epochs is fixed by `seed`. train=False
+    keeps split order."""
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class BatchLoader:
         device: torch.device | str = "cpu",
         seed: int = 0,
         drop_last: bool = False,
+        flip: bool = True,
     ):
         if batch_size < 1:
             raise EdgepruneError(f"batch size must be >= 1, got {batch_size}")
@@ -63,6 +67,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.seed = seed
         self.drop_last = drop_last
+        self.flip = flip
         self.epoch = 0
         # (x / 255 - mean) / std  ==  x * scale + shift, two in-place ops per batch.
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -86,7 +91,7 @@ class BatchLoader:
             # Move uint8 (4x fewer bytes than float) and convert on the device.
             images = self.split.images[index].to(self.device, non_blocking=non_blocking)
             if self.train:
-                images = random_crop_flip(images, generator)
+                images = random_crop_flip(images, generator, flip=self.flip)
             x = images.float().mul_(self._scale).add_(self._shift)
             y = self.split.labels[index].to(self.device, non_blocking=non_blocking)
             yield x, y

@@ -71,7 +71,7 @@ def prune_checkpoint(
         return BatchLoader(
             data.train, recipe.batch_size, mean=meta.mean, std=meta.std, train=True,
             device=device, seed=job.seed + seed_offset,
-            drop_last=len(data.train.labels) > recipe.batch_size,
+            drop_last=len(data.train.labels) > recipe.batch_size, flip=data.hflip,
         )
 
     def recalibrate(m) -> None:

@@ -101,6 +101,7 @@ def fit(
         device=device,
         seed=recipe.seed,
         drop_last=len(data.train.labels) > recipe.batch_size,  # no size-1 batches for BatchNorm
+        flip=data.hflip,
     )
     optimizer = _make_optimizer(model, recipe)
     total_steps = recipe.epochs * len(loader)
