@@ -196,3 +196,24 @@ def test_bench_rejects_unknown_artifacts(tmp_path, capsys):
     assert _cli(["bench", str(bogus)]) == 2
     assert "not a checkpoint folder" in " ".join(capsys.readouterr().err.split())
     assert _cli(["bench", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_edgeprune_command_benches_onnx_with_torch_unavailable(artifact, tmp_path):
+    """With the runtime install alone (no torch), the `edgeprune` command itself starts and
+    `edgeprune bench` measures an ONNX artifact; commands that need torch are not reached."""
+    _, onnx_path = artifact
+    csv_path = tmp_path / "edge.csv"
+    done = run_without_torch(
+        "import sys\n"
+        "from edgeprune.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        "assert sys.modules.get('torch') is None\n",
+        "bench", str(onnx_path), "--no-memory", "--budget", "0.2", "--csv", str(csv_path),
+    )
+    rows = read_csv(csv_path)
+    assert len(rows) == 1 and rows[0]["runtime"] == "onnxruntime"
+    assert rows[0]["b1_median_ms"] > 0
+    assert "torch is not installed" in done.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -20,8 +22,16 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect data sets before training on them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
-console_err = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """Tables are wide (a bench row has 16 columns): when the output goes to a file or a pipe
+    rather than a terminal, do not squeeze them into rich's default 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 200
+    return Console(stderr=stderr, width=width)
+
+
+console = _console()
+console_err = _console(stderr=True)
 
 # Options shared by several commands, so their names and help read the same everywhere.
 DataOpt = Annotated[

@@ -22,7 +22,6 @@ from edgeprune.cli.app import (
     console_err,
     data_app,
 )
-from edgeprune.data import check_data
 
 
 @contextmanager
@@ -91,6 +90,8 @@ def check(
 ) -> None:
     """Report the detected source, classes and counts per split, file sizes and modes,
     unreadable files and exact duplicates within each split and across train/test."""
+    from edgeprune.data import check_data
+
 
     def log(message: str) -> None:
         console_err.print(message, highlight=False)

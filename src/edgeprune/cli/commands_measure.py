@@ -22,7 +22,7 @@ from edgeprune.cli.app import (
     console,
 )
 from edgeprune.cli.common import load_data_logged, log
-from edgeprune.metrics.latency import DEFAULT_RUNS, DEFAULT_WARMUP
+from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP
 
 
 @app.command()

@@ -17,9 +17,9 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import set_threads
 from edgeprune.metrics.energy import RaplZone, energy_used_uj, read_energy
 
+from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP
+
 DEFAULT_BATCH_SIZES = (1, 64)
-DEFAULT_WARMUP = 3
-DEFAULT_RUNS = 20
 
 
 def _check_counts(batch_sizes: Sequence[int], warmup: int, runs: int, threads: int) -> None:

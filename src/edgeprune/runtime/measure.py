@@ -19,6 +19,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 
+DEFAULT_WARMUP = 3  # untimed runs before timing
+DEFAULT_RUNS = 20  # timed runs per batch size (edgeprune measure)
+
+
 @dataclass
 class Timing:
     median_ms: float
