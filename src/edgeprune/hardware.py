@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import random
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.measure import cpu_device_label, hardware_label
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -41,29 +39,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@lru_cache(maxsize=1)
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_label(device: torch.device | str | None = None) -> str:
-    """A short, file-name-safe description of the hardware, e.g. `cpu-AMD_EPYC_7B13-2c`."""
+    """A short, file-name-safe description of the hardware, e.g. `cpu-AMD_EPYC_7B13-2c`.
+
+    The CPU label comes from the torch-free runtime, so bench rows written on an edge device
+    carry the same label as `edgeprune measure` on that device."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda":
-        name = torch.cuda.get_device_name(dev)
-    else:
-        name = f"{cpu_name()}-{os.cpu_count()}c"
-    safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in name)
-    while "__" in safe:
-        safe = safe.replace("__", "_")
-    return f"{dev.type}-{safe.strip('_')}"
+        return hardware_label("cuda", torch.cuda.get_device_name(dev))
+    return cpu_device_label()
 
 
 def software_label() -> str:

@@ -18,23 +18,23 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.bench import accuracy_of, achieved_gmacs, bench_onnx, time_batches
-from edgeprune.runtime.measure import PEAK_RSS_KIB, file_size, gzip_size, run_memory_probe
+from edgeprune.runtime.measure import PROBE_PRELUDE, file_size, gzip_size, run_memory_probe
 
 Log = Callable[[str], None]
 
-_TORCH_PROBE = PEAK_RSS_KIB + """
-import json, sys
+# Same method as the ONNX Runtime probe (edgeprune.runtime.measure.PEAK_MEMORY_NOTE), with
+# torch and edgeprune imported before the baseline.
+_TORCH_PROBE = PROBE_PRELUDE + """
 import torch
 from edgeprune.models import load_checkpoint
 from edgeprune.export.sparse import load_sparse
 kind, path, size, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
-before = peak_rss_kib()
+baseline = reset_peak()
 model = (load_checkpoint(path) if kind == "checkpoint" else load_sparse(path))[0]
 with torch.inference_mode():
     model(torch.zeros(1, 3, size, size))
-after = peak_rss_kib()
-print(json.dumps({"before": before, "after": after}))
+report(baseline)
 """
 
 

@@ -1,7 +1,6 @@
 """What a model achieves: size, sparsity, MACs, latency, memory, energy and accuracy."""
 
 from edgeprune.metrics.accuracy import accuracy_on_test_split
-from edgeprune.metrics.energy import RaplZone, energy_used_uj, find_rapl_zones, read_energy
 from edgeprune.metrics.latency import (
     latency_onnxruntime,
     latency_torch,
@@ -13,6 +12,7 @@ from edgeprune.metrics.measure import RUNTIMES, measure, software_versions
 from edgeprune.metrics.memory import PEAK_MEMORY_NOTE, peak_memory_bytes
 from edgeprune.metrics.params import count_params
 from edgeprune.metrics.size import weight_file_sizes
+from edgeprune.runtime.energy import RaplZone, energy_used_uj, find_rapl_zones, read_energy
 
 __all__ = [
     "MACS_COUNTER",

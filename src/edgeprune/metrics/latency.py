@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import time
 from functools import partial
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,9 +13,8 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import set_threads
-from edgeprune.metrics.energy import RaplZone, energy_used_uj, read_energy
-
-from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP
+from edgeprune.runtime.energy import RaplZone, energy_used_uj, read_energy
+from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, time_callable
 
 DEFAULT_BATCH_SIZES = (1, 64)
 
@@ -46,33 +43,21 @@ def time_per_image(
 ) -> dict[str, float]:
     """Median and p90 over `runs` timed calls of the time per image, in ms.
 
-    Garbage collection is paused during the timed calls, as `timeit` does, so a collection
-    triggered by unrelated objects does not land in one run. With RAPL zones, the energy used
-    over the timed calls is added as `energy_mj_per_image`.
+    The timing is `edgeprune.runtime.measure.time_callable` with a fixed run count (garbage
+    collection paused). With RAPL zones, the energy used over the timed calls is added as
+    `energy_mj_per_image`; the warm-up runs before the first reading so it is not counted.
     """
     for _ in range(warmup):
         run_batch()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        energy_before = read_energy(list(energy_zones)) if energy_zones else None
-        seconds = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            run_batch()
-            seconds.append(time.perf_counter() - start)
-        energy_after = read_energy(list(energy_zones)) if energy_zones else None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    per_image_ms = np.asarray(seconds) * 1000.0 / batch_size
-    stats = {
-        "median": float(np.percentile(per_image_ms, 50)),
-        "p90": float(np.percentile(per_image_ms, 90)),
-    }
-    if energy_zones:
-        used_uj = energy_used_uj(list(energy_zones), energy_before, energy_after)
-        stats["energy_mj_per_image"] = used_uj / 1000.0 / (runs * batch_size)
+    zones = list(energy_zones)
+    energy_before = read_energy(zones) if zones else None
+    timing = time_callable(run_batch, per_call_items=batch_size, warmup=0, min_runs=runs,
+                           max_runs=runs, budget_s=0.0)
+    energy_after = read_energy(zones) if zones else None
+    stats = {"median": timing.median_ms, "p90": timing.p90_ms}
+    if zones:
+        used_uj = energy_used_uj(zones, energy_before, energy_after)
+        stats["energy_mj_per_image"] = used_uj / 1000.0 / (timing.runs * batch_size)
     return stats
 
 

@@ -20,7 +20,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.export import export_onnx
 from edgeprune.hardware import device_label
 from edgeprune.metrics.accuracy import accuracy_on_test_split
-from edgeprune.metrics.energy import find_rapl_zones
+from edgeprune.runtime.energy import find_rapl_zones
 from edgeprune.metrics.latency import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_RUNS,

@@ -2,6 +2,7 @@
 
 The same timing loop times PyTorch eager and ONNX Runtime (the torch side passes a callable), so
 the two columns of a bench table differ only in the runtime, never in the method.
+`edgeprune.metrics` (the torch side) uses the same loop, memory probe, energy and device label.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.energy import energy_used_uj, find_rapl_zones, read_energy
 
 
 DEFAULT_WARMUP = 3  # untimed runs before timing
@@ -42,8 +46,9 @@ def time_callable(
     """Median and 90th percentile wall time of fn() divided by `per_call_items` (time per image).
 
     `warmup` untimed calls first; then at least `min_runs` timed calls, stopping at `max_runs`
-    or once `budget_s` seconds are spent. Garbage collection is paused while timing, as
-    `timeit` does (and as `edgeprune.metrics.time_per_image` does)."""
+    or once `budget_s` seconds are spent (`edgeprune.metrics.time_per_image` fixes the count
+    with min_runs = max_runs). Garbage collection is paused while timing, as `timeit` does, so a
+    collection triggered by unrelated objects does not land in one run."""
     import gc
 
     for _ in range(warmup):
@@ -67,38 +72,50 @@ def time_callable(
 
 
 # Peak memory is measured in a fresh process, so that nothing this process already holds (other
-# artifacts, torch, the data) is counted: the increase of the child's peak RSS (ru_maxrss) from
-# after its imports to after loading the artifact and running one batch-1 inference. Same
-# definition as `edgeprune.metrics.peak_memory_bytes`, repeated here because that module
-# imports torch.
+# artifacts, torch, the data) is counted. Linux only: it reads /proc/self/status, because
+# ru_maxrss survives fork+exec and starts at the parent's (large) peak, hiding the model's memory.
 PEAK_MEMORY_NOTE = (
-    "increase in peak RSS of a fresh process from after its imports to after loading the model "
-    "and running one batch-1 inference (weights, graph optimisation, arena, activations)"
+    "peak resident memory (VmHWM) minus resident memory after `import onnxruntime, numpy`, in a "
+    "fresh process that then loads the FP32 ONNX model into ONNX Runtime (CPU, {threads} "
+    "intra-op thread(s)) and runs one batch-1 inference; the peak is reset after the imports "
+    "(/proc/self/clear_refs; where that is refused, the import peak is the baseline). Counts "
+    "weights, graph optimisation, arena and activations, not the interpreter or libraries"
 )
 
-# The child reads its peak RSS from /proc/self/status (VmHWM) where it exists: on Linux,
-# ru_maxrss survives exec and starts at the *parent's* peak (a pytest or torch process easily
-# out-weighs a small model), which would hide the model's memory entirely.
-PEAK_RSS_KIB = """
-def peak_rss_kib():
+# Start of every probe. A probe imports what it needs, keeps `baseline = reset_peak()`, loads
+# and runs the model, then calls `report(baseline)`.
+PROBE_PRELUDE = """
+import json, sys
+
+def resident_kib():
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+def reset_peak():
+    # "5" resets VmHWM to the current RSS, so import-time peaks do not hide the model's
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return resident_kib()["VmRSS"]
     except OSError:
-        pass
-    import resource, sys
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value // 1024 if sys.platform == "darwin" else value
+        return resident_kib()["VmHWM"]
+
+def report(baseline):
+    print(json.dumps({"baseline_kib": baseline, "peak_kib": resident_kib()["VmHWM"]}))
 """
 
-_ORT_PROBE = PEAK_RSS_KIB + """
-import json, sys
+# The child imports only onnxruntime and numpy (edgeprune may pull in torch), so the session
+# options repeat those of `classifier.make_session`. Arguments: path, input size, threads.
+ORT_PROBE = PROBE_PRELUDE + """
 import numpy as np
 import onnxruntime as ort
 path, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-before = peak_rss_kib()
+baseline = reset_peak()
 options = ort.SessionOptions()
 options.intra_op_num_threads = threads
 options.inter_op_num_threads = 1
@@ -108,54 +125,52 @@ options.log_severity_level = 3
 session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
 session.run(None, {session.get_inputs()[0].name: x})
-after = peak_rss_kib()
-print(json.dumps({"before": before, "after": after}))
+report(baseline)
 """
+
+
+def measure_peak_memory(code: str, args: list[str], timeout_s: float = 600) -> int:
+    """Bytes by which a fresh interpreter running `code` (PROBE_PRELUDE + a probe) raised its
+    peak resident memory above the baseline it reported."""
+    import json
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").is_file():
+        raise EdgepruneError("peak memory is measured from /proc/self/status, which needs Linux")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise EdgepruneError(
+            f"the peak-memory probe did not finish within {timeout_s / 60:g} minutes"
+        ) from None
+    if done.returncode != 0:
+        raise EdgepruneError(f"the peak-memory probe failed: {done.stderr.strip()[-800:]}")
+    try:
+        readings = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EdgepruneError("the peak-memory probe printed no reading") from None
+    return max(0, readings["peak_kib"] - readings["baseline_kib"]) * 1024
 
 
 @dataclass
 class PeakMemory:
     bytes: int | None = None
-    note: str = ""
+    note: str = ""  # why bytes is None
 
 
 def run_memory_probe(code: str, args: list[str], timeout_s: float = 600) -> PeakMemory:
-    """Run `code` (which prints {"before": KiB, "after": KiB} of peak RSS last) in a fresh interpreter."""
-    import json
-    import subprocess
-    import sys
-
+    """`measure_peak_memory` with a failure turned into a note: a bench row goes on without it."""
     try:
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return PeakMemory(None, "peak-memory probe timed out")
-    if done.returncode != 0:
-        return PeakMemory(None, "peak-memory probe failed: " + done.stderr.strip()[-300:])
-    try:
-        readings = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return PeakMemory(None, "peak-memory probe printed no reading")
-    return PeakMemory(max(0, readings["after"] - readings["before"]) * 1024, PEAK_MEMORY_NOTE)
+        return PeakMemory(measure_peak_memory(code, args, timeout_s))
+    except EdgepruneError as error:
+        return PeakMemory(None, str(error))
 
 
 def peak_memory_onnx(path: str | Path, *, input_size: int, threads: int = 1) -> PeakMemory:
-    return run_memory_probe(_ORT_PROBE, [str(path), str(input_size), str(threads)])
-
-
-RAPL_ROOT = Path("/sys/class/powercap")
-
-
-def _rapl_files() -> list[Path]:
-    if not RAPL_ROOT.is_dir():
-        return []
-    files = []
-    for zone in sorted(RAPL_ROOT.glob("*rapl:[0-9]*")):
-        if ":" in zone.name and zone.name.count(":") == 1:  # package zones only, not sub-zones
-            energy = zone / "energy_uj"
-            if os.access(energy, os.R_OK):
-                files.append(energy)
-    return files
+    """See PEAK_MEMORY_NOTE."""
+    return run_memory_probe(ORT_PROBE, [str(path), str(input_size), str(threads)])
 
 
 @dataclass
@@ -166,40 +181,19 @@ class Energy:
 
 @contextmanager
 def energy_meter() -> Iterator[Energy]:
-    """CPU package energy over the block from RAPL counters, where the kernel lets us read them.
+    """CPU package energy over the block from RAPL counters (`edgeprune.runtime.energy`); where
+    none is readable, `joules` stays None and `note` says why.
 
     It is the whole package's energy, other processes included: meaningful on an otherwise
     idle device, an upper bound on a shared machine."""
-    result = Energy()
-    files = _rapl_files()
-    if not files:
-        result.note = "no readable RAPL energy counter (/sys/class/powercap): energy not measured"
-        yield result
-        return
-
-    def read() -> list[int]:
-        return [int(f.read_text().strip()) for f in files]
-
-    try:
-        before = read()
-    except (OSError, ValueError):
-        result.note = "RAPL counter not readable: energy not measured"
-        yield result
-        return
+    zones, note = find_rapl_zones()
+    result = Energy(note=note)
+    before = read_energy(zones) if zones else []
     try:
         yield result
     finally:
-        try:
-            after = read()
-            # Counters wrap; a negative difference means the interval is unusable.
-            deltas = [a - b for a, b in zip(after, before)]
-            if all(d >= 0 for d in deltas):
-                result.joules = sum(deltas) / 1e6
-                result.note = "RAPL package energy (includes anything else running)"
-            else:
-                result.note = "RAPL counter wrapped during the run: energy not measured"
-        except (OSError, ValueError):
-            result.note = "RAPL counter not readable: energy not measured"
+        if zones:
+            result.joules = energy_used_uj(zones, before, read_energy(zones)) / 1e6
 
 
 def gzip_size(path: str | Path) -> int:
@@ -229,14 +223,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_device_label() -> str:
-    """`cpu-<CPU model>-<cores>c`, the same string as `edgeprune.hardware.device_label("cpu")`,
-    computed without torch (so an edge device with the runtime extra alone labels its results)."""
-    name = f"{cpu_name()}-{os.cpu_count()}c"
+def hardware_label(kind: str, name: str) -> str:
+    """`<kind>-<name>` with `name` made file-name safe, e.g. `cpu-AMD_EPYC_7B13-2c`."""
     safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in name)
     while "__" in safe:
         safe = safe.replace("__", "_")
-    return f"cpu-{safe.strip('_')}"
+    return f"{kind}-{safe.strip('_')}"
+
+
+def cpu_device_label() -> str:
+    """`cpu-<CPU model>-<cores>c`, also what `edgeprune.hardware.device_label("cpu")` returns,
+    computed without torch (so an edge device with the runtime extra alone labels its results)."""
+    return hardware_label("cpu", f"{cpu_name()}-{os.cpu_count()}c")
 
 
 def runtime_software_label() -> str:

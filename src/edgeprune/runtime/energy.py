@@ -4,6 +4,8 @@ Each top-level RAPL zone (`intel-rapl:N`, one per CPU package; also used for AMD
 cumulative `energy_uj` counter that wraps at `max_energy_range_uj`. Sub-zones (`intel-rapl:N:M`,
 cores/uncore/DRAM) are left out because the package already contains cores and uncore, and so is
 `psys` (the whole platform, which contains the packages), so nothing is counted twice.
+
+Torch-free, so `edgeprune measure` and the runtime bench on an edge device read energy alike.
 """
 
 from __future__ import annotations
