@@ -9,13 +9,14 @@ import typer
 
 from edgeprune.cli.app import DeviceOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import log
+from edgeprune.experiments.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's checkpoints and artifacts.")] = Path("runs/demo"),
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Baseline training epochs.")] = 10,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0)] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Baseline training epochs.")] = DEMO_EPOCHS,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0)] = DEMO_FINETUNE_EPOCHS,
     threads: ThreadsOpt = 2,
     bench_threads: Annotated[int, typer.Option("--bench-threads", min=1, help="Threads for the timings.")] = 1,
     device: DeviceOpt = "auto",

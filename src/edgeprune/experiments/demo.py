@@ -7,10 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from edgeprune.hardware import resolve_device, set_threads
-
 DEMO_EPOCHS = 10
-DEMO_FINETUNE_EPOCHS = 3
+DEMO_FINETUNE_EPOCHS = 6
 
 
 def run_demo(
@@ -29,7 +27,8 @@ def run_demo(
     from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
     from edgeprune.export.artifact import export_checkpoint
     from edgeprune.export.bench import bench_artifacts
-    from edgeprune.pruning import L2Channel, Schedule
+    from edgeprune.hardware import resolve_device, set_threads
+    from edgeprune.pruning import Schedule, TaylorChannel
     from edgeprune.train import TrainRecipe, train_baseline
 
     say = log or (lambda _m: None)
@@ -37,16 +36,16 @@ def run_demo(
     dev = resolve_device(device)
     set_threads(threads)
     data = load_data("digits", image_size=32, val_fraction=0.1, seed=0, log=log)
-    baseline, pruned, int8 = out / "baseline", out / "pruned-l2-50", out / "pruned-l2-50-int8.onnx"
+    baseline, pruned, int8 = out / "baseline", out / "pruned-taylor-50", out / "pruned-taylor-50-int8.onnx"
 
     say(f"1/4 training a MobileNetV2 baseline on {data.name} ({epochs} epochs)")
     recipe = TrainRecipe(epochs=epochs, optimizer="adam", batch_size=32, seed=0)
     train_baseline(data, arch="mobilenet_v2", recipe=recipe, device=dev, out=baseline,
                    progress=progress, log=log)
 
-    say("2/4 pruning half of the parameters away (L2 channel norm, channels physically removed)")
+    say("2/4 pruning half of the parameters away (Taylor channel importance, channels physically removed)")
     job = PruneJob(
-        config=L2Channel(target=0.5, target_kind="params"),
+        config=TaylorChannel(target=0.5, target_kind="params"),
         schedule=Schedule("oneshot", 1),
         finetune=TrainRecipe(epochs=finetune_epochs, optimizer="adam", batch_size=32, seed=0),
     )
