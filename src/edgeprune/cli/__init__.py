@@ -10,13 +10,16 @@ import sys
 from edgeprune.cli.app import app, console_err
 from edgeprune.errors import EdgepruneError
 
-# Importing a command module registers its commands on `app`.
+# Importing a command module registers its commands on `app`, in this order in --help: the
+# workflow order, not the alphabet.
+# isort: off
 from edgeprune.cli import commands_data as _commands_data  # noqa: F401,E402
 from edgeprune.cli import commands_train as _commands_train  # noqa: F401,E402
 from edgeprune.cli import commands_measure as _commands_measure  # noqa: F401,E402
-from edgeprune.cli import commands_demo as _commands_demo  # noqa: F401,E402
 from edgeprune.cli import commands_prune as _commands_prune  # noqa: F401,E402
 from edgeprune.cli import commands_export as _commands_export  # noqa: F401,E402
+from edgeprune.cli import commands_demo as _commands_demo  # noqa: F401,E402
+# isort: on
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,10 @@ ValFractionOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, init and augmentation.")]
+MaxPerClassOpt = Annotated[
+    int | None,
+    typer.Option("--max-per-class", min=1, help="Use at most the first N images per class of each split (quick runs)."),
+]
 DownloadOpt = Annotated[
     bool, typer.Option("--download", help="Allow downloading CIFAR-10 when the root is missing.")
 ]

@@ -14,7 +14,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import DownloadOpt, JsonOpt, SkipBadOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import (
+    DownloadOpt,
+    JsonOpt,
+    MaxPerClassOpt,
+    SkipBadOpt,
+    ThreadsOpt,
+    app,
+    console,
+)
 from edgeprune.cli.common import log, warn
 
 FORMAT_HELP = (
@@ -146,7 +154,7 @@ def bench(
     ] = None,
     threads: ThreadsOpt = 1,
     budget: Annotated[float, typer.Option("--budget", help="Seconds per latency measurement.")] = 2.0,
-    max_per_class: Annotated[Optional[int], typer.Option("--max-per-class", min=1)] = None,
+    max_per_class: MaxPerClassOpt = None,
     device_label: Annotated[
         Optional[str], typer.Option("--device-label", help="Name this device in the results (default: CPU model + cores).")
     ] = None,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from edgeprune.cli.app import (
+    MaxPerClassOpt,
     DataOpt,
     DownloadOpt,
     JsonOpt,
@@ -33,9 +34,7 @@ def measure(
     ],
     data: DataOpt = None,
     val_fraction: ValFractionOpt = 0.1,
-    max_per_class: Annotated[
-        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
-    ] = None,
+    max_per_class: MaxPerClassOpt = None,
     download: DownloadOpt = False,
     skip_bad: SkipBadOpt = False,
     seed: SeedOpt = 0,

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.app import (
+    MaxPerClassOpt,
     DataOpt,
     DeviceOpt,
     DownloadOpt,
@@ -105,9 +106,7 @@ def prune(
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     val_fraction: ValFractionOpt = 0.1,
-    max_per_class: Annotated[
-        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
-    ] = None,
+    max_per_class: MaxPerClassOpt = None,
     download: DownloadOpt = False,
     skip_bad: SkipBadOpt = False,
     seed: SeedOpt = 0,

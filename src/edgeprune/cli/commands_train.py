@@ -15,6 +15,7 @@ from edgeprune.cli.app import (
     DownloadOpt,
     ImageSizeOpt,
     JsonOpt,
+    MaxPerClassOpt,
     SeedOpt,
     SkipBadOpt,
     ThreadsOpt,
@@ -50,9 +51,7 @@ def train(
     normalization: Annotated[
         str, typer.Option("--normalization", help="cifar (fixed CIFAR-10 stats) or dataset (computed).")
     ] = "cifar",
-    max_per_class: Annotated[
-        int | None, typer.Option("--max-per-class", help="Use at most N images per class (quick runs).")
-    ] = None,
+    max_per_class: MaxPerClassOpt = None,
     download: DownloadOpt = False,
     skip_bad: SkipBadOpt = False,
     seed: SeedOpt = 0,
@@ -90,7 +89,7 @@ def evaluate(
     data: DataOpt = "digits",
     split: Annotated[str, typer.Option("--split", help="test or val.")] = "test",
     val_fraction: ValFractionOpt = 0.1,
-    max_per_class: Annotated[int | None, typer.Option("--max-per-class")] = None,
+    max_per_class: MaxPerClassOpt = None,
     download: DownloadOpt = False,
     skip_bad: SkipBadOpt = False,
     seed: SeedOpt = 0,
