@@ -63,7 +63,8 @@ FINETUNE_RECIPE = dict(
 )
 
 
-def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int = 1):
+def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int = 1,
+               distill: bool = False):
     """A run that prunes the baseline checkpoint with the shared prune job."""
 
     def run(args, data, out: Path) -> dict:
@@ -75,6 +76,7 @@ def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int =
             config=config_factory(),
             schedule=Schedule(schedule, steps),
             finetune=TrainRecipe(**{**FINETUNE_RECIPE, "epochs": finetune_epochs}),
+            distill=distill,
         )
         outcome = prune_checkpoint(
             RUN_DIR / "baseline", data, job, out=out, device=resolve_device(args.device), log=log,
@@ -84,7 +86,7 @@ def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int =
             "test_accuracy": rec["test_accuracy"], "train_seconds": rec["seconds"],
             "epochs": finetune_epochs * len(rec["steps"]), "method": rec["method"],
             "asked": rec["asked"], "achieved": rec["achieved"], "achieved_kind": rec["achieved_kind"],
-            "schedule": f"{schedule} x{steps}",
+            "schedule": f"{schedule} x{steps}", "distill": distill,
         }
 
     return run
@@ -131,6 +133,9 @@ def runs() -> dict:
         # The same structured target with three times the fine-tuning (3 epochs a step).
         "taylor-channel-geometric-50-ft3": _prune_run(
             lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, finetune_epochs=3),
+        # ... and with the dense model as a distillation teacher, 1 epoch a step.
+        "taylor-channel-geometric-50-kd": _prune_run(
+            lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, distill=True),
     }
 
 
@@ -192,7 +197,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
     check("random 90% far below l1 90% (>= 10 points)", ["random-oneshot-90", "l1-oneshot-90"],
           lambda: by["random-oneshot-90"]["test_accuracy"] <= by["l1-oneshot-90"]["test_accuracy"] - 0.10,
           lambda: f"random {by['random-oneshot-90']['test_accuracy']:.4f} vs l1 {by['l1-oneshot-90']['test_accuracy']:.4f}")
-    for run in ("l2-channel-geometric-50", "taylor-channel-geometric-50", "taylor-channel-geometric-50-ft3"):
+    for run in ("l2-channel-geometric-50", "taylor-channel-geometric-50",
+                "taylor-channel-geometric-50-ft3", "taylor-channel-geometric-50-kd"):
         check(f"{run} >= B-3", [run], lambda run=run: by[run]["test_accuracy"] >= b - 0.03,
               lambda run=run: f"{by[run]['test_accuracy']:.4f} vs B {b:.4f}")
         for batch in ("b1", "b64"):

@@ -153,7 +153,7 @@ def test_cli_structured_prune_writes_a_smaller_checkpoint_that_evaluates(mnv2_ck
     out = tmp_path / "l2"
     code = _cli(["prune", str(mnv2_ckpt), *COMMON, "--method", "l2-channel", "--target", "0.5",
                  "--target-kind", "params", "--schedule", "geometric", "--steps", "2",
-                 "--out", str(out), "--json"])
+                 "--distill", "--out", str(out), "--json"])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert abs(record["params_reduction"] - 0.5) < 0.01
@@ -163,6 +163,7 @@ def test_cli_structured_prune_writes_a_smaller_checkpoint_that_evaluates(mnv2_ck
     assert sum(p.numel() for p in model.parameters()) < 0.51 * sum(p.numel() for p in dense.parameters())
     assert model.classifier[1].out_features == 10
     assert meta.pruning["method"] == "l2-channel" and meta.pruning["layers"]
+    assert meta.pruning["finetune"]["distill"] is True
     assert meta.pruning["test_accuracy"] == meta.metrics["test_accuracy"]
     assert _cli(["evaluate", str(out), "--data", "digits", "--max-per-class", "16", "--json",
                  "--threads", "1", "--device", "cpu"]) == 0

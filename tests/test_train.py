@@ -131,3 +131,31 @@ def test_cli_help_lists_the_commands(capsys):
     text = capsys.readouterr().out
     for command in ("train", "evaluate", "measure", "data", "demo"):
         assert command in text
+
+
+def test_distillation_loss_is_zero_soft_term_when_student_equals_teacher():
+    from edgeprune.train import distillation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(8, 10)
+    hard = torch.tensor(2.0)
+    same = distillation_loss(logits, logits.clone(), hard, weight=0.5, temperature=4.0)
+    assert same.item() == pytest.approx(1.0, abs=1e-6)  # only (1 - 0.5) * hard remains
+    other = distillation_loss(logits, torch.randn(8, 10), hard, weight=0.5, temperature=4.0)
+    assert other.item() > 1.0
+
+
+def test_fit_with_a_teacher_pulls_the_student_towards_it(trained, digits):
+    _, teacher, _, _ = trained
+    torch.manual_seed(3)
+    student = create_model("mobilenet_v2", 10)
+    fit(student, digits, TrainRecipe(epochs=2, batch_size=32, seed=3), progress=False,
+        teacher=teacher, distill_weight=1.0, temperature=2.0)
+    with torch.inference_mode():
+        from edgeprune.data import BatchLoader
+
+        x, _ = next(iter(BatchLoader(digits.test, 200, mean=digits.mean, std=digits.std)))
+        agreement = (student.eval()(x).argmax(1) == teacher.eval()(x).argmax(1)).float().mean().item()
+    assert agreement > 0.3  # trained on the teacher's outputs alone (no labels): far above 0.1
+    with pytest.raises(EdgepruneError, match="distillation"):
+        fit(student, digits, TrainRecipe(epochs=1), progress=False, teacher=teacher, distill_weight=0)

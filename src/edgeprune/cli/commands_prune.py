@@ -101,6 +101,10 @@ def prune(
         int, typer.Option("--recalib-batches", min=0, help="Training batches for batch-norm "
                           "recalibration after each step (0: off).")
     ] = 20,
+    distill: Annotated[
+        bool, typer.Option("--distill/--no-distill", help="Fine-tune against the unpruned model's "
+                           "soft outputs (knowledge distillation, T=4, weight 0.5).")
+    ] = False,
     lr: Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate (default: "
                                              "the optimizer's).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
@@ -158,7 +162,7 @@ def prune(
         seed=seed, download=download, skip_bad=skip_bad, max_per_class=max_per_class,
     )
     job = PruneJob(config=config, schedule=plan, finetune=recipe, max_drop=max_drop,
-                   recalib_batches=recalib_batches, seed=seed)
+                   recalib_batches=recalib_batches, seed=seed, distill=distill)
     # stdout stays pure JSON with --json: no progress bars then.
     outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev,
                                progress=not as_json, log=log)

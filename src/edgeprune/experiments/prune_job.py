@@ -4,6 +4,7 @@ fine-tuning, decide on the validation split, report on the test split, save. Sha
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class PruneJob:
     max_drop: float | None = None
     recalib_batches: int = 20  # training batches for batch-norm recalibration (0: off)
     seed: int = 0
+    distill: bool = False  # fine-tune against the unpruned model's soft outputs
 
 
 @dataclass
@@ -54,6 +56,7 @@ def prune_checkpoint(
     seed_everything(job.seed)
     recipe = job.finetune.resolved()
     model, meta = load_checkpoint(checkpoint, device)
+    teacher = copy.deepcopy(model).eval() if job.distill else None
     ensure_same_classes(meta, data.class_names, data.name)
     # Always the checkpoint's normalisation, whatever the data loader would compute.
     data = dataclasses.replace(data, mean=tuple(meta.mean), std=tuple(meta.std))
@@ -81,7 +84,7 @@ def prune_checkpoint(
         if recipe.epochs == 0:
             return
         fit(m, data, dataclasses.replace(recipe, seed=job.seed + step.index), device=device,
-            after_step=step.after_step, log=log, progress=progress,
+            after_step=step.after_step, log=log, progress=progress, teacher=teacher,
             description=f"fine-tune {step.index}/{step.of}")
 
     baseline_val = accuracy_on(data.val, model) if has_val else None
@@ -107,7 +110,7 @@ def prune_checkpoint(
     record.update(
         baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
         val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=str(checkpoint),
-        finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs},
+        finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs, "distill": job.distill},
         recalib_batches=job.recalib_batches, device=device_label(device),
         seconds=time.perf_counter() - started, previous=meta.pruning or None,
     )

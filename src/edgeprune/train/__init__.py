@@ -2,6 +2,8 @@
 
 from edgeprune.train.baseline import train_baseline
 from edgeprune.train.evaluate import EvalResult, evaluate
-from edgeprune.train.loop import OPTIMIZERS, TrainRecipe, fit
+from edgeprune.train.loop import OPTIMIZERS, TrainRecipe, distillation_loss, fit
 
-__all__ = ["EvalResult", "OPTIMIZERS", "TrainRecipe", "evaluate", "fit", "train_baseline"]
+__all__ = [
+    "EvalResult", "OPTIMIZERS", "TrainRecipe", "distillation_loss", "evaluate", "fit", "train_baseline",
+]

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
+from torch.nn import functional as F
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import seed_everything
@@ -65,6 +66,25 @@ def _make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimi
     )
 
 
+def distillation_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    hard_loss: torch.Tensor,
+    *,
+    weight: float,
+    temperature: float,
+) -> torch.Tensor:
+    """(1 - weight) * hard_loss + weight * T^2 * KL(teacher_T || student_T) (Hinton et al. 2015);
+    T^2 keeps the soft term's gradients on the hard term's scale."""
+    soft = F.kl_div(
+        F.log_softmax(logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * temperature**2
+    return (1.0 - weight) * hard_loss + weight * soft
+
+
 def fit(
     model: nn.Module,
     data,
@@ -76,8 +96,15 @@ def fit(
     after_step: Callable[[], None] | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     description: str = "train",
+    teacher: nn.Module | None = None,
+    distill_weight: float = 0.5,
+    temperature: float = 4.0,
 ) -> list[dict]:
     """Train `model` in place on `data.train`; evaluate on `data.val` after each epoch if present.
+
+    teacher: knowledge distillation (Hinton et al. 2015) — the loss becomes
+    (1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL(teacher_T || student_T),
+    with both softmaxes at temperature T. Pruning fine-tunes the slim model against the dense one.
 
     after_step runs after every optimizer step (pruning uses it to keep pruned weights at zero).
     Returns one record per epoch: loss, train accuracy, val accuracy (or None), seconds.
@@ -111,6 +138,21 @@ def fit(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    if teacher is not None:
+        if not 0.0 < distill_weight <= 1.0 or temperature <= 0:
+            raise EdgepruneError(
+                f"distillation needs 0 < weight <= 1 and temperature > 0, got {distill_weight}, {temperature}"
+            )
+        teacher = teacher.to(device).eval()
+
+    def loss_of(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if teacher is None:
+            return criterion(logits, y)
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        return distillation_loss(logits, teacher_logits, criterion(logits, y),
+                                 weight=distill_weight, temperature=temperature)
+
     history: list[dict] = []
 
     with Progress(
@@ -132,7 +174,7 @@ def fit(
             for x, y in loader:
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(x)
-                loss = criterion(logits, y)
+                loss = loss_of(logits, x, y)
                 if not torch.isfinite(loss):
                     raise EdgepruneError(
                         f"training diverged (loss {loss.item()}) in epoch {epoch + 1}: "
