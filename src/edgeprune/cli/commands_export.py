@@ -111,8 +111,8 @@ def export(
         console.print(f"weight sparsity FP32 {sp['fp32_sparsity']:.4f} -> INT8 {sp['int8_sparsity']:.4f}; "
                       f"every FP32 zero still zero: {sp['zeros_kept']}", highlight=False)
     if "fraction_of_dense_gzip" in result.info:
-        console.print(f"{result.info['fraction_of_dense_gzip']:.1%} of the dense weights' gzip size "
-                      f"({result.info['dense_gzip_bytes']:,} bytes)", highlight=False)
+        console.print(f"{result.info['fraction_of_dense_gzip']:.1%} of the same weights stored dense "
+                      f"and gzipped ({result.info['dense_gzip_bytes']:,} bytes)", highlight=False)
     console.print(f"report: {result.report_path}")
 
 

@@ -280,10 +280,16 @@ def _export_sparse(ckpt, model, meta, out, images, labels, data_name, say) -> Ex
         "dense_bytes": dense_bytes,
         "dense_gzip_bytes": dense_gzip,
         "fraction_of_dense_gzip": size / dense_gzip,
-        "size_note": "dense = this checkpoint's safetensors (zeros stored), gzip level 9",
+        "size_note": "dense = this checkpoint's own weights stored dense (zeros included) as "
+                     "safetensors, gzip level 9",
     }
-    say(f"{size} bytes = {size / dense_gzip:.1%} of the dense gzip ({dense_gzip} bytes) at density "
-        f"{summary['density']:.4f}")
+    unpruned_params = (meta.pruning or {}).get("dense_params")
+    if unpruned_params:  # exact: the unpruned model's float32 tensors, from the pruning record
+        info["fraction_of_unpruned_float32"] = size / (4 * unpruned_params)
+    say(f"{size:,} bytes = {size / dense_gzip:.1%} of the same weights stored dense and gzipped "
+        f"({dense_gzip:,} bytes) at density {summary['density']:.4f}"
+        + (f"; {info['fraction_of_unpruned_float32']:.1%} of the unpruned model's float32 weights"
+           if unpruned_params else ""))
     report = verify_sparse(out, model, images, mean=meta.mean, std=meta.std, labels=labels,
                            data_name=data_name)
     return ExportResult(out, "sparse", sidecar_path(out), report, info)
