@@ -139,20 +139,33 @@ def runs() -> dict:
     }
 
 
-def measure_all(threads: int) -> list[dict]:
-    """Measure every finished run side by side in this one process (noisy machines: ratios)."""
+def measure_all(threads: int, timed_runs: int, rounds: int) -> list[dict]:
+    """Measure every finished run side by side in this one process, round-robin: each round
+    times every model once and a model's latency is the median over rounds, so neither a slow
+    start (the first model measured) nor drift during the run favours one model."""
+    import statistics
+
     from edgeprune.metrics import measure
     from edgeprune.models import load_checkpoint
 
+    finished = [name for name in runs() if (RUN_DIR / name / "result.json").is_file()]
+    models = {name: load_checkpoint(RUN_DIR / name) for name in finished}
+    measured: dict[str, list[dict]] = {name: [] for name in finished}
+    for round_index in range(rounds):
+        for name in finished:
+            model, meta = models[name]
+            log(f"measuring {name} (round {round_index + 1}/{rounds})")
+            measured[name].append(
+                measure(model, input_size=meta.input_size, threads=threads, memory=False, runs=timed_runs)
+            )
+
+    def latency(name: str, runtime: str, batch: str) -> float:
+        return statistics.median(m["latency_ms"][runtime][batch]["median"] for m in measured[name])
+
     rows = []
-    for name in runs():
-        done = RUN_DIR / name / "result.json"
-        if not done.is_file():
-            continue
-        record = json.loads(done.read_text())
-        model, meta = load_checkpoint(RUN_DIR / name)
-        log(f"measuring {name}")
-        m = measure(model, input_size=meta.input_size, threads=threads, memory=False, runs=30)
+    for name in finished:
+        record = json.loads((RUN_DIR / name / "result.json").read_text())
+        m = measured[name][0]  # counts and sizes are the same every round
         rows.append({
             "run": name,
             "test_accuracy": record["test_accuracy"],
@@ -163,14 +176,17 @@ def measure_all(threads: int) -> list[dict]:
             "weight_sparsity": m["weight_sparsity"],
             "macs": m["macs"],
             "size_gzip_bytes": m["size_gzip_bytes"],
-            "ort_b1_ms": m["latency_ms"]["onnxruntime"]["batch1"]["median"],
-            "ort_b64_ms": m["latency_ms"]["onnxruntime"]["batch64"]["median"],
-            "torch_b1_ms": m["latency_ms"]["torch"]["batch1"]["median"],
+            "ort_b1_ms": latency(name, "onnxruntime", "batch1"),
+            "ort_b64_ms": latency(name, "onnxruntime", "batch64"),
+            "torch_b1_ms": latency(name, "torch", "batch1"),
+            "torch_b64_ms": latency(name, "torch", "batch64"),
             "epochs": record.get("epochs"),
             "train_seconds": record.get("train_seconds"),
             "trained_on": record.get("device"),
             "measured_on": m["device"],
             "threads": threads,
+            "timed_runs": timed_runs,
+            "rounds": rounds,
         })
     return rows
 
@@ -239,6 +255,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--measure-threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds")
+    parser.add_argument("--timed-runs", type=int, default=200,
+                        help="timed runs per batch size (batch 1 takes ~0.2 ms: many runs tame the noise)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--baseline-epochs", type=int, default=BASELINE_RECIPE["epochs"])
     parser.add_argument("--max-per-class", type=int, default=None, help="quick dry run on a subset")
@@ -264,7 +283,7 @@ def main() -> None:
             record.update({"run": name, "device": device_label(), "threads": args.threads})
             done.write_text(json.dumps(record, indent=2) + "\n")
             log(f"{name}: {record}")
-    rows = measure_all(args.measure_threads)
+    rows = measure_all(args.measure_threads, args.timed_runs, args.rounds)
     write_summary(rows, check_targets(rows))
 
 
