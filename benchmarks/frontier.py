@@ -133,6 +133,9 @@ def runs() -> dict:
         # The same structured target with three times the fine-tuning (3 epochs a step).
         "taylor-channel-geometric-50-ft3": _prune_run(
             lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, finetune_epochs=3),
+        # A deeper cut for the deployment targets (INT8 file >= 8x smaller than dense FP32).
+        "taylor-channel-geometric-70-ft3": _prune_run(
+            lambda: TaylorChannel(target=0.7, target_kind="params"), "geometric", 3, finetune_epochs=3),
         # ... and with the dense model as a distillation teacher, 1 epoch a step.
         "taylor-channel-geometric-50-kd": _prune_run(
             lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, distill=True),
