@@ -96,11 +96,9 @@ def check(
 ) -> None:
     """Report the detected source, classes and counts per split, file sizes and modes,
     unreadable files and exact duplicates within each split and across train/test."""
+    from edgeprune.cli.common import log
     from edgeprune.data import check_data
 
-
-    def log(message: str) -> None:
-        console_err.print(message, highlight=False)
 
     with decode_progress() as progress:
         report = check_data(
