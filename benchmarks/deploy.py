@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from edgeprune.errors import EdgepruneError
-    from edgeprune.export.artifact import export_checkpoint
-    from edgeprune.export.bench import bench_artifacts
+    from edgeprune.workflows.export import export_checkpoint
+    from edgeprune.workflows.bench import bench_artifacts
     from edgeprune.hardware import device_label, set_threads, software_label
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
     from edgeprune.runtime.bench import format_rows, write_csv, write_json

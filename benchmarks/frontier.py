@@ -45,7 +45,8 @@ def load_cifar(args):
 
 
 def run_baseline(args, data, out: Path) -> dict:
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
 
     os.environ["TORCH_HOME"] = str(imagenet_hub_cache(WORK / "torch-home"))
     recipe = TrainRecipe(**{**BASELINE_RECIPE, "epochs": args.baseline_epochs})
@@ -68,7 +69,7 @@ def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int =
     """A run that prunes the baseline checkpoint with the shared prune job."""
 
     def run(args, data, out: Path) -> dict:
-        from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
+        from edgeprune.workflows.prune import PruneJob, prune_checkpoint
         from edgeprune.pruning import Schedule
         from edgeprune.train import TrainRecipe
 
@@ -97,7 +98,8 @@ def run_width_matched(args, data, out: Path) -> dict:
     scratch (ImageNet weights exist only at width 1.0) for the structured run's total epochs."""
     from edgeprune.metrics import count_macs
     from edgeprune.models import create_model, load_checkpoint
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
 
     structured = json.loads((RUN_DIR / "l2-channel-geometric-50" / "result.json").read_text())
     target_macs = count_macs(load_checkpoint(RUN_DIR / "l2-channel-geometric-50")[0], 32)[0]
@@ -148,7 +150,7 @@ def measure_all(threads: int, timed_runs: int, rounds: int) -> list[dict]:
     start (the first model measured) nor drift during the run favours one model."""
     import statistics
 
-    from edgeprune.metrics import measure
+    from edgeprune.workflows import measure
     from edgeprune.models import load_checkpoint
 
     finished = [name for name in runs() if (RUN_DIR / name / "result.json").is_file()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeprune.experiments.demo import run_demo
+from edgeprune.workflows.demo import run_demo
 
 
 def test_demo_runs_end_to_end_and_the_artifacts_really_shrink(tmp_path):

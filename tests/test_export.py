@@ -11,7 +11,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.artifact import export_checkpoint, sidecar_path
+from edgeprune.workflows.export import export_checkpoint, sidecar_path
 from edgeprune.export.verify import verify_onnx
 from edgeprune.models import CheckpointMeta, create_model, load_checkpoint, save_checkpoint
 from edgeprune.runtime import Classifier, read_metadata
@@ -112,7 +112,8 @@ def test_verification_catches_a_wrong_artifact(dense_onnx, digits):
 @pytest.fixture(scope="module")
 def trained_resnet(digits, tmp_path_factory):
     """ResNet-18 trained 4 epochs on digits (~90% test accuracy, ~30 s on one core)."""
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
 
     root = tmp_path_factory.mktemp("resnet")
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export import export_onnx
+from edgeprune.workflows import measure
 from edgeprune.metrics import (
     MACS_COUNTER,
     count_macs,
@@ -23,7 +24,6 @@ from edgeprune.metrics import (
     find_rapl_zones,
     latency_onnxruntime,
     latency_torch,
-    measure,
     onnxruntime_session,
     read_energy,
     weight_file_sizes,

@@ -24,7 +24,8 @@ from edgeprune.pruning import (
     prune_iteratively,
     recalibrate_batchnorm,
 )
-from edgeprune.train import TrainRecipe, evaluate, fit
+from edgeprune.metrics import evaluate
+from edgeprune.train import TrainRecipe, fit
 
 X1 = torch.zeros(1, 3, 16, 16)  # the small CNN trains on 16x16 digits: fast on one thread
 

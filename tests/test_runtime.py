@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgeprune.export.artifact import export_checkpoint
+from edgeprune.workflows.export import export_checkpoint
 from edgeprune.models import load_checkpoint
 from edgeprune.runtime.bench import COLUMNS, read_csv
 from edgeprune.runtime.preprocess import normalize
@@ -48,7 +48,8 @@ def artifact(digits, tmp_path_factory):
     """A MobileNetV2 trained one epoch on digits and its verified FP32 ONNX export.
 
     (An untrained MobileNetV2 at 32x32 outputs logits of ~1e-9: every image a tie.)"""
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
 
     root = tmp_path_factory.mktemp("rt")
     torch.manual_seed(1)

@@ -10,7 +10,9 @@ import torch
 from edgeprune.data import load_data
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import CheckpointMeta, create_model, load_checkpoint, save_checkpoint
-from edgeprune.train import TrainRecipe, evaluate, fit, train_baseline
+from edgeprune.metrics import evaluate
+from edgeprune.train import TrainRecipe, fit
+from edgeprune.workflows import train_baseline
 
 
 @pytest.fixture(scope="module")

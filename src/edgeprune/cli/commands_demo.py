@@ -9,7 +9,7 @@ import typer
 
 from edgeprune.cli.app import DeviceOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import log
-from edgeprune.experiments.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS
+from edgeprune.workflows.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS
 
 
 @app.command()
@@ -24,7 +24,7 @@ def demo(
     """Train a MobileNetV2 on scikit-learn's digits, prune half its parameters away, quantize it to
     INT8 ONNX, and bench the three side by side: every figure is what was achieved here."""
     from edgeprune.cli.commands_export import render_bench
-    from edgeprune.experiments.demo import run_demo
+    from edgeprune.workflows.demo import run_demo
 
     result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, threads=threads,
                       bench_threads=bench_threads, device=device, log=log)

@@ -75,7 +75,7 @@ def export(
     quantization."""
     from edgeprune.cli.common import load_data_logged
     from edgeprune.errors import EdgepruneError
-    from edgeprune.export.artifact import FORMATS, SUFFIXES, export_checkpoint
+    from edgeprune.workflows.export import FORMATS, SUFFIXES, export_checkpoint
     from edgeprune.hardware import set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
 
@@ -184,7 +184,7 @@ def bench(
         raise EdgepruneError("name at least one artifact to bench (or --compare A.csv B.csv)")
     only_onnx = all(p.suffix.lower() == ".onnx" and p.is_file() for p in artifacts)
     if _torch_available():
-        from edgeprune.export.bench import bench_artifacts
+        from edgeprune.workflows.bench import bench_artifacts
 
         rows = bench_artifacts(artifacts, data=data, threads=threads, budget_s=budget,
                                device=device_label, max_per_class=max_per_class,

@@ -49,8 +49,8 @@ def measure(
     """Parameters, sparsity, MACs, file size, latency, peak memory, energy and (with --data)
     test accuracy, as achieved on this machine's CPU. --json prints one JSON object per line
     per checkpoint on stdout; progress goes to stderr."""
-    from edgeprune.metrics import RUNTIMES
-    from edgeprune.metrics import measure as measure_model
+    from edgeprune.workflows.measure import RUNTIMES
+    from edgeprune.workflows.measure import measure as measure_model
     from edgeprune.models import ensure_same_classes, load_checkpoint
 
     runtimes = tuple(r for r in RUNTIMES if not (no_onnx and r == "onnxruntime"))

@@ -122,7 +122,7 @@ def prune(
 ) -> None:
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
     from edgeprune.errors import EdgepruneError
-    from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
+    from edgeprune.workflows.prune import PruneJob, prune_checkpoint
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.models.checkpoint import read_manifest
     from edgeprune.pruning import Schedule, make_config

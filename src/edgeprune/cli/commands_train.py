@@ -60,7 +60,8 @@ def train(
 ) -> None:
     """Train a baseline classifier and save it as a checkpoint folder."""
     from edgeprune.hardware import resolve_device, set_threads
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows.train import train_baseline
 
     dev = resolve_device(device)
     n_threads = set_threads(threads)
@@ -101,7 +102,7 @@ def evaluate(
     from edgeprune.errors import EdgepruneError
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.models import ensure_same_classes, load_checkpoint
-    from edgeprune.train import evaluate as evaluate_model
+    from edgeprune.metrics import evaluate as evaluate_model
 
     if split not in ("test", "val"):
         raise EdgepruneError(f"--split must be test or val, got {split!r}")

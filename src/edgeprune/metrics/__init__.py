@@ -1,4 +1,7 @@
-"""What a model achieves: size, sparsity, MACs, latency, memory, energy and accuracy."""
+"""What a model achieves: size, sparsity, MACs, latency, memory, energy and accuracy.
+
+The pieces only; `edgeprune.workflows.measure` puts them together (it exports to ONNX, which
+sits above this layer)."""
 
 from edgeprune.metrics.accuracy import accuracy_on_test_split
 from edgeprune.metrics.latency import (
@@ -7,32 +10,32 @@ from edgeprune.metrics.latency import (
     onnxruntime_session,
     time_per_image,
 )
-from edgeprune.metrics.macs import MACS_COUNTER, count_macs, count_macs_nonzero, prunable_weight_macs
-from edgeprune.metrics.measure import RUNTIMES, measure, software_versions
+from edgeprune.metrics.macs import MACS_COUNTER, count_macs, count_macs_nonzero, count_macs_params, prunable_weight_macs
+from edgeprune.metrics.evaluate import EvalResult, evaluate
 from edgeprune.metrics.memory import PEAK_MEMORY_NOTE, peak_memory_bytes
 from edgeprune.metrics.params import count_params
 from edgeprune.metrics.size import weight_file_sizes
 from edgeprune.runtime.energy import RaplZone, energy_used_uj, find_rapl_zones, read_energy
 
 __all__ = [
+    "EvalResult",
+    "evaluate",
     "MACS_COUNTER",
     "PEAK_MEMORY_NOTE",
-    "RUNTIMES",
     "RaplZone",
     "accuracy_on_test_split",
     "count_macs",
     "count_macs_nonzero",
+    "count_macs_params",
     "count_params",
     "energy_used_uj",
     "find_rapl_zones",
     "latency_onnxruntime",
     "latency_torch",
-    "measure",
     "onnxruntime_session",
     "peak_memory_bytes",
     "prunable_weight_macs",
     "read_energy",
-    "software_versions",
     "time_per_image",
     "weight_file_sizes",
 ]

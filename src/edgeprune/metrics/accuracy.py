@@ -24,7 +24,7 @@ def accuracy_on_test_split(
     """
     # Imported here: the data and training stack (scikit-learn, ...) takes seconds to import
     # and only accuracy needs it.
-    from edgeprune.train import evaluate
+    from edgeprune.metrics.evaluate import evaluate
 
     result = evaluate(
         model,

@@ -16,15 +16,28 @@ def _example_input(model: nn.Module, input_size: int) -> torch.Tensor:
     return torch.zeros(1, 3, input_size, input_size, device=device)
 
 
+def count_macs_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass of `example_inputs`, as torch-pruning counts them,
+    in eval mode (the model's mode is restored). The one MAC counter of edgeprune: pruning's
+    targets and `measure` use the same."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)
+
+
 def count_macs(model: nn.Module, input_size: int) -> tuple[int, str]:
     """MACs for one image as torch-pruning counts them, and the counter's name.
 
     torch-pruning counts each Conv2d/Linear weight once per position it is applied at, plus
     bias adds, BatchNorm, activations and pooling; zeros in the weights are not skipped.
     """
-    with torch.no_grad():
-        macs, _ = tp.utils.count_ops_and_params(model, _example_input(model, input_size))
-    return int(macs), MACS_COUNTER
+    macs, _ = count_macs_params(model, _example_input(model, input_size))
+    return macs, MACS_COUNTER
 
 
 def prunable_weight_macs(model: nn.Module, input_size: int) -> tuple[int, int]:

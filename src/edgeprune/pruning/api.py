@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.metrics.macs import count_macs_params
 from edgeprune.pruning.config import PruningConfig, _Channel, _Unstructured
 from edgeprune.pruning.report import empty_layers, layer_snapshot, layer_table
 from edgeprune.pruning.scope import layers_in_scope
 from edgeprune.pruning.structured import (
     StructuredState,
     channel_table,
-    count_macs_params,
     new_state,
     prune_channels,
 )

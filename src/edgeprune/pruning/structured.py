@@ -23,22 +23,12 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.metrics.macs import count_macs_params
 from edgeprune.pruning import importance as imp_mod
 from edgeprune.pruning.config import TaylorChannel, RandomChannel, _Channel
 from edgeprune.pruning.scope import layers_in_scope, output_layer, prunable_layers
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
-
-
-def count_macs_params(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
-    """(MACs, parameters) of one forward pass of `example_inputs` (torch-pruning's counter)."""
-    was_training = model.training
-    model.eval()
-    try:
-        macs, params = tp.utils.count_ops_and_params(model, example_inputs)
-    finally:
-        model.train(was_training)
-    return int(macs), int(params)
 
 
 @dataclass

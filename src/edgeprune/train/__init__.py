@@ -1,9 +1,8 @@
-"""Training, fine-tuning and evaluation loops (GPU when present, always testable on the CPU)."""
+"""The training / fine-tuning loop (GPU when present, always testable on the CPU).
 
-from edgeprune.train.baseline import train_baseline
-from edgeprune.train.evaluate import EvalResult, evaluate
+Evaluation lives in `edgeprune.metrics` (it measures, it does not train); training a baseline end
+to end (build, fit, evaluate, save) is a workflow: `edgeprune.workflows.train_baseline`."""
+
 from edgeprune.train.loop import OPTIMIZERS, TrainRecipe, distillation_loss, fit
 
-__all__ = [
-    "EvalResult", "OPTIMIZERS", "TrainRecipe", "distillation_loss", "evaluate", "fit", "train_baseline",
-]
+__all__ = ["OPTIMIZERS", "TrainRecipe", "distillation_loss", "fit"]

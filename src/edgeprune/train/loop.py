@@ -110,7 +110,7 @@ def fit(
     Returns one record per epoch: loss, train accuracy, val accuracy (or None), seconds.
     """
     from edgeprune.data import BatchLoader
-    from edgeprune.train.evaluate import evaluate
+    from edgeprune.metrics.evaluate import evaluate
 
     recipe = recipe.resolved()
     if recipe.epochs == 0:

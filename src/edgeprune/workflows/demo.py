@@ -22,14 +22,15 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Returns {"checkpoints": {...}, "bench": [rows of edgeprune.export.bench]}."""
+    """Returns {"checkpoints": {...}, "bench": [rows of edgeprune.workflows.bench]}."""
     from edgeprune.data import load_data
-    from edgeprune.experiments.prune_job import PruneJob, prune_checkpoint
-    from edgeprune.export.artifact import export_checkpoint
-    from edgeprune.export.bench import bench_artifacts
+    from edgeprune.workflows.prune import PruneJob, prune_checkpoint
+    from edgeprune.workflows.export import export_checkpoint
+    from edgeprune.workflows.bench import bench_artifacts
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.pruning import Schedule, TaylorChannel
-    from edgeprune.train import TrainRecipe, train_baseline
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows.train import train_baseline
 
     say = log or (lambda _m: None)
     out = Path(out_dir)

@@ -19,7 +19,8 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import device_label, seed_everything
 from edgeprune.models import CheckpointMeta, ensure_same_classes, load_checkpoint, save_checkpoint
 from edgeprune.pruning import PruneResult, PruningConfig, Schedule, prune_iteratively, recalibrate_batchnorm
-from edgeprune.train import TrainRecipe, evaluate, fit
+from edgeprune.metrics import evaluate
+from edgeprune.train import TrainRecipe, fit
 
 
 @dataclass

@@ -171,7 +171,7 @@ def bench_artifacts(
 ) -> list[dict[str, Any]]:
     """Bench rows for every artifact, in order: checkpoints give a torch-eager and an
     onnxruntime row, sparse files a torch-eager row, .onnx files an onnxruntime row."""
-    from edgeprune.export.artifact import base_metadata
+    from edgeprune.workflows.export import base_metadata
     from edgeprune.export.onnx import export_onnx
     from edgeprune.export.sparse import load_sparse
     from edgeprune.hardware import device_label

@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 
 from edgeprune.models import CheckpointMeta, create_model, save_checkpoint
-from edgeprune.train.evaluate import EvalResult, evaluate
-from edgeprune.train.loop import TrainRecipe, fit
+from edgeprune.metrics.evaluate import EvalResult, evaluate
+from edgeprune.train import TrainRecipe, fit
 
 
 def train_baseline(
