@@ -109,9 +109,9 @@ def main(argv=None) -> int:
         exports[name] = {**result.to_dict(), "seconds": time.perf_counter() - t0}
 
     label = args.device_label or device_label("cpu")
-    rows = bench_artifacts([out for *_, out in plan], data=args.data, threads=args.threads,
+    rows = bench_artifacts([out for *_, out in plan], data=data, threads=args.threads,
                            budget_s=args.budget, device=label, max_per_class=args.max_per_class,
-                           log=log, data_loader=lambda *_a, **_k: data)
+                           log=log)
     names = {str(out): name for name, *_, out in plan}
     for row in rows:
         row["role"] = names[row["path"]]

@@ -249,7 +249,7 @@ def test_bad_trees(tmp_path, counts, message):
         ({"image_size": 100_000}, r"--image-size 100000 is out of range"),
         ({"val_fraction": 1.0}, r"--val-fraction must be in \[0, 1\)"),
         ({"val_fraction": -0.1}, r"--val-fraction must be in \[0, 1\)"),
-        ({"normalization": "imagenet"}, r"unknown normalization"),
+        ({"normalization": "imagenet-ish"}, r"unknown normalization"),
         ({"max_per_class": 0}, r"--max-per-class must be >= 1"),
     ],
 )

@@ -33,36 +33,8 @@ def _console(stderr: bool = False) -> Console:
 console = _console()
 console_err = _console(stderr=True)
 
-# Options shared by several commands, so their names and help read the same everywhere.
-DataOpt = Annotated[
-    str,
-    typer.Option(
-        "--data",
-        help="`digits` (bundled, offline), a torchvision CIFAR-10 root, an ImageFolder tree with "
-        "train/ and test/, or one class-folder tree (split stratified with --seed).",
-    ),
-]
-ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Square input size in pixels.")]
-ValFractionOpt = Annotated[
-    float,
-    typer.Option(
-        "--val-fraction",
-        help="Fraction of the training data held out (stratified) for decisions during training "
-        "and pruning; the test set is only used for reported figures.",
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, init and augmentation.")]
-MaxPerClassOpt = Annotated[
-    int | None,
-    typer.Option("--max-per-class", min=1, help="Use at most the first N images per class of each split (quick runs)."),
-]
-DownloadOpt = Annotated[
-    bool, typer.Option("--download", help="Allow downloading CIFAR-10 when the root is missing.")
-]
-SkipBadOpt = Annotated[
-    bool,
-    typer.Option("--skip-bad", help="Log and count unreadable images instead of stopping."),
-]
+# Options shared by several commands, so their names and help read the same everywhere (the data
+# options are declared once in cli/common.py's data_options).
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")
 ]

@@ -16,18 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from edgeprune.cli.app import (
-    DataOpt,
-    DownloadOpt,
-    ImageSizeOpt,
-    JsonOpt,
-    SeedOpt,
-    SkipBadOpt,
-    ValFractionOpt,
-    console,
-    console_err,
-    data_app,
-)
+from edgeprune.cli.app import JsonOpt, console, console_err, data_app
+from edgeprune.cli.common import DataRequest, data_options
 
 
 @contextmanager
@@ -81,37 +71,18 @@ def _print_report(report: dict) -> None:
 
 
 @data_app.command("check")
+@data_options(exclude=("normalization", "allow_other_split"))
 def check(
-    data: DataOpt = "digits",
-    image_size: ImageSizeOpt = 32,
     json_output: JsonOpt = False,
-    skip_bad: SkipBadOpt = False,
-    val_fraction: ValFractionOpt = 0.1,
-    seed: SeedOpt = 0,
-    download: DownloadOpt = False,
-    max_per_class: Annotated[
-        int | None,
-        typer.Option("--max-per-class", help="Only the first N images per class of each split (quick look)."),
-    ] = None,
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Report the detected source, classes and counts per split, file sizes and modes,
     unreadable files and exact duplicates within each split and across train/test."""
     from edgeprune.cli.common import log
     from edgeprune.data import check_data
 
-
     with decode_progress() as progress:
-        report = check_data(
-            data,
-            image_size=image_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            download=download,
-            skip_bad=skip_bad,
-            max_per_class=max_per_class,
-            log=log,
-            progress=progress,
-        )
+        report = check_data(request.options(), log=log, progress=progress)
     if json_output:
         typer.echo(json.dumps(report, indent=2))  # not rich: it would wrap long lines
     else:

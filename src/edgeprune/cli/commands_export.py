@@ -14,16 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import (
-    DownloadOpt,
-    JsonOpt,
-    MaxPerClassOpt,
-    SkipBadOpt,
-    ThreadsOpt,
-    app,
-    console,
-)
-from edgeprune.cli.common import log, warn
+from edgeprune.cli.app import JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.common import DataRequest, data_options, log, warn
 
 FORMAT_HELP = (
     "onnx (FP32, dynamic batch), onnx-int8 (static INT8, QDQ, per-channel weights; needs --data "
@@ -40,15 +32,11 @@ def _torch_available() -> bool:
 
 
 @app.command()
+@data_options(default_spec=None, exclude=("image_size", "normalization"))
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (model.safetensors + model.json).")],
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: next to the checkpoint).")] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option("--data", help="Data the checkpoint was trained on: its test split verifies the "
-                     "artifact on real images, its training split calibrates INT8."),
-    ] = None,
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=1, help="Training images for INT8 calibration.")
     ] = 300,
@@ -59,21 +47,17 @@ def export(
         Optional[int], typer.Option("--max-verify", min=1, help="Verify on at most N test images (default: all).")
     ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
-    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
-    seed: Annotated[
-        Optional[int], typer.Option("--seed", help="Data split seed (default: the checkpoint's training seed).")
-    ] = None,
-    download: DownloadOpt = False,
-    skip_bad: SkipBadOpt = False,
     threads: ThreadsOpt = 2,
     as_json: JsonOpt = False,
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Write a deployable artifact of a checkpoint and verify it against the PyTorch model.
 
     A FILE.json report next to the artifact holds the verification (top-1 agreement, max |logit
     difference|, accuracy), sizes and, for INT8, the calibration and the sparsity after
-    quantization."""
-    from edgeprune.cli.common import load_data_logged
+    quantization. --data: the data the checkpoint was trained on, in its recorded split: its test
+    split verifies the artifact on real images, its training split calibrates INT8."""
+    from edgeprune.cli.common import load_data_for_checkpoint
     from edgeprune.errors import EdgepruneError
     from edgeprune.workflows.export import FORMATS, SUFFIXES, export_checkpoint
     from edgeprune.hardware import set_threads
@@ -82,17 +66,15 @@ def export(
     if fmt not in FORMATS:
         raise EdgepruneError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
     meta = meta_from_manifest(read_manifest(checkpoint))  # clear error when it does not exist
-    if fmt == "onnx-int8" and data is None:
+    if fmt == "onnx-int8" and request.spec is None:
         raise EdgepruneError("quantizing needs calibration data: pass --data")
     set_threads(threads)
     if out is None:
         stem = checkpoint.resolve().name + ("-int8" if fmt == "onnx-int8" else "")
         out = checkpoint.resolve().parent / f"{stem}{SUFFIXES[fmt]}"
     dataset = None
-    if data is not None:
-        split_seed = seed if seed is not None else int(meta.training.get("seed", 0) or 0)
-        dataset = load_data_logged(data, image_size=meta.input_size, val_fraction=val_fraction,
-                                   seed=split_seed, download=download, skip_bad=skip_bad)
+    if request.spec is not None:
+        dataset, _ = load_data_for_checkpoint(request, meta, str(checkpoint))
     else:
         warn("no --data: the artifact is checked on random inputs only, not on real test images")
     result = export_checkpoint(
@@ -154,7 +136,10 @@ def bench(
     ] = None,
     threads: ThreadsOpt = 1,
     budget: Annotated[float, typer.Option("--budget", help="Seconds per latency measurement.")] = 2.0,
-    max_per_class: MaxPerClassOpt = None,
+    max_per_class: Annotated[
+        Optional[int], typer.Option("--max-per-class", min=1, help="Accuracy on at most the first N "
+                                    "test images per class (quick runs).")
+    ] = None,
     device_label: Annotated[
         Optional[str], typer.Option("--device-label", help="Name this device in the results (default: CPU model + cores).")
     ] = None,

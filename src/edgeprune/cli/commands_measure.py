@@ -10,34 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import (
-    MaxPerClassOpt,
-    DataOpt,
-    DownloadOpt,
-    JsonOpt,
-    SeedOpt,
-    SkipBadOpt,
-    ThreadsOpt,
-    ValFractionOpt,
-    app,
-    console,
-)
-from edgeprune.cli.common import load_data_logged, log
+from edgeprune.cli.app import JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log
 from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP
 
 
 @app.command()
+@data_options(default_spec=None, exclude=("image_size", "normalization"))
 def measure(
     checkpoints: Annotated[
         list[Path],
         typer.Argument(help="Checkpoint folder(s) (model.safetensors + model.json).", show_default=False),
     ],
-    data: DataOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    max_per_class: MaxPerClassOpt = None,
-    download: DownloadOpt = False,
-    skip_bad: SkipBadOpt = False,
-    seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per batch size.")] = DEFAULT_WARMUP,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = DEFAULT_RUNS,
@@ -45,34 +29,30 @@ def measure(
         bool, typer.Option("--no-onnx", help="Skip ONNX Runtime (its latency and the peak memory).")
     ] = False,
     as_json: JsonOpt = False,
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Parameters, sparsity, MACs, file size, latency, peak memory, energy and (with --data)
     test accuracy, as achieved on this machine's CPU. --json prints one JSON object per line
     per checkpoint on stdout; progress goes to stderr."""
     from edgeprune.workflows.measure import RUNTIMES
     from edgeprune.workflows.measure import measure as measure_model
-    from edgeprune.models import ensure_same_classes, load_checkpoint
+    from edgeprune.models import load_checkpoint
 
     runtimes = tuple(r for r in RUNTIMES if not (no_onnx and r == "onnxruntime"))
-    datasets: dict[int, Any] = {}
     results = []
     for checkpoint in checkpoints:
         model, meta = load_checkpoint(checkpoint)
         log(f"measuring {checkpoint} ({meta.architecture}, {meta.input_size}x{meta.input_size})")
-        dataset = None
-        if data is not None:
-            if meta.input_size not in datasets:
-                datasets[meta.input_size] = load_data_logged(
-                    data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
-                    download=download, skip_bad=skip_bad, max_per_class=max_per_class,
-                )
-            dataset = datasets[meta.input_size]
-            ensure_same_classes(meta, dataset.class_names, dataset.name)
+        dataset, split_warning = None, None
+        if request.spec is not None:  # decoded once per size and split thanks to the data cache
+            dataset, split_warning = load_data_for_checkpoint(request, meta, str(checkpoint))
         result = measure_model(
             model, input_size=meta.input_size, data=dataset, threads=threads, runtimes=runtimes,
             warmup=warmup, runs=runs, mean=meta.mean, std=meta.std, log=log,
         )
-        result = {"checkpoint": str(checkpoint), "architecture": meta.architecture, **result}
+        result = {"checkpoint": str(checkpoint), "architecture": meta.architecture, **result,
+                  "split": dataset.split.to_dict() if dataset is not None else None,
+                  "split_warning": split_warning}
         if as_json:
             typer.echo(json.dumps(result))
         results.append(result)

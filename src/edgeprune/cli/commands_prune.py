@@ -10,20 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import (
-    MaxPerClassOpt,
-    DataOpt,
-    DeviceOpt,
-    DownloadOpt,
-    JsonOpt,
-    SeedOpt,
-    SkipBadOpt,
-    ThreadsOpt,
-    ValFractionOpt,
-    app,
-    console,
-)
-from edgeprune.cli.common import load_data_logged, log, warn
+from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn
 
 
 def _pct(x: float | None) -> str:
@@ -35,9 +23,9 @@ def _acc(x: float | None) -> str:
 
 
 @app.command()
+@data_options(exclude=("image_size", "normalization"))
 def prune(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder to prune (model.safetensors + model.json).")],
-    data: DataOpt = "digits",
     method: Annotated[
         str,
         typer.Option(
@@ -75,28 +63,29 @@ def prune(
                            "instead of a global ranking.")
     ] = False,
     max_layer_sparsity: Annotated[
-        float, typer.Option("--max-layer-sparsity", help="Unstructured layer-collapse guard: no "
-                            "layer pruned beyond this fraction.")
-    ] = 0.98,
+        float | None, typer.Option("--max-layer-sparsity", help="Unstructured layer-collapse guard: no "
+                                   "layer pruned beyond this fraction (default 0.98).")
+    ] = None,
     scoring: Annotated[
         str | None,
         typer.Option("--scoring", help="l1 ranking: lamp (default; magnitude normalised per layer, "
                      "LAMP, which avoids emptying layers) or magnitude (plain global |w|)."),
     ] = None,
     round_to: Annotated[
-        int, typer.Option("--round-to", min=1, help="Channel methods: kept channel counts are "
-                          "multiples of this (SIMD alignment).")
-    ] = 8,
+        int | None, typer.Option("--round-to", min=1, help="Channel methods: kept channel counts are "
+                                 "multiples of this (SIMD alignment; default 8).")
+    ] = None,
     min_channels: Annotated[
-        int, typer.Option("--min-channels", min=1, help="Channel methods: fewest output channels "
-                          "any layer keeps.")
-    ] = 8,
+        int | None, typer.Option("--min-channels", min=1, help="Channel methods: fewest output "
+                                 "channels any layer keeps (default 8).")
+    ] = None,
     scope: Annotated[
         str, typer.Option("--scope", help="head | blocks | all: which layers may be pruned.")
     ] = "all",
     taylor_batches: Annotated[
-        int, typer.Option("--taylor-batches", min=1, help="Training batches for Taylor gradients.")
-    ] = 4,
+        int | None, typer.Option("--taylor-batches", min=1, help="taylor-channel: training batches "
+                                 "for the gradients (default 4).")
+    ] = None,
     recalib_batches: Annotated[
         int, typer.Option("--recalib-batches", min=0, help="Training batches for batch-norm "
                           "recalibration after each step (0: off).")
@@ -109,70 +98,59 @@ def prune(
                                              "the optimizer's).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
-    val_fraction: ValFractionOpt = 0.1,
-    max_per_class: MaxPerClassOpt = None,
-    download: DownloadOpt = False,
-    skip_bad: SkipBadOpt = False,
-    seed: SeedOpt = 0,
+    prune_seed: Annotated[int, typer.Option("--prune-seed", min=0, help="Seed of random methods, "
+                                            "fine-tuning order and augmentation.")] = 0,
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/pruned"),
     show_layers: Annotated[bool, typer.Option("--show-layers", help="Print the per-layer table.")] = False,
     as_json: JsonOpt = False,
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
-    from edgeprune.errors import EdgepruneError
-    from edgeprune.workflows.prune import PruneJob, prune_checkpoint
     from edgeprune.hardware import resolve_device, set_threads
-    from edgeprune.models.checkpoint import read_manifest
-    from edgeprune.pruning import Schedule, make_config
+    from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
+    from edgeprune.pruning import METHODS, Schedule, make_config
     from edgeprune.train import TrainRecipe
+    from edgeprune.workflows.prune import PruneJob, prune_checkpoint
 
-    # --- validate everything cheap before loading anything
-    structured = method.endswith("-channel")
-    if not structured and target_kind not in (None, "params"):
-        raise EdgepruneError(f"--target-kind {target_kind} applies to channel methods, not {method}")
-    options = dict(scope=scope)
-    if structured:
-        options.update(target_kind=target_kind or "params", round_to=round_to, min_channels=min_channels)
-        if method == "taylor-channel":
-            options["num_batches"] = taylor_batches
-    else:
-        options.update(per_layer=per_layer, max_layer_sparsity=max_layer_sparsity)
-        if method == "l1" and scoring is not None:
-            options["scoring"] = scoring
-        if method.startswith("random"):
-            options["seed"] = seed
-    if method == "random-channel":
-        options["seed"] = seed
-    if structured and per_layer:
-        raise EdgepruneError("--per-layer applies to the unstructured methods (l1, random)")
-    if method != "l1" and scoring is not None:
-        raise EdgepruneError("--scoring applies to --method l1 only")
-    config = make_config(method, target, **options)
-    plan = Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3))
-    recipe = TrainRecipe(
-        epochs=finetune_epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed
-    ).resolved()
-
+    # Every option is parsed into its config object here, before anything is loaded; make_config
+    # refuses an option given for a method it does not apply to.
+    config_fields = METHODS[method].__dataclass_fields__ if method in METHODS else {}
+    config = make_config(
+        method, target, scope=scope, target_kind=target_kind, round_to=round_to,
+        min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,
+        max_layer_sparsity=max_layer_sparsity, scoring=scoring,
+        seed=prune_seed if "seed" in config_fields else None,
+    )
+    job = PruneJob(
+        config=config,
+        schedule=Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3)),
+        finetune=TrainRecipe(epochs=finetune_epochs, optimizer=optimizer, lr=lr,
+                             batch_size=batch_size, seed=prune_seed).resolved(),
+        max_drop=max_drop, recalib_batches=recalib_batches, seed=prune_seed, distill=distill,
+    )
     dev = resolve_device(device)
     set_threads(threads)
-    dataset = load_data_logged(
-        data, image_size=read_manifest(checkpoint)["input_size"], val_fraction=val_fraction,
-        seed=seed, download=download, skip_bad=skip_bad, max_per_class=max_per_class,
-    )
-    job = PruneJob(config=config, schedule=plan, finetune=recipe, max_drop=max_drop,
-                   recalib_batches=recalib_batches, seed=seed, distill=distill)
+    meta = meta_from_manifest(read_manifest(checkpoint))
+    dataset, split_warning = load_data_for_checkpoint(request, meta, str(checkpoint))
     # stdout stays pure JSON with --json: no progress bars then.
-    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev,
-                               progress=not as_json, log=log)
+    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev, progress=not as_json,
+                               log=log, allow_other_split=request.allow_other_split)
     result, record = outcome.result, outcome.record
-    final_test, baseline_test = record["test_accuracy"], record["baseline_test_accuracy"]
-
     if as_json:
         typer.echo(json.dumps({k: v for k, v in record.items() if k != "layers"}, indent=2, default=str))
         return
-    table = Table(title=f"{method} → {target} {result.achieved_kind}, {plan.kind} x{plan.steps}")
+    _print_outcome(outcome, structured=config.structured, out=out, show_layers=show_layers)
+    if split_warning:
+        warn(split_warning)
+
+
+def _print_outcome(outcome, *, structured: bool, out: Path, show_layers: bool) -> None:
+    result, record, plan = outcome.result, outcome.record, outcome.result.schedule
+    final_test, baseline_test = record["test_accuracy"], record["baseline_test_accuracy"]
+    table = Table(title=f"{result.method} → {result.asked} {result.achieved_kind}, "
+                  f"{plan.get('kind')} x{plan.get('steps')}")
     for col in ("step", "asked", "got", "params", "−params", "−MACs", "val pruned", "val tuned",
                 "kept"):
         table.add_column(col, justify="right")
@@ -208,12 +186,12 @@ def prune(
             f"max {hi['sparsity']:.1%} ({hi['layer']}); no layer emptied (--show-layers for all)"
         )
     if result.capped_layers:
-        warn(f"{len(result.capped_layers)} layer(s) held at the {max_layer_sparsity:.0%} per-layer cap "
+        warn(f"{len(result.capped_layers)} layer(s) held at the {result.config.get('max_layer_sparsity'):.0%} per-layer cap "
              "(layer-collapse guard); see --show-layers")
     if result.stopped_reason:
         warn(result.stopped_reason)
     console.print(
-        f"achieved: {result.achieved:.4f} {result.achieved_kind} removed (asked {target}); "
+        f"achieved: {result.achieved:.4f} {result.achieved_kind} removed (asked {result.asked}); "
         f"params {result.nonzero_params:,} of {result.dense_params:,} nonzero "
         f"({result.params_reduction:.1%} fewer), MACs {result.macs:,} ({result.macs_reduction:.1%} fewer), "
         f"tensors {'physically smaller' if structured else 'same shape, zeros'}; "

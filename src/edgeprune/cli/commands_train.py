@@ -9,26 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import (
-    DataOpt,
-    DeviceOpt,
-    DownloadOpt,
-    ImageSizeOpt,
-    JsonOpt,
-    MaxPerClassOpt,
-    SeedOpt,
-    SkipBadOpt,
-    ThreadsOpt,
-    ValFractionOpt,
-    app,
-    console,
-)
-from edgeprune.cli.common import load_data_logged, log
+from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, load_data_logged, log, warn
 
 
 @app.command()
+@data_options(exclude=("allow_other_split",))
 def train(
-    data: DataOpt = "digits",
     model: Annotated[str, typer.Option("--model", help="mobilenet_v2, resnet18 or vgg16.")] = "mobilenet_v2",
     weights: Annotated[
         str,
@@ -46,17 +33,9 @@ def train(
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     width_mult: Annotated[float, typer.Option("--width-mult", help="MobileNetV2 width multiplier.")] = 1.0,
-    image_size: ImageSizeOpt = 32,
-    val_fraction: ValFractionOpt = 0.1,
-    normalization: Annotated[
-        str, typer.Option("--normalization", help="cifar (fixed CIFAR-10 stats) or dataset (computed).")
-    ] = "cifar",
-    max_per_class: MaxPerClassOpt = None,
-    download: DownloadOpt = False,
-    skip_bad: SkipBadOpt = False,
-    seed: SeedOpt = 0,
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Train a baseline classifier and save it as a checkpoint folder."""
     from edgeprune.hardware import resolve_device, set_threads
@@ -65,14 +44,14 @@ def train(
 
     dev = resolve_device(device)
     n_threads = set_threads(threads)
+    options = request.options()
+    if request.normalization is None:  # pretrained weights expect the statistics they were trained with
+        options = options.replace(normalization="imagenet" if weights == "imagenet" else "cifar")
     recipe = TrainRecipe(
         epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-        label_smoothing=label_smoothing, batch_size=batch_size, seed=seed,
+        label_smoothing=label_smoothing, batch_size=batch_size, seed=options.seed,
     ).resolved()
-    dataset = load_data_logged(
-        data, image_size=image_size, val_fraction=val_fraction, seed=seed, download=download,
-        skip_bad=skip_bad, normalization=normalization, max_per_class=max_per_class,
-    )
+    dataset = load_data_logged(options)
     log(f"training {model} ({weights} weights) on {dev} with {n_threads} threads: {recipe}")
     _, meta, result = train_baseline(
         dataset, arch=model, recipe=recipe, weights=weights, width_mult=width_mult,
@@ -85,23 +64,19 @@ def train(
 
 
 @app.command()
+@data_options(exclude=("image_size", "normalization"))
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (model.safetensors + model.json).")],
-    data: DataOpt = "digits",
     split: Annotated[str, typer.Option("--split", help="test or val.")] = "test",
-    val_fraction: ValFractionOpt = 0.1,
-    max_per_class: MaxPerClassOpt = None,
-    download: DownloadOpt = False,
-    skip_bad: SkipBadOpt = False,
-    seed: SeedOpt = 0,
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
+    request: DataRequest = DataRequest(),
 ) -> None:
     """Accuracy, balanced accuracy, per-class recall and confusion matrix of a checkpoint."""
     from edgeprune.errors import EdgepruneError
     from edgeprune.hardware import resolve_device, set_threads
-    from edgeprune.models import ensure_same_classes, load_checkpoint
+    from edgeprune.models import load_checkpoint
     from edgeprune.metrics import evaluate as evaluate_model
 
     if split not in ("test", "val"):
@@ -109,17 +84,14 @@ def evaluate(
     dev = resolve_device(device)
     set_threads(threads)
     model, meta = load_checkpoint(checkpoint, dev)
-    dataset = load_data_logged(
-        data, image_size=meta.input_size, val_fraction=val_fraction, seed=seed,
-        download=download, skip_bad=skip_bad, max_per_class=max_per_class,
-    )
-    ensure_same_classes(meta, dataset.class_names, dataset.name)
+    dataset, split_warning = load_data_for_checkpoint(request, meta, str(checkpoint))
     result = evaluate_model(
         model, getattr(dataset, split), mean=meta.mean, std=meta.std,
         class_names=meta.class_names, device=dev,
     )
     if as_json:
-        payload = {"checkpoint": str(checkpoint), "data": dataset.name, "split": split,
+        payload = {"checkpoint": str(checkpoint), "data": dataset.name, "evaluated_on": split,
+                   "split": dataset.split.to_dict(), "split_warning": split_warning,
                    "device": str(dev), "notes": dataset.notes, **result.to_dict()}
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -131,3 +103,5 @@ def evaluate(
     table.add_row("[bold]accuracy", f"[bold]{result.accuracy:.4f}")
     table.add_row("[bold]balanced accuracy", f"[bold]{result.balanced_accuracy:.4f}")
     console.print(table)
+    if split_warning:
+        warn(split_warning)

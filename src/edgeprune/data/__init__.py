@@ -3,11 +3,12 @@
 `load_data(spec)` accepts `digits`, a torchvision CIFAR-10 root, an ImageFolder tree with
 train/ and test/, or a single class-folder tree; `BatchLoader` batches a `Split`."""
 
-from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, DataBundle, Split
+from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, Split
 from edgeprune.data.cache import DATA_FORMAT_VERSION, cache_root
 from edgeprune.data.check import check_data
 from edgeprune.data.load import channel_stats, load_data
 from edgeprune.data.loader import BatchLoader, random_crop_flip
+from edgeprune.data.options import NORMALIZATIONS, DataOptions, SplitRecord, check_same_split, split_defaults
 from edgeprune.data.sources import ACCEPTED_FORMS
 
 __all__ = [
@@ -15,8 +16,15 @@ __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
     "DATA_FORMAT_VERSION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NORMALIZATIONS",
     "BatchLoader",
     "DataBundle",
+    "DataOptions",
+    "SplitRecord",
+    "check_same_split",
+    "split_defaults",
     "Split",
     "cache_root",
     "channel_stats",

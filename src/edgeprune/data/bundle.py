@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from edgeprune.data.options import DataOptions, SplitRecord
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what torchvision's ImageNet weights were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -40,3 +46,5 @@ class DataBundle:
     # Mirror images in training augmentation: right for photos and surface textures, wrong for
     # handwritten digits (a mirrored 2 is not a 2).
     hflip: bool = True
+    options: DataOptions | None = None  # how it was loaded
+    split: SplitRecord | None = None  # how it was split, and the data's fingerprint

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from edgeprune.data.bundle import Split
 from edgeprune.data.decode import ProgressFn
 from edgeprune.data.dedup import duplicates_within, found_in, pixel_hashes
-from edgeprune.data.load import load_data_with_stats
+from edgeprune.data.load import as_options, load_data_with_stats
+from edgeprune.data.options import DataOptions
 
 MAX_EXAMPLES = 5
 
@@ -17,33 +18,17 @@ def _describe(split: Split, index: int, split_name: str) -> str:
 
 
 def check_data(
-    spec: str = "digits",
+    spec: str | DataOptions = "digits",
     *,
-    image_size: int = 32,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    download: bool = False,
-    skip_bad: bool = False,
-    max_per_class: int | None = None,
-    test_fraction: float = 0.2,
     log: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
+    **options,
 ) -> dict:
     """Load `spec` as training would, and return a JSON-ready report about it.
 
     Duplicates are exact: identical uint8 pixels after decoding and resizing to image_size."""
-    loaded = load_data_with_stats(
-        spec,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        download=download,
-        skip_bad=skip_bad,
-        max_per_class=max_per_class,
-        test_fraction=test_fraction,
-        log=log,
-        progress=progress,
-    )
+    opts = as_options(spec, options)
+    loaded = load_data_with_stats(opts, log=log, progress=progress)
     bundle, stats = loaded.bundle, loaded.files
     splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
     counts = {
@@ -79,15 +64,16 @@ def check_data(
     return {
         "source": bundle.name,
         "kind": bundle.kind,
-        "spec": spec,
-        "image_size": image_size,
+        "spec": opts.spec,
+        "image_size": opts.image_size,
+        "split": bundle.split.to_dict(),
         "classes": bundle.class_names,
         "counts": counts,
         "totals": {name: len(split) for name, split in splits.items()},
         "files": files,
         "unreadable": [{"path": p, "reason": r} for p, r in (stats.unreadable.items() if stats else [])],
         "duplicates": {
-            "method": f"identical uint8 pixels after decoding and resizing to {image_size}x{image_size}",
+            "method": f"identical uint8 pixels after decoding and resizing to {opts.image_size}x{opts.image_size}",
             "within": {name: duplicates_within(h) for name, h in hashes.items()},
             "across": across,
         },

@@ -6,14 +6,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import hashlib
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, DataBundle, Split
+from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, Split
 from edgeprune.data.cache import decode_cached
 from edgeprune.data.decode import ProgressFn
 from edgeprune.data.dedup import found_in, pixel_hashes
+from edgeprune.data.options import DataOptions, SplitRecord
 from edgeprune.data.sources import (
     ClassTree,
     detect_source,
@@ -24,8 +28,6 @@ from edgeprune.data.sources import (
 from edgeprune.data.splits import first_n_per_class, stratified_holdout
 from edgeprune.errors import EdgepruneError
 
-NORMALIZATIONS = ("cifar", "dataset")
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 MAX_DECODED_BYTES = 32 * 2**30  # refuse requests whose decoded cache would not fit a normal machine
 RESIZE_CHUNK = 2048  # images resized per float batch, to bound memory
 
@@ -45,22 +47,6 @@ class FileStats:
 class LoadedData:
     bundle: DataBundle
     files: FileStats | None  # None for digits / CIFAR pickles
-
-
-def _validate(image_size, val_fraction, test_fraction, normalization, max_per_class) -> None:
-    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise EdgepruneError(
-            f"--image-size {image_size} is out of range: use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
-            "pixels (32 for CIFAR-sized inputs)"
-        )
-    if not 0 <= val_fraction < 1:
-        raise EdgepruneError(f"--val-fraction must be in [0, 1) (0 = no validation split), got {val_fraction}")
-    if not 0 < test_fraction < 1:
-        raise EdgepruneError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if normalization not in NORMALIZATIONS:
-        raise EdgepruneError(f"unknown normalization {normalization!r}: choose one of {', '.join(NORMALIZATIONS)}")
-    if max_per_class is not None and max_per_class < 1:
-        raise EdgepruneError(f"--max-per-class must be >= 1, got {max_per_class}")
 
 
 def _resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
@@ -161,37 +147,66 @@ def _resize_note(stats: FileStats, image_size: int) -> str | None:
     )
 
 
+def as_options(spec: str | DataOptions, options: dict) -> DataOptions:
+    """A DataOptions from either an options object or a spec plus keywords (not both)."""
+    if isinstance(spec, DataOptions):
+        return spec.replace(**options) if options else spec
+    return DataOptions(spec=spec, **options)
+
+
+def _tree_fingerprint(root, trees: list[ClassTree]) -> str:
+    """sha256 over the sorted (relative path, size) of every listed file: the data's identity,
+    whatever folder it was copied to, and whatever subset or split is asked of it."""
+    digest = hashlib.sha256(b"edgeprune-files-v1")
+    entries = []
+    for tree in trees:
+        for path in tree.paths:
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = -1
+            entries.append(f"{os.path.relpath(path, root)}|{size}")
+    for entry in sorted(entries):
+        digest.update(entry.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _array_fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256(b"edgeprune-arrays-v1")
+    for array in arrays:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def load_data_with_stats(
-    spec: str = "digits",
+    spec: str | DataOptions = "digits",
     *,
-    image_size: int = 32,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    download: bool = False,
-    skip_bad: bool = False,
-    normalization: str = "cifar",
-    max_per_class: int | None = None,
-    test_fraction: float = 0.2,
     log: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
+    **options,
 ) -> LoadedData:
     """load_data, also returning what the source files looked like (for `data check`)."""
-    _validate(image_size, val_fraction, test_fraction, normalization, max_per_class)
+    opts = as_options(spec, options)
+    spec, image_size, seed = opts.spec, opts.image_size, opts.seed
+    val_fraction, test_fraction, max_per_class = opts.val_fraction, opts.test_fraction, opts.max_per_class
     log = log or (lambda _message: None)
-    source = detect_source(spec, download=download)
+    source = detect_source(spec, download=opts.download)
     notes: list[str] = []
     stats: FileStats | None = None
     test: Split | None = None
     decode = dict(
-        image_size=image_size, max_per_class=max_per_class, skip_bad=skip_bad, notes=notes, log=log, progress=progress
+        image_size=image_size, max_per_class=max_per_class, skip_bad=opts.skip_bad, notes=notes, log=log, progress=progress
     )
 
     if source.kind == "digits":
         images, labels, class_names = load_digits_arrays()
         pool = _array_split(images, labels, image_size, max_per_class)
         name = "scikit-learn digits (bundled, 8x8 greyscale)"
+        fingerprint = _array_fingerprint(images, labels)
     elif source.kind == "cifar10":
-        arrays, class_names = load_cifar_arrays(source.path, download=download)
+        arrays, class_names = load_cifar_arrays(source.path, download=opts.download)
+        fingerprint = _array_fingerprint(*arrays["train"], *arrays["test"])
         pool = _array_split(*arrays["train"], image_size, max_per_class)
         test = _array_split(*arrays["test"], image_size, max_per_class)
         name = f"torchvision CIFAR-10 {source.path} (pickled batches, train/test)"
@@ -199,6 +214,7 @@ def load_data_with_stats(
         train_tree = list_class_tree(source.path / "train")
         test_tree = list_class_tree(source.path / "test", classes=train_tree.class_names)
         class_names = train_tree.class_names
+        fingerprint = _tree_fingerprint(source.path, [train_tree, test_tree])
         _check_memory([train_tree, test_tree], image_size, max_per_class)
         stats = FileStats()
         pool = _decode_tree(train_tree, "train", stats=stats, **decode)
@@ -212,6 +228,7 @@ def load_data_with_stats(
     else:  # single-tree
         tree = list_class_tree(source.path)
         class_names = tree.class_names
+        fingerprint = _tree_fingerprint(source.path, [tree])
         _check_memory([tree], image_size, max_per_class)
         stats = FileStats()
         pool = _decode_tree(tree, "the tree", stats=stats, **decode)
@@ -219,7 +236,8 @@ def load_data_with_stats(
 
     if max_per_class is not None:
         name += f", first {max_per_class} per class"
-    if test is None:
+    own_test_split = test is None
+    if own_test_split:
         kept, held, note = stratified_holdout(
             pool.labels.numpy(), test_fraction, seed=seed, class_names=class_names, what="test"
         )
@@ -242,8 +260,10 @@ def load_data_with_stats(
     if val_fraction == 0:
         notes.append("val_fraction is 0: no validation hold-out, the val split is empty")
 
-    if normalization == "cifar":
+    if opts.normalization == "cifar":
         mean, std = CIFAR_MEAN, CIFAR_STD
+    elif opts.normalization == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = channel_stats(train.images)
     if stats is not None and (resize_note := _resize_note(stats, image_size)):
@@ -261,41 +281,29 @@ def load_data_with_stats(
         std=tuple(std),
         notes=notes,
         hflip=source.kind != "digits",
+        options=opts,
+        split=SplitRecord(
+            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction if own_test_split else None,
+            max_per_class=max_per_class, image_size=image_size, fingerprint=fingerprint,
+        ),
     )
     return LoadedData(bundle, stats)
 
 
 def load_data(
-    spec: str = "digits",
+    spec: str | DataOptions = "digits",
     *,
-    image_size: int = 32,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    download: bool = False,
-    skip_bad: bool = False,
-    normalization: str = "cifar",
-    max_per_class: int | None = None,
-    test_fraction: float = 0.2,
     log: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
+    **options,
 ) -> DataBundle:
-    """Load `spec` (see `sources.ACCEPTED_FORMS`) as decoded uint8 train/val/test splits.
+    """Load a data set as decoded uint8 train/val/test splits: `load_data("digits")`,
+    `load_data(path, image_size=64, seed=3)` or `load_data(DataOptions(...))` (see DataOptions for
+    every option; `sources.ACCEPTED_FORMS` for the specs).
 
     test_fraction splits sources without a test set (digits, a single class-folder tree);
     val_fraction holds out a stratified validation split from the training data (0: none);
     max_per_class keeps the first N images per class of each split (sorted file order) before
     splitting; `log(str)` receives cache and skip messages, `progress(description, done, total)`
-    reports decoding."""
-    return load_data_with_stats(
-        spec,
-        image_size=image_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        download=download,
-        skip_bad=skip_bad,
-        normalization=normalization,
-        max_per_class=max_per_class,
-        test_fraction=test_fraction,
-        log=log,
-        progress=progress,
-    ).bundle
+    reports decoding. The bundle's `split` records how it was split and the data's fingerprint."""
+    return load_data_with_stats(spec, log=log, progress=progress, **options).bundle

@@ -6,11 +6,13 @@ from edgeprune.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from edgeprune.models.model import Model
 from edgeprune.models.zoo import ARCHITECTURES, classifier_head, create_model
 
 __all__ = [
     "ARCHITECTURES",
     "CheckpointMeta",
+    "Model",
     "classifier_head",
     "create_model",
     "ensure_same_classes",

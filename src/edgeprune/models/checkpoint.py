@@ -42,6 +42,7 @@ class CheckpointMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     pruning: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)  # edgeprune.data.SplitRecord.to_dict()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -59,33 +59,44 @@ def artifact_kind(path: str | Path) -> str:
 
 
 class TestImages:
-    """Decoded test images per (input size, classes), loaded once through edgeprune.data."""
+    """Decoded test images for each artifact, loaded once per (input size, split) through
+    edgeprune.data. `data` is a spec, a DataOptions or an already loaded DataBundle. A model that
+    records its split is always benched on that split (never on test images it trained on)."""
 
-    def __init__(self, spec: str | None, *, max_per_class: int | None = None, log: Log | None = None,
-                 loader: Callable[..., Any] | None = None):
-        self.spec = spec
+    def __init__(self, data, *, max_per_class: int | None = None, log: Log | None = None):
+        self.data = data
         self.max_per_class = max_per_class
         self.log = log
-        self.loader = loader
-        self.cache: dict[int, Any] = {}
+        self.cache: dict[Any, Any] = {}
 
-    def get(self, input_size: int, class_names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if self.spec is None:
+    def _bundle(self, input_size: int, recorded_split: dict | None):
+        from edgeprune.data import DataBundle, DataOptions, load_data, split_defaults
+
+        if isinstance(self.data, DataBundle):
+            if self.data.image_size != input_size:
+                raise EdgepruneError(
+                    f"the data given is {self.data.image_size}x{self.data.image_size}, the model "
+                    f"takes {input_size}x{input_size}: pass a data spec to load it at each size"
+                )
+            return self.data
+        base = self.data if isinstance(self.data, DataOptions) else DataOptions(spec=str(self.data))
+        options = base.replace(image_size=input_size, **split_defaults(recorded_split))
+        if options not in self.cache:
+            self.cache[options] = load_data(options, log=self.log)
+        return self.cache[options]
+
+    def get(self, input_size: int, class_names: Sequence[str], recorded_split: dict | None = None,
+            what: str = "the model") -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.data is None:
             return None, None
-        if input_size not in self.cache:
-            load = self.loader
-            if load is None:
-                from edgeprune.data import load_data
+        from edgeprune.data import check_same_split
 
-                load = load_data
-            self.cache[input_size] = load(self.spec, image_size=input_size, log=self.log)
-        data = self.cache[input_size]
-        from edgeprune.models import CheckpointMeta, ensure_same_classes
-
-        ensure_same_classes(
-            CheckpointMeta("", list(class_names), input_size, [0, 0, 0], [1, 1, 1]),
-            data.class_names, data.name,
-        )
+        data = self._bundle(input_size, recorded_split)
+        if list(class_names) != list(data.class_names):
+            raise EdgepruneError(f"{what} has classes {list(class_names)}, {data.name} has "
+                                 f"{list(data.class_names)}")
+        if recorded_split and data.split is not None:
+            check_same_split(recorded_split, data.split, allow_other_split=False, what=what)
         images, labels = data.test.images.numpy(), data.test.labels.numpy()
         if self.max_per_class is not None:
             keep = np.concatenate([np.flatnonzero(labels == c)[: self.max_per_class]
@@ -160,17 +171,19 @@ def bench_torch(
 def bench_artifacts(
     artifacts: Sequence[str | Path],
     *,
-    data: str | None = None,
+    data=None,
     threads: int = 1,
     budget_s: float = 2.0,
     device: str | None = None,
     max_per_class: int | None = None,
     memory: bool = True,
     log: Log | None = None,
-    data_loader: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Bench rows for every artifact, in order: checkpoints give a torch-eager and an
-    onnxruntime row, sparse files a torch-eager row, .onnx files an onnxruntime row."""
+    onnxruntime row, sparse files a torch-eager row, .onnx files an onnxruntime row.
+
+    data: a spec, DataOptions or DataBundle whose test split measures accuracy (None: no
+    accuracy); max_per_class limits the test images per class."""
     from edgeprune.workflows.export import base_metadata
     from edgeprune.export.onnx import export_onnx
     from edgeprune.export.sparse import load_sparse
@@ -182,19 +195,20 @@ def bench_artifacts(
     say = log or (lambda _m: None)
     label = device or device_label("cpu")
     kinds = [(Path(a), artifact_kind(a)) for a in artifacts]  # fail fast, before any timing
-    test_images = TestImages(data, max_per_class=max_per_class, log=log, loader=data_loader)
+    test_images = TestImages(data, max_per_class=max_per_class, log=log)
     rows: list[dict[str, Any]] = []
     for path, kind in kinds:
         name = path.name
         if kind == "onnx":
             meta = read_metadata(path)
-            images, labels = test_images.get(meta.input_size, meta.class_names)
+            images, labels = test_images.get(meta.input_size, meta.class_names,
+                                             getattr(meta, "split", None), what=name)
             say(f"bench {name}: ONNX Runtime, {threads} thread(s)")
             rows.append(bench_onnx(path, threads=threads, images=images, labels=labels,
                                    device=label, budget_s=budget_s, memory=memory))
             continue
         model, meta = load_checkpoint(path) if kind == "checkpoint" else load_sparse(path)
-        images, labels = test_images.get(meta.input_size, meta.class_names)
+        images, labels = test_images.get(meta.input_size, meta.class_names, meta.split, what=name)
         fmt = "checkpoint" if kind == "checkpoint" else "sparse"
         say(f"bench {name}: PyTorch eager, {threads} thread(s)")
         rows.append(bench_torch(model, meta, name=name, fmt=fmt, path=path, kind=kind,

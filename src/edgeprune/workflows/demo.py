@@ -58,8 +58,7 @@ def run_demo(
     say(f"4/4 benching the three side by side on the CPU with {bench_threads} thread(s)")
     set_threads(bench_threads)
     rows = bench_artifacts(
-        [baseline, pruned, int8], data="digits", threads=bench_threads, budget_s=1.0, log=log,
-        data_loader=lambda *a, **k: data,
+        [baseline, pruned, int8], data=data, threads=bench_threads, budget_s=1.0, log=log,
     )
     return {"checkpoints": {"baseline": str(baseline), "pruned": str(pruned), "int8": str(int8)},
             "bench": rows}

@@ -17,7 +17,8 @@ from torch import nn
 from edgeprune.data import BatchLoader
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import device_label, seed_everything
-from edgeprune.models import CheckpointMeta, ensure_same_classes, load_checkpoint, save_checkpoint
+from edgeprune.data import check_same_split
+from edgeprune.models import CheckpointMeta, Model, ensure_same_classes, load_checkpoint
 from edgeprune.pruning import PruneResult, PruningConfig, Schedule, prune_iteratively, recalibrate_batchnorm
 from edgeprune.metrics import evaluate
 from edgeprune.train import TrainRecipe, fit
@@ -41,6 +42,11 @@ class PruneOutcome:
     result: PruneResult
     record: dict[str, Any]  # what went into meta.pruning
 
+    @property
+    def pruned(self) -> Model:
+        """The pruned network with its metadata, as the Python API passes models around."""
+        return Model(self.model, self.meta)
+
 
 def prune_checkpoint(
     checkpoint: str | Path,
@@ -51,14 +57,46 @@ def prune_checkpoint(
     device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    allow_other_split: bool = False,
 ) -> PruneOutcome:
+    """prune_model on a checkpoint folder, saving the result to `out` (checked to reload)."""
+    model = Model.load(checkpoint, device)
+    outcome = prune_model(model, data, job, device=device, progress=progress, log=log,
+                          allow_other_split=allow_other_split, source=Path(checkpoint).name)
+    if out is not None:
+        Model(outcome.model.cpu(), outcome.meta).save(out)
+        reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
+        if sum(p.numel() for p in reloaded.parameters()) != outcome.result.params:
+            raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
+        outcome.model.to(device)
+    return outcome
+
+
+def prune_model(
+    model: Model,
+    data,
+    job: PruneJob,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    allow_other_split: bool = False,
+    source: str | None = None,
+) -> PruneOutcome:
+    """Prune a copy of `model` along job's schedule, fine-tuning and deciding on `data`'s validation
+    split and reporting on its test split. `data` must be the model's own split of its data (or
+    other data), never another split of the same data unless allow_other_split."""
     started = time.perf_counter()
     say = log or (lambda _m: None)
     seed_everything(job.seed)
     recipe = job.finetune.resolved()
-    model, meta = load_checkpoint(checkpoint, device)
-    teacher = copy.deepcopy(model).eval() if job.distill else None
+    meta = model.meta
+    checkpoint = source or meta.architecture
     ensure_same_classes(meta, data.class_names, data.name)
+    split_note = check_same_split(meta.split, data.split, allow_other_split=allow_other_split,
+                                  what=checkpoint) if data.split is not None else None
+    model = copy.deepcopy(model.module).to(device)
+    teacher = copy.deepcopy(model).eval() if job.distill else None
     # Always the checkpoint's normalisation, whatever the data loader would compute.
     data = dataclasses.replace(data, mean=tuple(meta.mean), std=tuple(meta.std))
     has_val = len(data.val.labels) > 0
@@ -110,7 +148,8 @@ def prune_checkpoint(
     record = result.to_dict()
     record.update(
         baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
-        val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=str(checkpoint),
+        val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=checkpoint,
+        split=data.split.to_dict() if data.split is not None else None, split_note=split_note,
         finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs, "distill": job.distill},
         recalib_batches=job.recalib_batches, device=device_label(device),
         seconds=time.perf_counter() - started, previous=meta.pruning or None,
@@ -121,11 +160,10 @@ def prune_checkpoint(
         metrics={"test_accuracy": final_test, "val_accuracy": final_val,
                  "dense_test_accuracy": baseline_test},
         data={**meta.data, "name": data.name, "kind": data.kind},
+        # Fine-tuned on other data: that data's test split is the one it must not be evaluated
+        # on another split of from now on.
+        split=data.split.to_dict()
+        if data.split is not None and meta.split.get("fingerprint") != data.split.fingerprint
+        else meta.split,
     )
-    if out is not None:
-        save_checkpoint(pruned.cpu(), new_meta, out)
-        reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
-        if sum(p.numel() for p in reloaded.parameters()) != result.params:
-            raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
-        pruned.to(device)
     return PruneOutcome(pruned, new_meta, result, record)

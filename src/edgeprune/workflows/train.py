@@ -50,6 +50,7 @@ def train_baseline(
             "val_accuracy": history[-1]["val_accuracy"] if history else None,
         },
         data={"name": data.name, "kind": data.kind, "notes": list(data.notes)},
+        split=data.split.to_dict() if data.split is not None else {},
     )
     if out is not None:
         save_checkpoint(model.cpu(), meta, out)
