@@ -18,6 +18,7 @@ from edgeprune.models import CheckpointMeta, create_model, load_checkpoint, save
 from edgeprune.pruning import (
     L1Unstructured,
     L2Channel,
+    RandomChannel,
     RandomUnstructured,
     Schedule,
     prune,
@@ -78,6 +79,38 @@ def test_random_scores_clearly_below_l1_at_90_percent(trained, digits):
     assert scores["l1"] > 0.5, scores
 
 
+def _kept_filters(dense: torch.Tensor, pruned: torch.Tensor) -> list[int]:
+    """Which filters of the first conv survived: each matched to the one dense filter with the
+    same weights (its inputs are the image, never pruned)."""
+    kept = []
+    for w in pruned.detach():
+        hits = [i for i, d in enumerate(dense) if torch.equal(d, w)]
+        assert len(hits) == 1, hits
+        kept.append(hits[0])
+    return kept
+
+
+def test_random_channel_removes_other_channels_than_l2_and_scores_below_it(trained, digits):
+    dense = trained[0].weight.detach().clone()
+    kept, acc = {}, {}
+    for name, config in [("l2", L2Channel(target=0.5, round_to=4)),
+                         *((f"random{s}", RandomChannel(target=0.5, round_to=4, seed=s)) for s in (0, 1, 2)),
+                         ("random0-again", RandomChannel(target=0.5, round_to=4, seed=0))]:
+        model = copy.deepcopy(trained)
+        prune(model, config, X1)
+        kept[name] = _kept_filters(dense, model[0].weight)
+        recalibrate_batchnorm(model, _batches(digits))
+        acc[name] = _test_acc(model, digits)
+    assert all(len(k) == 16 for k in kept.values())  # same counts
+    assert kept["random0"] == kept["random0-again"]  # the same seed makes the same choice
+    assert acc["random0"] == acc["random0-again"]
+    for s in (0, 1, 2):
+        assert set(kept[f"random{s}"]) != set(kept["l2"])  # other channels than L2's
+    # measured: l2 0.77, random 0.61 / 0.64 / 0.64 after recalibration (dense 0.99)
+    mean_random = sum(acc[f"random{s}"] for s in (0, 1, 2)) / 3
+    assert acc["l2"] > mean_random + 0.05, acc
+
+
 def test_structured_pruning_with_recalibration_and_fine_tuning_recovers(trained, digits):
     model = copy.deepcopy(trained)
     dense = _test_acc(model, digits)
@@ -112,16 +145,22 @@ def test_fine_tuning_keeps_pruned_weights_at_zero_and_guard_uses_val(trained, di
         fine_tune=fine_tune, evaluate=val, max_drop=1.0,
         recalibrate=lambda m: recalibrate_batchnorm(m, _batches(digits, 4)),
     )
-    assert result.steps[0].val_accuracy is not None
-    for s in result.steps:
-        if s.accepted:
-            assert result.baseline_accuracy - s.val_accuracy <= 0.01 + 1e-9
-    if result.stopped_reason:  # 97% on this small net usually costs more than one point
-        assert not result.steps[-1].accepted
-        assert result.achieved == pytest.approx(
-            result.steps[-2].achieved if len(result.steps) > 1 else 0.0)
+    steps = result.steps
+    assert all(s.val_accuracy is not None for s in steps)
+    # Measured: step 1 (69%) gains on val, step 2 (90%) loses ~1.4 points, 97% ~12 points, so
+    # the guard must accept the first step and stop at a later one.
+    assert steps[0].accepted, [s.val_accuracy for s in steps]
+    assert result.stopped_reason is not None and not steps[-1].accepted
+    assert len(steps) >= 2 and all(s.accepted for s in steps[:-1])
+    for s in steps[:-1]:
+        assert result.baseline_accuracy - s.val_accuracy <= 0.01 + 1e-9
+    assert result.baseline_accuracy - steps[-1].val_accuracy > 0.01
+    # the model returned is the last accepted one, judged on the val split
+    assert result.achieved == pytest.approx(steps[-2].achieved)
+    assert val(result.model) == pytest.approx(steps[-2].val_accuracy)
     zeros = sum(int((m.weight == 0).sum()) for m in result.model.modules()
                 if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert result.masks.num_pruned > 0
     assert zeros == result.masks.num_pruned  # fine-tuning did not revive pruned weights
 
 

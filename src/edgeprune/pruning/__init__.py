@@ -7,6 +7,9 @@ fine-tuning hooks and an accuracy guard.
     result = prune_iteratively(model, L2Channel(target=0.5, target_kind="params"),
                                Schedule("geometric", 3), example_inputs=x,
                                fine_tune=..., evaluate=..., max_drop=3.0)
+
+Importance criteria live in a registry (`IMPORTANCES`, `register_importance`, `get_importance`);
+`ChannelPruning` / `UnstructuredPruning` prune by any registered criterion, your own included.
 """
 
 from edgeprune.pruning.api import PruneResult, Pruner, StepRecord, prune
@@ -15,6 +18,7 @@ from edgeprune.pruning.config import (
     METHODS,
     SCOPES,
     TARGET_KINDS,
+    ChannelPruning,
     L1Channel,
     L1Unstructured,
     L2Channel,
@@ -22,7 +26,15 @@ from edgeprune.pruning.config import (
     RandomChannel,
     RandomUnstructured,
     TaylorChannel,
+    UnstructuredPruning,
     make_config,
+)
+from edgeprune.pruning.importance import (
+    IMPORTANCES,
+    ChannelImportance,
+    WeightImportance,
+    get_importance,
+    register_importance,
 )
 from edgeprune.pruning.iterative import StepInfo, prune_iteratively
 from edgeprune.pruning.report import format_layer_table, layer_table
@@ -30,6 +42,9 @@ from edgeprune.pruning.schedule import SCHEDULES, Schedule, cumulative_targets, 
 from edgeprune.pruning.unstructured import MaskState
 
 __all__ = [
+    "ChannelImportance",
+    "ChannelPruning",
+    "IMPORTANCES",
     "L1Channel",
     "L1Unstructured",
     "L2Channel",
@@ -47,12 +62,16 @@ __all__ = [
     "StepRecord",
     "TARGET_KINDS",
     "TaylorChannel",
+    "UnstructuredPruning",
+    "WeightImportance",
     "cumulative_targets",
     "format_layer_table",
+    "get_importance",
     "layer_table",
     "make_config",
     "prune",
     "prune_iteratively",
     "recalibrate_batchnorm",
+    "register_importance",
     "step_fraction",
 ]

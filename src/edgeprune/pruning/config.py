@@ -11,15 +11,23 @@ Targets
   of the prunable layers removed, applied uniformly per layer), "params" or "macs" (fraction of
   the whole model's parameters / multiply-accumulates removed, relative to the dense model; the
   per-layer channel ratio that achieves it is found by search).
+
+Criteria
+- Each config names its importance criterion (`config.criterion`, a name registered in
+  edgeprune.pruning.importance, with `config.criterion_options`); `config.importance()` builds it.
+  The named method configs fix theirs; `UnstructuredPruning` / `ChannelPruning` take any
+  registered criterion, your own included.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.importance import get_importance
 
 SCOPES = ("all", "blocks", "head")
 TARGET_KINDS = ("params", "channels", "macs")
@@ -44,13 +52,21 @@ def _check_scope(scope: str) -> None:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """Base of every config. `method` is the CLI name; `structured` tells the two families apart."""
+    """Base of every config. `method` is the CLI name; `structured` tells the two families apart.
+
+    Subclasses provide `criterion` (a registered importance name) and `criterion_options` (its
+    constructor options), as properties or, for the generic configs, as fields."""
 
     method: ClassVar[str] = ""
     structured: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
+
+    def importance(self):
+        """A fresh instance of this config's criterion, from the registry (one per step)."""
+        family = "channel" if self.structured else "weight"
+        return get_importance(self.criterion, family, **self.criterion_options)  # type: ignore[attr-defined]
 
     @property
     def amount(self) -> float:  # the asked target, whatever the family calls it
@@ -108,6 +124,14 @@ class L1Unstructured(_Unstructured):
         if self.scoring not in SCORINGS:
             raise EdgepruneError(f"unknown scoring {self.scoring!r}: {', '.join(SCORINGS)}")
 
+    @property
+    def criterion(self) -> str:
+        return self.scoring
+
+    @property
+    def criterion_options(self) -> dict[str, Any]:
+        return {}
+
 
 @dataclass(frozen=True)
 class RandomUnstructured(_Unstructured):
@@ -115,6 +139,28 @@ class RandomUnstructured(_Unstructured):
 
     method: ClassVar[str] = "random"
     seed: int = 0
+
+    @property
+    def criterion(self) -> str:
+        return "random"
+
+    @property
+    def criterion_options(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+@dataclass(frozen=True)
+class UnstructuredPruning(_Unstructured):
+    """Unstructured pruning by any registered weight criterion, e.g. one of your own:
+    `UnstructuredPruning(sparsity=0.8, criterion="my-score", criterion_options={...})`."""
+
+    method: ClassVar[str] = "unstructured"
+    criterion: str = "lamp"
+    criterion_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.importance()  # an unknown name or option fails here, before any tensor is touched
 
 
 @dataclass(frozen=True)
@@ -150,6 +196,10 @@ class _Channel(PruningConfig):
         if not 0.0 < self.tolerance < 0.1:
             raise EdgepruneError(f"tolerance must be in (0, 0.1), got {self.tolerance}")
 
+    # l2 / l1 take no options. A plain class attribute (no annotation, so not a field, and not
+    # a property) that ChannelPruning can turn into a field.
+    criterion_options = MappingProxyType({})
+
     @property
     def amount(self) -> float:
         return float(self.target)  # type: ignore[arg-type]
@@ -163,6 +213,7 @@ class L2Channel(_Channel):
     """Filter pruning by the L2 norm of each channel's weights, summed over its dependency group."""
 
     method: ClassVar[str] = "l2-channel"
+    criterion: ClassVar[str] = "l2"
 
 
 @dataclass(frozen=True)
@@ -170,6 +221,7 @@ class L1Channel(_Channel):
     """Filter pruning by the L1 norm (Li et al. 2017)."""
 
     method: ClassVar[str] = "l1-channel"
+    criterion: ClassVar[str] = "l1"
 
 
 @dataclass(frozen=True)
@@ -177,6 +229,7 @@ class TaylorChannel(_Channel):
     """First-order Taylor importance |w * dL/dw| (Molchanov et al. 2017) from a few training batches."""
 
     method: ClassVar[str] = "taylor-channel"
+    criterion: ClassVar[str] = "taylor"
     num_batches: int = 4
 
     def __post_init__(self) -> None:
@@ -184,13 +237,36 @@ class TaylorChannel(_Channel):
         if self.num_batches < 1:
             raise EdgepruneError(f"num_batches must be >= 1, got {self.num_batches}")
 
+    @property
+    def criterion_options(self) -> dict[str, Any]:
+        return {"num_batches": self.num_batches}
+
 
 @dataclass(frozen=True)
 class RandomChannel(_Channel):
     """Structured random baseline: random channels removed, same counts as the norm methods."""
 
     method: ClassVar[str] = "random-channel"
+    criterion: ClassVar[str] = "random"
     seed: int = 0
+
+    @property
+    def criterion_options(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ChannelPruning(_Channel):
+    """Channel pruning by any registered channel criterion, e.g. one of your own:
+    `ChannelPruning(target=0.3, criterion="my-score", criterion_options={...})`."""
+
+    method: ClassVar[str] = "channel"
+    criterion: str = "l2"
+    criterion_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.importance()  # an unknown name or option fails here, before any tensor is touched
 
 
 def _replace(config, **changes):

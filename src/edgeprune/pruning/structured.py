@@ -9,7 +9,8 @@ The channel-count policy is hand-written on top of the graph (rather than tp's M
 `round_to` rounding, a per-layer minimum, cumulative targets relative to the *dense* model that
 survive deep copies between iterative steps (MetaPruner keeps its step schedule and initial
 channel counts inside one pruner object bound to one model), and searching the channel ratio
-for a params/MACs target all need per-group control. Importance scores are tp's estimators.
+for a params/MACs target all need per-group control. Scores come from the config's criterion
+(pruning.importance), usually a wrapped tp estimator.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.metrics.macs import count_macs_params
-from edgeprune.pruning import importance as imp_mod
-from edgeprune.pruning.config import TaylorChannel, RandomChannel, _Channel
+from edgeprune.pruning.config import _Channel
+from edgeprune.pruning.importance import get_importance
 from edgeprune.pruning.scope import layers_in_scope, output_layer, prunable_layers
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
@@ -153,9 +154,14 @@ def _apply_ratio(
         current[g.key] = keep
         if keep < g.channels:
             scores = scorer(g.group)
-            if scores is None:
+            if scores is None:  # tp estimators return None for groups they cannot score
                 current[g.key] = g.channels
                 continue
+            if scores.numel() != g.channels:
+                raise EdgepruneError(
+                    f"importance criterion gave {scores.numel()} scores for the {g.channels} "
+                    f"channels of {g.key}: it must return one score per channel of the group"
+                )
             order = torch.argsort(scores.detach().float().cpu(), stable=True)
             plan.append((g, order[: g.channels - keep].tolist()))
     for g, idxs in plan:
@@ -192,12 +198,12 @@ def _trial(
     overrides: dict[str, int] | None = None,
 ) -> float:
     """Achieved reduction (config.target_kind) at `ratio`, on a throw-away copy. Counts do not
-    depend on which channels go, so the cheap L2 score is used whatever the method."""
+    depend on which channels go, so the cheap L2 score is used whatever the criterion."""
     trial_model = copy.deepcopy(model)
     trial_state = state.copy()
     _apply_ratio(
         trial_model, example_inputs, config, trial_state, ratio,
-        tp.importance.GroupMagnitudeImportance(p=2, normalizer=None), overrides,
+        get_importance("l2", "channel"), overrides,
         count=config.target_kind,
     )
     return trial_state.achieved(config.target_kind)
@@ -288,13 +294,14 @@ def prune_channels(
     else:
         ratio, overrides, _ = search_ratio(model, example_inputs, config, state, target, log)
 
-    if isinstance(config, TaylorChannel):
-        in_scope = {n: model.get_submodule(n) for n in layers_in_scope(model, config.scope, example_inputs)}
-        imp_mod.accumulate_taylor_gradients(model, batches, config.num_batches, in_scope)
-    seed = config.seed + int(round(ratio * 1e6)) if isinstance(config, RandomChannel) else 0
-    scorer = imp_mod.channel_importance(config.method, seed)
+    criterion = config.importance()
     try:
-        _apply_ratio(model, example_inputs, config, state, ratio, scorer, overrides)
+        # the criterion's own preparation: Taylor's gradient pass, the random draw's seed
+        criterion.prepare(
+            model, batches=batches,
+            layers={n: model.get_submodule(n) for n in state.scope_layers}, ratio=ratio,
+        )
+        _apply_ratio(model, example_inputs, config, state, ratio, criterion, overrides)
     finally:
         for p in model.parameters():
             p.grad = None

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning import importance
-from edgeprune.pruning.config import L1Unstructured, RandomUnstructured, _Unstructured
+from edgeprune.pruning.config import _Unstructured
 from edgeprune.pruning.scope import layers_in_scope
 
 
@@ -172,14 +171,16 @@ def prune_unstructured(
             "the learning rate); cannot rank weights by magnitude"
         )
 
-    # Scores, with already-pruned weights forced to the front of the ranking.
-    if isinstance(config, RandomUnstructured):
-        gen = torch.Generator().manual_seed(config.seed)
-        raw = [importance.random_scores(m.weight, gen) for m in modules]
-    elif isinstance(config, L1Unstructured) and config.scoring == "lamp":
-        raw = [importance.lamp_scores(m.weight) for m in modules]
-    else:
-        raw = [importance.magnitude_scores(m.weight) for m in modules]
+    # Scores from the config's criterion, with already-pruned weights forced to the front of
+    # the ranking.
+    criterion = config.importance()
+    raw = [criterion.scores(m.weight).flatten() for m in modules]
+    wrong = [n for n, s, m in zip(names, raw, modules) if s.numel() != m.weight.numel()]
+    if wrong:
+        raise EdgepruneError(
+            f"criterion {criterion.name!r} returned the wrong number of scores for "
+            f"{', '.join(wrong[:4])}: scores(weight) must give one per weight"
+        )
     scores = []
     for s, p in zip(raw, prior):
         s = s.cpu().clone()
