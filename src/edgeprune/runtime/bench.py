@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -50,6 +51,49 @@ COLUMNS = [
     "notes",
 ]
 BATCH_LARGE = 64
+
+
+@dataclass
+class BenchRow:
+    """One bench result (an artifact on a runtime), typed; `to_dict()` gives the CSV row and
+    `rows_frame(rows)` a pandas DataFrame. Columns as in COLUMNS."""
+
+    artifact: str
+    format: str
+    runtime: str
+    device: str
+    software: str | None = None
+    threads: int | None = None
+    accuracy: float | None = None
+    n_images: int | None = None
+    file_bytes: int | None = None
+    gzip_bytes: int | None = None
+    b1_median_ms: float | None = None
+    b1_p90_ms: float | None = None
+    b64_median_ms: float | None = None
+    b64_p90_ms: float | None = None
+    throughput_ips: float | None = None
+    peak_memory_bytes: int | None = None
+    macs: int | None = None
+    gmacs_b1: float | None = None
+    gmacs_b64: float | None = None
+    energy_mj_per_image: float | None = None
+    path: str | None = None
+    notes: str | None = None
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> BenchRow:
+        return cls(**{k: row.get(k) for k in COLUMNS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rows_frame(rows: Sequence[BenchRow | dict[str, Any]]):
+    """A pandas DataFrame of bench rows (pandas comes with the full install, not the runtime)."""
+    import pandas as pd
+
+    return pd.DataFrame([r.to_dict() if isinstance(r, BenchRow) else r for r in rows], columns=COLUMNS)
 
 
 def achieved_gmacs(macs: int | None, ms_per_image: float | None) -> float | None:

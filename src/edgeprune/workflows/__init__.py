@@ -5,12 +5,13 @@ the CLI above them) combine them."""
 
 from edgeprune.workflows.bench import bench_artifacts
 from edgeprune.workflows.export import FORMATS, ExportResult, export_checkpoint
-from edgeprune.workflows.measure import RUNTIMES, measure, software_versions
-from edgeprune.workflows.prune import PruneJob, PruneOutcome, prune_checkpoint
+from edgeprune.workflows.measure import RUNTIMES, Measurement, measure, software_versions
+from edgeprune.workflows.prune import PruneJob, PruneOutcome, prune_checkpoint, prune_model
 from edgeprune.workflows.train import train_baseline
 
 __all__ = [
     "FORMATS",
+    "Measurement",
     "ExportResult",
     "PruneJob",
     "PruneOutcome",
@@ -19,6 +20,7 @@ __all__ = [
     "export_checkpoint",
     "measure",
     "prune_checkpoint",
+    "prune_model",
     "software_versions",
     "train_baseline",
 ]

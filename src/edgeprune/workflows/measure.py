@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +39,54 @@ if TYPE_CHECKING:
     from edgeprune.data import DataBundle
 
 RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass
+class Measurement:
+    """What a model achieved on this machine (`measure`'s figures, typed). Latencies are ms per
+    image: `latency_ms[runtime]["batch1"]["median"]`, or `latency("onnxruntime", 1)`."""
+
+    params: int
+    nonzero_params: int
+    sparsity: float | None
+    weight_sparsity: float | None
+    macs: int
+    macs_nonzero: int
+    size_bytes: int
+    size_gzip_bytes: int
+    latency_ms: dict[str, Any]
+    peak_memory_bytes: int | None
+    accuracy: float | None
+    energy_mj_per_image: float | None
+    device: str
+    threads: int
+    software: dict[str, str]
+    input_size: int
+    split: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # notes, counters, timing settings
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Measurement:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in values.items() if k in names}
+        known.setdefault("split", None)
+        return cls(**known, extra={k: v for k, v in values.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        return {**{k: v for k, v in values.items() if k != "extra"}, **values["extra"]}
+
+    def latency(self, runtime: str = "onnxruntime", batch: int = 1, statistic: str = "median") -> float | None:
+        per_runtime = self.latency_ms.get(runtime)
+        return None if per_runtime is None else per_runtime[f"batch{batch}"][statistic]
+
+    def __str__(self) -> str:
+        acc = "n/a" if self.accuracy is None else f"{self.accuracy:.4f}"
+        ort = self.latency("onnxruntime", 1)
+        lat = "n/a" if ort is None else f"{ort:.3f} ms"
+        return (f"Measurement({self.nonzero_params:,} of {self.params:,} params nonzero, "
+                f"{self.macs:,} MACs, {self.size_gzip_bytes / 1e6:.2f} MB gzip, ONNX Runtime batch-1 "
+                f"{lat}, accuracy {acc}; {self.device}, {self.threads} thread(s))")
 
 
 def software_versions() -> dict[str, str]:

@@ -1,0 +1,148 @@
+"""The Python API: a few functions over objects, in the torchao / NNCF spirit.
+
+    import edgeprune as ep
+    data = ep.load_data("digits")
+    model = ep.train_model(data, ep.TrainRecipe(epochs=3))
+    pruned = ep.prune_model(model, ep.TaylorChannel(target=0.5), data, finetune=ep.TrainRecipe(epochs=2))
+    print(ep.measure(pruned, data))
+    artifact = ep.export_model(pruned, "digits.int8.onnx", format="onnx-int8", data=data)
+
+(`train_model`, not `train`: `edgeprune.train` and `edgeprune.export` are subpackages.)
+
+Models are `edgeprune.Model` objects (network + classes, input size, normalisation, data split,
+pruning record); configs are dataclasses (`TrainRecipe`, the pruning configs, `Schedule`,
+`DataOptions`); results are typed (`EvalResult`, `Measurement`, `ExportResult`, `BenchRow`).
+Nothing is written to disk unless asked: `model.save(dir)` / `edgeprune.load(dir)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from edgeprune.data import DataBundle, DataOptions, load_data
+from edgeprune.hardware import resolve_device, set_threads
+from edgeprune.metrics import EvalResult, evaluate as _evaluate
+from edgeprune.models import Model
+from edgeprune.pruning import PruningConfig, Schedule
+from edgeprune.runtime.bench import BenchRow
+from edgeprune.train import TrainRecipe
+from edgeprune.workflows.bench import bench_artifacts
+from edgeprune.workflows import export as _export_workflow
+from edgeprune.workflows.export import ExportResult
+from edgeprune.workflows.measure import Measurement, measure as _measure_module
+from edgeprune.workflows.prune import PruneJob
+from edgeprune.workflows.prune import prune_model as _prune_workflow
+from edgeprune.workflows.train import train_baseline
+
+Log = Callable[[str], None] | None
+
+__all__ = [
+    "bench", "evaluate", "export_model", "load_data", "load_model", "measure", "prune_model", "train_model",
+]
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Model:
+    """A checkpoint folder (model.safetensors + model.json) as a Model."""
+    return Model.load(path, device)
+
+
+def train_model(
+    data: DataBundle,
+    recipe: TrainRecipe | None = None,
+    *,
+    arch: str = "mobilenet_v2",
+    weights: str = "none",
+    width_mult: float = 1.0,
+    device: str = "auto",
+    progress: bool = False,
+    log: Log = None,
+) -> Model:
+    """Train `arch` on data.train (best validation epoch kept where fit does so) and return it with
+    its metadata; the test accuracy is in `model.metrics`."""
+    recipe = recipe or TrainRecipe(epochs=3)
+    module, meta, _ = train_baseline(data, arch=arch, recipe=recipe, weights=weights,
+                                     width_mult=width_mult, device=resolve_device(device),
+                                     progress=progress, log=log)
+    return Model(module.cpu().eval(), meta)
+
+
+def prune_model(
+    model: Model,
+    config: PruningConfig,
+    data: DataBundle,
+    *,
+    schedule: Schedule | None = None,
+    finetune: TrainRecipe | None = None,
+    max_drop: float | None = None,
+    distill: bool = False,
+    recalib_batches: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    allow_other_split: bool = False,
+    progress: bool = False,
+    log: Log = None,
+) -> Model:
+    """A pruned copy of `model` (the input is not changed): prune to config's target along
+    `schedule` (default one-shot), fine-tuning `finetune.epochs` after each step on data.train and
+    deciding on data.val. The record (asked, achieved, steps, accuracies) is `pruned.pruning`."""
+    job = PruneJob(
+        config=config,
+        schedule=schedule or Schedule("oneshot", 1),
+        finetune=(finetune or TrainRecipe(epochs=1)).resolved(),
+        max_drop=max_drop, recalib_batches=recalib_batches, seed=seed, distill=distill,
+    )
+    dev = resolve_device(device)
+    outcome = _prune_workflow(model, data, job, device=dev, progress=progress, log=log,
+                          allow_other_split=allow_other_split)
+    return Model(outcome.model.cpu().eval(), outcome.meta)
+
+
+def evaluate(model: Model, data: DataBundle, split: str = "test", *, allow_other_split: bool = False) -> EvalResult:
+    """Accuracy, balanced accuracy, per-class recall and confusion matrix on one split of `data`
+    (refused on another split of the model's own training data, see allow_other_split)."""
+    from edgeprune.data import check_same_split
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.models import ensure_same_classes
+
+    if split not in ("test", "val"):
+        raise EdgepruneError(f"split must be test or val, got {split!r}")
+    ensure_same_classes(model.meta, data.class_names, data.name)
+    if data.split is not None:
+        check_same_split(model.split, data.split, allow_other_split=allow_other_split, what="the model")
+    return _evaluate(model.module, getattr(data, split), mean=model.mean, std=model.std,
+                     class_names=model.class_names)
+
+
+def measure(model: Model, data: DataBundle | None = None, *, threads: int = 1, runs: int = 20,
+            memory: bool = True, log: Log = None) -> Measurement:
+    """What the model achieves on this machine's CPU: parameters, MACs, sizes, latency (PyTorch
+    and ONNX Runtime, batch 1 and 64, `threads` threads), peak memory, test accuracy with `data`."""
+    from edgeprune.data import check_same_split
+    from edgeprune.models import ensure_same_classes
+
+    if data is not None:
+        ensure_same_classes(model.meta, data.class_names, data.name)
+        if data.split is not None:
+            check_same_split(model.split, data.split, allow_other_split=False, what="the model")
+    values = _measure_module(model.module, input_size=model.input_size, data=data, threads=threads,
+                             runs=runs, memory=memory, mean=model.mean, std=model.std, log=log)
+    values["split"] = data.split.to_dict() if data is not None and data.split is not None else None
+    return Measurement.from_dict(values)
+
+
+def export_model(model: Model, path: str | Path, format: str = "onnx", *, data: DataBundle | None = None,
+           threads: int = 1, log: Log = None, **options) -> ExportResult:
+    """Write a deployable artifact (`onnx`, `onnx-int8`, `sparse`) and verify it against the model
+    on data's test images (random inputs without data; INT8 needs data for calibration and is
+    refused when it loses too much accuracy). Options as `export_checkpoint`'s."""
+    set_threads(threads)
+    return _export_workflow.export_model(model, format, path, data=data, threads=threads, log=log, **options)
+
+
+def bench(artifacts: Sequence[str | Path], data: DataBundle | DataOptions | str | None = None, *,
+          threads: int = 1, budget_s: float = 2.0, log: Log = None) -> list[BenchRow]:
+    """Accuracy, size, latency at batch 1 and 64 and achieved GMAC/s of saved artifacts
+    (checkpoint folders, .onnx files, sparse files), side by side; `rows_frame(rows)` for pandas."""
+    rows = bench_artifacts(list(artifacts), data=data, threads=threads, budget_s=budget_s, log=log)
+    return [BenchRow.from_dict(row) for row in rows]
