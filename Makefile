@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench-input clean
+.PHONY: install demo test test-fast lint bench-input clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 install: $(STAMP)
@@ -21,6 +21,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The quick loop while editing: everything but the tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Layers point one way (docs/ARCHITECTURE.md): no import against the layer order, no cycle.
+lint: install
+	$(BIN)/python -m pytest -q tests/test_layers.py
+
+bench-input: install
+	$(BIN)/python benchmarks/input_pipeline.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
