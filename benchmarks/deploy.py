@@ -47,7 +47,7 @@ def default_data() -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dense", type=Path, default=FRONTIER / "baseline", help="dense checkpoint folder")
-    p.add_argument("--structured", type=Path, default=FRONTIER / "l2-channel-geometric-50",
+    p.add_argument("--structured", type=Path, default=FRONTIER / "taylor-channel-geometric-50-ft3",
                    help="structured (channel) 50%% checkpoint folder")
     p.add_argument("--sparse", type=Path, default=FRONTIER / "l1-geometric-90",
                    help="l1 unstructured 90%% checkpoint folder")
