@@ -231,7 +231,7 @@ def test_cli_unstructured_prune_hits_the_sparsity_exactly(mnv2_ckpt, tmp_path, c
         (["--target", "1.0"], "between 0 and 1"),
         (["--target", "0"], "between 0 and 1"),
         (["--schedule", "oneshot", "--steps", "3"], "exactly one step"),
-        (["--method", "l1", "--target-kind", "macs"], "applies to channel methods"),
+        (["--method", "l1", "--target-kind", "macs"], "do not apply to method l1"),
     ],
 )
 def test_cli_bad_input_is_a_clear_error(mnv2_ckpt, tmp_path, capsys, args, message):
