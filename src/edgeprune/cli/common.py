@@ -39,8 +39,9 @@ class DataRequest:
 
     def given(self) -> dict[str, Any]:
         skip = {"spec", "allow_other_split"}
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in skip and getattr(self, f.name) not in (None, False)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        # `is`, not `in (None, False)`: 0 == False, and --seed 0 is a value given
+        return {k: v for k, v in values.items() if v is not None and v is not False}
 
     def options(self, *, recorded_split: dict | None = None, image_size: int | None = None):
         """DataOptions: the library defaults, then a checkpoint's recorded split (seed, fractions,
