@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     from edgeprune.hardware import device_label, set_threads, software_label
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
     from edgeprune.runtime.bench import format_rows, write_csv, write_json
+    from edgeprune.workflows import software_versions
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -155,6 +156,7 @@ def main(argv=None) -> int:
         "threads": args.threads,
         "device": label,
         "software": software,
+        "versions": software_versions(),
         "checkpoints": {"dense": str(args.dense), "structured": str(args.structured), "sparse": str(args.sparse)},
         "data": data.name,
     }], args.results_dir / f"{stem}.json")

@@ -244,10 +244,13 @@ def write_summary(rows: list[dict], checks: list[dict]) -> None:
         table["ort_b64_speedup"] = base["ort_b64_ms"] / table["ort_b64_ms"]
         table["gzip_ratio"] = table["size_gzip_bytes"] / base["size_gzip_bytes"]
         table["accuracy_drop_points"] = 100 * (base["test_accuracy"] - table["test_accuracy"])
+    from edgeprune.workflows import software_versions
+
     csv_path = result_path("frontier", "csv")
     table.to_csv(csv_path, index=False, float_format="%.6g")
     result_path("frontier", "json").write_text(
-        json.dumps({"runs": rows, "targets": checks}, indent=2, default=str) + "\n")
+        json.dumps({"runs": rows, "targets": checks, "versions": software_versions()}, indent=2,
+                   default=str) + "\n")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for c in checks:
         print(f"{'PASS' if c['passed'] else 'MISS'}  {c['target']}: {c['detail']}")

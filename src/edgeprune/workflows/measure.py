@@ -90,12 +90,21 @@ class Measurement:
 
 
 def software_versions() -> dict[str, str]:
+    """Every library a figure depends on, as installed: recorded in measurements and results."""
+    import platform
+
+    import numpy as np
+    import torchvision
+
     return {
         "edgeprune": __version__,
+        "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torch_pruning": tp.__version__,
         "onnxruntime": ort.__version__,
         "onnx": onnx.__version__,
-        "torch_pruning": tp.__version__,
+        "numpy": np.__version__,
     }
 
 
