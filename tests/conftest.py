@@ -48,3 +48,30 @@ def cifar_jpeg(shared_datasets: Path) -> Path:
 @pytest.fixture(scope="session")
 def magnetic_tile(shared_datasets: Path) -> Path:
     return shared_datasets / "magnetic-tile"
+
+
+# The shared trained model: an untrained MobileNetV2 at 32x32 outputs logits of ~1e-9, so any
+# comparison of its outputs (ONNX vs PyTorch, saved vs loaded) passes whatever the code does.
+TRAINED_RECIPE = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 0}  # ~70% test accuracy
+TRAINED_MIN_ACCURACY = 0.5  # chance is 0.1
+
+
+@pytest.fixture(scope="session")
+def trained_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MobileNetV2 trained briefly on digits at 32x32 (~25 s on one core), saved once per session.
+
+    Read-only for the tests: copy it before changing it."""
+    from edgeprune.data import load_data
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
+
+    data = load_data("digits", image_size=32)
+    out = tmp_path_factory.mktemp("trained") / "mnv2-digits"
+    torch.manual_seed(0)
+    _, _, result = train_baseline(data, arch="mobilenet_v2", recipe=TrainRecipe(**TRAINED_RECIPE),
+                                  out=out, progress=False)
+    assert result.accuracy >= TRAINED_MIN_ACCURACY, (
+        f"the shared MobileNetV2 reached only {result.accuracy:.1%} test accuracy: tests that "
+        "compare its outputs would prove little"
+    )
+    return out

@@ -46,6 +46,12 @@ def export(
     max_verify: Annotated[
         Optional[int], typer.Option("--max-verify", min=1, help="Verify on at most N test images (default: all).")
     ] = None,
+    max_drop: Annotated[
+        Optional[float],
+        typer.Option("--max-drop", min=0.0, metavar="PTS",
+                     help="onnx-int8: fail when INT8 test accuracy is more than PTS percentage points "
+                     "below the FP32 model's (the file is set aside as FILE.rejected). Default 1.0."),
+    ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
     threads: ThreadsOpt = 2,
     as_json: JsonOpt = False,
@@ -54,11 +60,13 @@ def export(
     """Write a deployable artifact of a checkpoint and verify it against the PyTorch model.
 
     A FILE.json report next to the artifact holds the verification (top-1 agreement, max |logit
-    difference|, accuracy), sizes and, for INT8, the calibration and the sparsity after
-    quantization. --data: the data the checkpoint was trained on, in its recorded split: its test
-    split verifies the artifact on real images, its training split calibrates INT8."""
+    difference|, accuracy), sizes and, for INT8, the calibration, the accuracy gate and the
+    sparsity after quantization. --data: the data the checkpoint was trained on, in its recorded
+    split: its test split verifies the artifact on real images, its training split calibrates
+    INT8. Without --data the artifact is checked on random inputs only."""
     from edgeprune.cli.common import load_data_for_checkpoint
     from edgeprune.errors import EdgepruneError
+    from edgeprune.export.verify import INT8_MAX_DROP
     from edgeprune.workflows.export import FORMATS, SUFFIXES, export_checkpoint
     from edgeprune.hardware import set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
@@ -68,6 +76,8 @@ def export(
     meta = meta_from_manifest(read_manifest(checkpoint))  # clear error when it does not exist
     if fmt == "onnx-int8" and request.spec is None:
         raise EdgepruneError("quantizing needs calibration data: pass --data")
+    if max_drop is not None and fmt != "onnx-int8":
+        raise EdgepruneError("--max-drop gates INT8 accuracy: it applies to --format onnx-int8 only")
     set_threads(threads)
     if out is None:
         stem = checkpoint.resolve().name + ("-int8" if fmt == "onnx-int8" else "")
@@ -76,10 +86,12 @@ def export(
     if request.spec is not None:
         dataset, _ = load_data_for_checkpoint(request, meta, str(checkpoint))
     else:
+        # Said before the work starts, so it shows even when the export then fails.
         warn("no --data: the artifact is checked on random inputs only, not on real test images")
     result = export_checkpoint(
         checkpoint, fmt, out, data=dataset, threads=threads, calibration_images=calibration_images,
-        calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify, log=log,
+        calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
+        max_drop=INT8_MAX_DROP if max_drop is None else max_drop, log=log,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -88,6 +100,11 @@ def export(
     console.print(f"[bold]{result.format}[/] artifact written to {result.path} "
                   f"({result.info['file_bytes']:,} bytes, gzip {result.info['gzip_bytes']:,})")
     console.print(report.summary(), highlight=False)
+    if "accuracy_gate" in result.info:
+        gate = result.info["accuracy_gate"]
+        console.print(f"accuracy gate passed: INT8 {gate['int8_accuracy']:.2%} vs FP32 "
+                      f"{gate['fp32_accuracy']:.2%}, drop {gate['drop_points']:.2f} points "
+                      f"(max {gate['max_drop_points']:g})", highlight=False)
     if "int8" in result.info:
         sp = result.info["int8"]
         console.print(f"weight sparsity FP32 {sp['fp32_sparsity']:.4f} -> INT8 {sp['int8_sparsity']:.4f}; "

@@ -140,17 +140,26 @@ def decode_tensor(entry: dict[str, Any], payload: memoryview) -> np.ndarray:
     return array
 
 
-def write_sparse_arrays(path: str | Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
-    """Write numpy tensors + the checkpoint manifest to `path` in the sparse container format."""
+def write_sparse_arrays(
+    path: str | Path,
+    arrays: dict[str, np.ndarray],
+    manifest: dict[str, Any],
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Write numpy tensors + the checkpoint manifest to `path` in the sparse container format.
+
+    source: optional provenance stored in the header as is (e.g. the checkpoint's name and hash)."""
     entries, payload = encode_tensors(arrays)
-    header = json.dumps({
+    fields: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "edgeprune_version": __version__,
         "compressor": f"xz preset {XZ_PRESET}",
         "manifest": manifest,
-        "tensors": entries,
-    }, separators=(",", ":")).encode("utf-8")
+    }
+    if source is not None:
+        fields["source"] = source
+    header = json.dumps({**fields, "tensors": entries}, separators=(",", ":")).encode("utf-8")
     body = struct.pack("<Q", len(header)) + header + payload
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,11 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.preprocess import normalize
 
 FP32_MIN_AGREEMENT = 0.999  # the issue's bar for FP32 artifacts
+INT8_MAX_DROP = 1.0  # default INT8 gate: test accuracy at most 1 percentage point below FP32's
+RANDOM_INPUTS_WARNING = (
+    "verified on random inputs only (no --data): the artifact runs and matches PyTorch on noise, "
+    "but nothing was checked on real images"
+)
 
 
 @dataclass
@@ -35,15 +40,34 @@ class VerificationReport:
     reference_accuracy: float | None = None
     min_agreement: float | None = None  # the bar it had to pass (None: reported only)
     weights_identical: bool | None = None  # sparse: every restored tensor equals the original bit for bit
+    max_accuracy_drop: float | None = None  # accuracy gate, percentage points (None: no gate)
     notes: list[str] = field(default_factory=list)
 
     @property
+    def accuracy_drop(self) -> float | None:
+        """Reference minus artifact test accuracy, in percentage points (None without labels)."""
+        if self.artifact_accuracy is None or self.reference_accuracy is None:
+            return None
+        return 100.0 * (self.reference_accuracy - self.artifact_accuracy)
+
+    @property
+    def accuracy_ok(self) -> bool:
+        if self.max_accuracy_drop is None:
+            return True
+        # A gate without measured accuracies (no labels) cannot be passed.
+        # 1e-9: accuracies are image fractions, so only float noise can sit at the bar itself.
+        return self.accuracy_drop is not None and self.accuracy_drop <= self.max_accuracy_drop + 1e-9
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.min_agreement is None or self.top1_agreement >= self.min_agreement
+
+    @property
     def passed(self) -> bool:
-        ok = self.min_agreement is None or self.top1_agreement >= self.min_agreement
-        return ok and self.weights_identical is not False
+        return self.agreement_ok and self.accuracy_ok and self.weights_identical is not False
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "accuracy_drop": self.accuracy_drop, "passed": self.passed}
 
     def summary(self) -> str:
         source = f"{self.n_images} real test images" if self.real_images else f"{self.n_images} RANDOM inputs"
@@ -53,6 +77,8 @@ class VerificationReport:
         )
         if self.artifact_accuracy is not None:
             text += f", accuracy {self.artifact_accuracy:.4f} (PyTorch {self.reference_accuracy:.4f})"
+        if self.max_accuracy_drop is not None and self.accuracy_drop is not None:
+            text += f", drop {self.accuracy_drop:.2f} points (max {self.max_accuracy_drop:g})"
         if self.weights_identical is not None:
             text += ", weights bit-identical" if self.weights_identical else ", WEIGHTS DIFFER"
         return text
@@ -105,13 +131,15 @@ def verify_onnx(
     labels: np.ndarray | None = None,
     data_name: str | None = None,
     min_agreement: float | None = None,
+    max_accuracy_drop: float | None = None,
     threads: int = 1,
     n_random: int = 64,
 ) -> VerificationReport:
     """Run the ONNX artifact (ONNX Runtime) and the model (PyTorch) on the same inputs.
 
     images: decoded uint8 (N, 3, S, S) test images; None falls back to `n_random` random inputs,
-    and the report says so (real_images=False)."""
+    and the report says so (real_images=False). max_accuracy_drop: the largest allowed drop of
+    the artifact's test accuracy below the model's, in percentage points (needs labels)."""
     from edgeprune.runtime.classifier import Classifier
 
     clf = Classifier(path, threads=threads)
@@ -120,10 +148,11 @@ def verify_onnx(
     artifact_logits = np.concatenate([clf.predict(x[i : i + 64]) for i in range(0, len(x), 64)])
     reference = torch_logits(model, x)
     stats = compare_logits(artifact_logits, reference, labels if real else None)
-    notes = [] if real else ["no --data: verified on random inputs, NOT on real images"]
+    notes = [] if real else [RANDOM_INPUTS_WARNING]
     return VerificationReport(
         artifact=str(path), format=meta.format, n_images=len(x), real_images=real,
-        data=data_name if real else None, min_agreement=min_agreement, notes=notes, **stats,
+        data=data_name if real else None, min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop, notes=notes, **stats,
     )
 
 
@@ -156,7 +185,7 @@ def verify_sparse(
     )
     x, real = _inputs(images, n_random, meta.input_size, mean, std)
     stats = compare_logits(torch_logits(restored, x), torch_logits(model, x), labels if real else None)
-    notes = [] if real else ["no --data: outputs compared on random inputs"]
+    notes = [] if real else [RANDOM_INPUTS_WARNING]
     return VerificationReport(
         artifact=str(path), format="sparse", n_images=len(x), real_images=real,
         data=data_name if real else None, min_agreement=1.0, weights_identical=identical,
@@ -174,6 +203,7 @@ def verify(
     std: Sequence[float] | None = None,
     data_name: str | None = None,
     min_agreement: float | None = None,
+    max_accuracy_drop: float | None = None,
     threads: int = 1,
 ) -> VerificationReport:
     """Verify an `.onnx` or sparse artifact against `model` (dispatches on the file's kind).
@@ -187,4 +217,5 @@ def verify(
         return verify_sparse(artifact, model, images, mean=mean, std=std, labels=labels,
                              data_name=data_name)
     return verify_onnx(artifact, model, images, labels=labels, data_name=data_name,
-                       min_agreement=min_agreement, threads=threads)
+                       min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop,
+                       threads=threads)

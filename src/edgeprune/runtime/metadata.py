@@ -28,7 +28,9 @@ LAYOUT = "edgeprune.layout"  # "NCHW"
 CHANNEL_ORDER = "edgeprune.channel_order"  # "RGB"
 RESIZE = "edgeprune.resize"  # "bilinear (aspect ratio not kept)"
 ARCHITECTURE = "edgeprune.architecture"
+# The checkpoint folder's name only, never its path: the path names the training machine's disk.
 SOURCE_CHECKPOINT = "edgeprune.source_checkpoint"
+SOURCE_CHECKPOINT_SHA256 = "edgeprune.source_checkpoint_sha256"  # sha256 of its model.safetensors
 MACS = "edgeprune.macs"  # JSON int: multiply-accumulates per image (counted at export)
 PARAMS = "edgeprune.params"  # JSON int
 PRUNING = "edgeprune.pruning"  # JSON object: the checkpoint's pruning record

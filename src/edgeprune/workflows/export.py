@@ -4,21 +4,27 @@ Formats
 - `onnx`: FP32 ONNX of the model as stored (a channel-pruned checkpoint is already physically
   slim), dynamic batch, preprocessing and class names in the metadata.
 - `onnx-int8`: the FP32 graph quantized statically by ONNX Runtime (QDQ, per-channel INT8
-  weights), calibrated on training images; accuracy re-measured on the test split.
+  weights), calibrated on training images; accuracy re-measured on the test split and gated:
+  at most `max_drop` percentage points below the FP32 model's on the same images.
 - `sparse`: the sparse container of `edgeprune.export.sparse` (bit-identical restore).
 
 Every artifact is checked against the PyTorch model on real test images when data is given (FP32
-must agree on >= 99.9% of images, or the export fails and the file is set aside as
-FILE.rejected); without data, FP32 and sparse exports are checked on random inputs and the report
-says so loudly.
+must agree on >= 99.9% of images, INT8 must pass its accuracy gate, sparse must restore every
+tensor bit for bit, or the export fails and the file is set aside as FILE.rejected); without
+data, FP32 and sparse exports are checked on random inputs only and the report says so loudly.
+
+Artifacts and reports name their source checkpoint by folder name and the sha256 of its
+model.safetensors, never by path: the path belongs to the training machine's disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +32,12 @@ from torch import nn
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.verify import FP32_MIN_AGREEMENT, VerificationReport
+from edgeprune.export.verify import (
+    FP32_MIN_AGREEMENT,
+    INT8_MAX_DROP,
+    RANDOM_INPUTS_WARNING,
+    VerificationReport,
+)
 from edgeprune.runtime import metadata as md
 from edgeprune.runtime.measure import file_size, gzip_size
 from edgeprune.runtime.preprocess import normalize
@@ -55,9 +66,40 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def base_metadata(model: nn.Module, meta, checkpoint: str | Path, fmt: str) -> dict[str, Any]:
-    """The metadata every ONNX artifact carries (decoded values; `md.encode` makes strings)."""
+def checkpoint_source(checkpoint: str | Path) -> dict[str, str]:
+    """The checkpoint's folder name and the sha256 of its weights: identifies it without a path."""
+    from edgeprune.models.checkpoint import WEIGHTS_FILE
+
+    ckpt = Path(checkpoint)
+    digest = hashlib.sha256()
+    with (ckpt / WEIGHTS_FILE).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"name": ckpt.resolve().name, "sha256": digest.hexdigest()}
+
+
+def portable_record(value: Any) -> Any:
+    """A copy of a checkpoint record (e.g. the pruning record, nested through `previous`) with
+    every `source_checkpoint` path cut to its folder name (PureWindowsPath: splits at / and at
+    backslashes, whichever machine wrote the path)."""
+    if isinstance(value, dict):
+        return {
+            k: PureWindowsPath(v).name if k == "source_checkpoint" and isinstance(v, str)
+            else portable_record(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [portable_record(v) for v in value]
+    return value
+
+
+def base_metadata(model: nn.Module, meta, checkpoint: str | Path | dict[str, str], fmt: str) -> dict[str, Any]:
+    """The metadata every ONNX artifact carries (decoded values; `md.encode` makes strings).
+
+    checkpoint: the checkpoint folder, or its `checkpoint_source` when already computed."""
     from edgeprune.metrics import count_macs, count_params
+
+    source = checkpoint if isinstance(checkpoint, dict) else checkpoint_source(checkpoint)
 
     macs, _ = count_macs(model, meta.input_size)
     params = count_params(model)
@@ -74,11 +116,12 @@ def base_metadata(model: nn.Module, meta, checkpoint: str | Path, fmt: str) -> d
         md.CHANNEL_ORDER: "RGB",
         md.RESIZE: "bilinear, to input_size x input_size (aspect ratio not kept)",
         md.ARCHITECTURE: meta.architecture,
-        md.SOURCE_CHECKPOINT: str(checkpoint),
+        md.SOURCE_CHECKPOINT: source["name"],
+        md.SOURCE_CHECKPOINT_SHA256: source["sha256"],
         md.MACS: int(macs),
         md.PARAMS: int(params["params"]),
         md.WEIGHT_SPARSITY_FP32: params["weight_sparsity"],
-        md.PRUNING: meta.pruning or None,
+        md.PRUNING: portable_record(meta.pruning) or None,
     }
 
 
@@ -133,6 +176,7 @@ def export_checkpoint(
     calibrate_method: str = "minmax",
     opset: int = 18,
     max_verify_images: int | None = None,
+    max_drop: float = INT8_MAX_DROP,
     seed: int = 0,
     log: Log | None = None,
 ) -> ExportResult:
@@ -140,7 +184,9 @@ def export_checkpoint(
 
     data: a DataBundle with the checkpoint's classes at its input size (`load_data(...,
     image_size=meta.input_size)`): its test split verifies the artifact, its training split
-    calibrates INT8. Required for `onnx-int8`."""
+    calibrates INT8. Required for `onnx-int8`.
+    max_drop: `onnx-int8` only: the largest allowed drop of INT8 test accuracy below the FP32
+    model's, in percentage points; a larger drop fails the export (FILE.rejected)."""
     from edgeprune.models import load_checkpoint
 
     say = log or (lambda _m: None)
@@ -153,7 +199,10 @@ def export_checkpoint(
         raise EdgepruneError("quantizing needs calibration data: pass --data")
     if calibration_images < 1:
         raise EdgepruneError(f"calibration images must be >= 1, got {calibration_images}")
+    if not (isinstance(max_drop, (int, float)) and math.isfinite(max_drop) and max_drop >= 0):
+        raise EdgepruneError(f"max drop must be >= 0 percentage points, got {max_drop!r}")
     model, meta = load_checkpoint(ckpt, "cpu")
+    source = checkpoint_source(ckpt)
     if data is not None:
         _check_data(meta, data)
     images, labels = _test_images(data, max_verify_images)
@@ -162,48 +211,67 @@ def export_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "sparse":
-        result = _export_sparse(ckpt, model, meta, out, images, labels, data_name, say)
+        result = _export_sparse(ckpt, model, meta, source, out, images, labels, data_name, say)
     else:
-        result = _export_onnx(ckpt, model, meta, fmt, out, images, labels, data, threads,
-                              calibration_images, calibrate_method, opset, seed, say)
+        result = _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, threads,
+                              calibration_images, calibrate_method, opset, max_drop, seed, say)
     report = result.verification
+    rejected = None if report.passed else out.with_name(out.name + ".rejected")
+    result.info.update(
+        source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
+        verified_on="real test images" if report.real_images else "random inputs",
+        warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
+        file_bytes=file_size(out), gzip_bytes=gzip_size(out),
+    )
     sidecar = {
-        "artifact": str(out),
+        # Names, not paths: the report sits beside the artifact and may travel with it.
+        "artifact": (rejected or out).name,
         "format": fmt,
-        "source_checkpoint": str(ckpt),
         "edgeprune_version": __version__,
-        "file_bytes": file_size(out),
-        "gzip_bytes": gzip_size(out),
         **result.info,
-        "verification": report.to_dict(),
+        "verification": {**report.to_dict(), "artifact": out.name},
+        "passed": report.passed,
+        "rejected": rejected is not None,
     }
-    result.info.update(file_bytes=sidecar["file_bytes"], gzip_bytes=sidecar["gzip_bytes"])
     result.report_path.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     say(report.summary())
     for note in report.notes:
         say(f"NOTE: {note}")
-    if not report.passed:
-        rejected = out.with_name(out.name + ".rejected")
+    if rejected is not None:
         out.replace(rejected)
-        why = (
-            "restored weights differ from the checkpoint's"
-            if report.weights_identical is False
-            else f"top-1 agreement {report.top1_agreement:.4%} is below the required "
-            f"{report.min_agreement:.1%}"
-        )
         raise EdgepruneError(
-            f"export failed verification: {why} (max |logit diff| {report.max_abs_diff:.3g}); "
+            f"export failed verification: {'; '.join(_failures(report))}; "
             f"the artifact was moved to {rejected}, the report is {result.report_path}"
         )
     return result
 
 
-def _export_onnx(ckpt, model, meta, fmt, out, images, labels, data, threads, n_calib,
-                 calibrate_method, opset, seed, say) -> ExportResult:
+def _failures(report: VerificationReport) -> list[str]:
+    """Why a report did not pass, one phrase per failed check."""
+    why = []
+    if report.weights_identical is False:
+        why.append("restored weights differ from the checkpoint's")
+    if not report.agreement_ok:
+        why.append(f"top-1 agreement {report.top1_agreement:.4%} is below the required "
+                   f"{report.min_agreement:.1%} (max |logit diff| {report.max_abs_diff:.3g})")
+    if not report.accuracy_ok:
+        if report.accuracy_drop is None:
+            why.append("no test accuracy was measured for the accuracy gate")
+        else:
+            why.append(
+                f"INT8 test accuracy {report.artifact_accuracy:.2%} is {report.accuracy_drop:.2f} "
+                f"points below the FP32 model's {report.reference_accuracy:.2%} (allowed: "
+                f"{report.max_accuracy_drop:g} points, --max-drop)"
+            )
+    return why
+
+
+def _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, threads, n_calib,
+                 calibrate_method, opset, max_drop, seed, say) -> ExportResult:
     from edgeprune.export.onnx import export_onnx
     from edgeprune.export.verify import verify_onnx
 
-    values = base_metadata(model, meta, ckpt, fmt)
+    values = base_metadata(model, meta, source, fmt)
     info: dict[str, Any] = {"macs": values[md.MACS], "params": values[md.PARAMS],
                             "weight_sparsity_fp32": values[md.WEIGHT_SPARSITY_FP32]}
     if fmt == "onnx":
@@ -211,6 +279,7 @@ def _export_onnx(ckpt, model, meta, fmt, out, images, labels, data, threads, n_c
         export_onnx(model, out, input_size=meta.input_size, opset=opset, dynamic_batch=True,
                     metadata=md.encode(values))
         min_agreement: float | None = FP32_MIN_AGREEMENT
+        gate: float | None = None
     else:
         from edgeprune.export.int8 import pick_calibration_indices, quantize_int8
 
@@ -241,11 +310,23 @@ def _export_onnx(ckpt, model, meta, fmt, out, images, labels, data, threads, n_c
         say(f"weight sparsity FP32 {sparsity.fp32_sparsity:.4f} -> INT8 {sparsity.int8_sparsity:.4f} "
             f"(every FP32 zero still zero: {sparsity.zeros_kept})")
         set_onnx_metadata(out, values)
+        # Rounding moves logits, so top-1 agreement is reported, not gated: the gate is accuracy.
         min_agreement = None
+        gate = max_drop
     n = "random inputs" if images is None else f"{len(images)} test images"
     say(f"verifying {out.name} against PyTorch on {n}")
     report = verify_onnx(out, model, images, labels=labels, data_name=data and data.name,
-                         min_agreement=min_agreement, threads=threads)
+                         min_agreement=min_agreement, max_accuracy_drop=gate, threads=threads)
+    if gate is not None:
+        info["accuracy_gate"] = {
+            "metric": "test accuracy, INT8 artifact vs the FP32 PyTorch model, same images",
+            "images": report.n_images,
+            "max_drop_points": gate,
+            "drop_points": report.accuracy_drop,
+            "int8_accuracy": report.artifact_accuracy,
+            "fp32_accuracy": report.reference_accuracy,
+            "passed": report.accuracy_ok,
+        }
     if report.artifact_accuracy is not None:
         accuracy = {md.TEST_ACCURACY: report.artifact_accuracy,
                     md.REFERENCE_ACCURACY: report.reference_accuracy,
@@ -262,7 +343,7 @@ def _read_props(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _export_sparse(ckpt, model, meta, out, images, labels, data_name, say) -> ExportResult:
+def _export_sparse(ckpt, model, meta, source, out, images, labels, data_name, say) -> ExportResult:
     from edgeprune.export.sparse import read_sparse_arrays, sparse_summary, write_sparse_arrays
     from edgeprune.export.verify import verify_sparse
     from edgeprune.metrics import weight_file_sizes
@@ -270,7 +351,10 @@ def _export_sparse(ckpt, model, meta, out, images, labels, data_name, say) -> Ex
 
     say(f"writing {ckpt} as sparse storage (bitmask + values, xz)")
     state = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-    write_sparse_arrays(out, state, read_manifest(ckpt))
+    manifest = read_manifest(ckpt)
+    manifest["pruning"] = portable_record(manifest.get("pruning") or {})
+    write_sparse_arrays(out, state, manifest,
+                        source={"checkpoint": source["name"], "sha256": source["sha256"]})
     header, _ = read_sparse_arrays(out)
     summary = sparse_summary(header)
     dense_bytes, dense_gzip = weight_file_sizes(model)
