@@ -81,20 +81,42 @@ def _check_no_masks(state: dict[str, torch.Tensor]) -> None:
         )
 
 
-def save_checkpoint(model: nn.Module, meta: CheckpointMeta, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict as saved: detached, on the CPU, contiguous; refuses pruning masks."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_no_masks(state)
-    manifest = {
+    return state
+
+
+def build_manifest(model: nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
+    """The `model.json` of `model` with `meta`: what a checkpoint or a sparse file stores beside
+    the tensors to rebuild the (possibly pruned) model without pickles."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "edgeprune_version": __version__,
         **asdict(meta),
         "num_classes": meta.num_classes,
         "layers": layer_manifest(model),
-        "shapes": {k: list(v.shape) for k, v in state.items()},
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
     }
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of the weights serialised exactly as `save_checkpoint` writes model.safetensors, so
+    an in-memory model and its saved checkpoint have the same identity."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    return hashlib.sha256(save(cpu_state(model), metadata={"format": FORMAT})).hexdigest()
+
+
+def save_checkpoint(model: nn.Module, meta: CheckpointMeta, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = cpu_state(model)
+    manifest = build_manifest(model, meta)
     # Write the tensors first and the manifest last, each through a temporary name, so an
     # interrupted save never leaves a manifest that points at missing or partial weights.
     tmp_weights = out / (WEIGHTS_FILE + ".tmp")

@@ -40,10 +40,13 @@ ACCURACY_DATA = "edgeprune.accuracy_data"  # the data set the accuracies were me
 WEIGHT_SPARSITY_FP32 = "edgeprune.weight_sparsity_fp32"  # JSON float
 WEIGHT_SPARSITY_INT8 = "edgeprune.weight_sparsity_int8"  # JSON float (int8 only)
 CALIBRATION = "edgeprune.calibration"  # JSON object (int8 only): images, method, data
+# JSON object: the data split the model was trained on (seed, fractions, fingerprint), so a bench
+# with --data measures accuracy on that split's test images, never on images it trained on.
+SPLIT = "edgeprune.split"
 
 JSON_KEYS = {
     CLASS_NAMES, INPUT_SIZE, MEAN, STD, SCALE, MACS, PARAMS, PRUNING, TEST_ACCURACY,
-    REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION,
+    REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION, SPLIT,
 }
 REQUIRED = (CLASS_NAMES, INPUT_SIZE, MEAN, STD)
 
@@ -87,6 +90,12 @@ class ArtifactMetadata:
     macs: int | None = None
     test_accuracy: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # every key, decoded
+
+    @property
+    def split(self) -> dict[str, Any] | None:
+        """The training split recorded at export (None for older artifacts)."""
+        value = self.raw.get(SPLIT)
+        return value if isinstance(value, dict) else None
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "the model") -> ArtifactMetadata:

@@ -1,26 +1,30 @@
 """Workflows: the jobs that tie the layers below together (data, models, metrics, training,
-pruning, export) — train a baseline, prune a checkpoint, export and verify it, measure, bench,
-the demo. Each layer below depends only downward; only workflows (and the study, the station and
-the CLI above them) combine them."""
+pruning, export) — train a baseline, prune a model or checkpoint, export and verify it, measure,
+bench, the demo. Each layer below depends only downward; only workflows (and the API, the study,
+the station and the CLI above them) combine them.
 
-from edgeprune.workflows.bench import bench_artifacts
-from edgeprune.workflows.export import FORMATS, ExportResult, export_checkpoint
-from edgeprune.workflows.measure import RUNTIMES, Measurement, measure, software_versions
-from edgeprune.workflows.prune import PruneJob, PruneOutcome, prune_checkpoint, prune_model
-from edgeprune.workflows.train import train_baseline
+Names resolve lazily: the CLI imports `edgeprune.workflows.demo` for its defaults on a device
+that has no torch, where `edgeprune bench model.onnx` must still start."""
 
-__all__ = [
-    "FORMATS",
-    "Measurement",
-    "ExportResult",
-    "PruneJob",
-    "PruneOutcome",
-    "RUNTIMES",
-    "bench_artifacts",
-    "export_checkpoint",
-    "measure",
-    "prune_checkpoint",
-    "prune_model",
-    "software_versions",
-    "train_baseline",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "bench_artifacts": "bench",
+    "FORMATS": "export", "ExportResult": "export", "export_checkpoint": "export", "export_model": "export",
+    "RUNTIMES": "measure", "Measurement": "measure", "measure": "measure", "software_versions": "measure",
+    "PruneJob": "prune", "PruneOutcome": "prune", "prune_checkpoint": "prune", "prune_model": "prune",
+    "train_baseline": "train",
+    "run_demo": "demo",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeprune.workflows' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edgeprune.workflows.{module}"), name)
+    globals()[name] = value
+    return value

@@ -122,6 +122,7 @@ def base_metadata(model: nn.Module, meta, checkpoint: str | Path | dict[str, str
         md.PARAMS: int(params["params"]),
         md.WEIGHT_SPARSITY_FP32: params["weight_sparsity"],
         md.PRUNING: portable_record(meta.pruning) or None,
+        md.SPLIT: dict(meta.split) or None,
     }
 
 
@@ -169,6 +170,35 @@ def export_checkpoint(
     checkpoint: str | Path,
     fmt: str,
     out: str | Path,
+    **options: Any,
+) -> ExportResult:
+    """export_model on an edgeprune checkpoint folder; the artifact names it by folder name and
+    the sha256 of its model.safetensors (never by path). Options as export_model's."""
+    from edgeprune.models import Model
+
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise EdgepruneError(f"checkpoint not found: {ckpt}")
+    _check_options(fmt, options.get("data"), options.get("calibration_images", 300),
+                   options.get("max_drop", INT8_MAX_DROP))  # before loading anything
+    return export_model(Model.load(ckpt, "cpu"), fmt, out, source=checkpoint_source(ckpt), **options)
+
+
+def _check_options(fmt: str, data, calibration_images: int, max_drop: float) -> None:
+    if fmt not in FORMATS:
+        raise EdgepruneError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx-int8" and data is None:
+        raise EdgepruneError("quantizing needs calibration data: pass --data")
+    if calibration_images < 1:
+        raise EdgepruneError(f"calibration images must be >= 1, got {calibration_images}")
+    if not (isinstance(max_drop, (int, float)) and math.isfinite(max_drop) and max_drop >= 0):
+        raise EdgepruneError(f"max drop must be >= 0 percentage points, got {max_drop!r}")
+
+
+def export_model(
+    model,
+    fmt: str,
+    out: str | Path,
     *,
     data=None,
     threads: int = 1,
@@ -178,31 +208,25 @@ def export_checkpoint(
     max_verify_images: int | None = None,
     max_drop: float = INT8_MAX_DROP,
     seed: int = 0,
+    source: dict[str, str] | None = None,
     log: Log | None = None,
 ) -> ExportResult:
-    """Export an edgeprune checkpoint folder to `out` in format `fmt`, verified.
+    """Export an `edgeprune.models.Model` to `out` in format `fmt`, verified, with a FILE.json
+    report beside it; a file that fails verification is moved to FILE.rejected and this raises.
 
-    data: a DataBundle with the checkpoint's classes at its input size (`load_data(...,
-    image_size=meta.input_size)`): its test split verifies the artifact, its training split
-    calibrates INT8. Required for `onnx-int8`.
+    data: a DataBundle with the model's classes at its input size: its test split verifies the
+    artifact, its training split calibrates INT8. Required for `onnx-int8`.
     max_drop: `onnx-int8` only: the largest allowed drop of INT8 test accuracy below the FP32
-    model's, in percentage points; a larger drop fails the export (FILE.rejected)."""
-    from edgeprune.models import load_checkpoint
+    model's, in percentage points; a larger drop fails the export (FILE.rejected).
+    source: {"name", "sha256"} of the checkpoint it came from (default: "in-memory model" and the
+    sha256 its weights would have as model.safetensors)."""
+    from edgeprune.models.checkpoint import weights_sha256
 
     say = log or (lambda _m: None)
-    if fmt not in FORMATS:
-        raise EdgepruneError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise EdgepruneError(f"checkpoint not found: {ckpt}")
-    if fmt == "onnx-int8" and data is None:
-        raise EdgepruneError("quantizing needs calibration data: pass --data")
-    if calibration_images < 1:
-        raise EdgepruneError(f"calibration images must be >= 1, got {calibration_images}")
-    if not (isinstance(max_drop, (int, float)) and math.isfinite(max_drop) and max_drop >= 0):
-        raise EdgepruneError(f"max drop must be >= 0 percentage points, got {max_drop!r}")
-    model, meta = load_checkpoint(ckpt, "cpu")
-    source = checkpoint_source(ckpt)
+    _check_options(fmt, data, calibration_images, max_drop)
+    meta = model.meta
+    module = model.module.cpu().eval()
+    source = source or {"name": "in-memory model", "sha256": weights_sha256(module)}
     if data is not None:
         _check_data(meta, data)
     images, labels = _test_images(data, max_verify_images)
@@ -211,9 +235,9 @@ def export_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "sparse":
-        result = _export_sparse(ckpt, model, meta, source, out, images, labels, data_name, say)
+        result = _export_sparse(module, meta, source, out, images, labels, data_name, say)
     else:
-        result = _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, threads,
+        result = _export_onnx(module, meta, source, fmt, out, images, labels, data, threads,
                               calibration_images, calibrate_method, opset, max_drop, seed, say)
     report = result.verification
     rejected = None if report.passed else out.with_name(out.name + ".rejected")
@@ -266,7 +290,7 @@ def _failures(report: VerificationReport) -> list[str]:
     return why
 
 
-def _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, threads, n_calib,
+def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n_calib,
                  calibrate_method, opset, max_drop, seed, say) -> ExportResult:
     from edgeprune.export.onnx import export_onnx
     from edgeprune.export.verify import verify_onnx
@@ -275,7 +299,7 @@ def _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, thre
     info: dict[str, Any] = {"macs": values[md.MACS], "params": values[md.PARAMS],
                             "weight_sparsity_fp32": values[md.WEIGHT_SPARSITY_FP32]}
     if fmt == "onnx":
-        say(f"exporting {ckpt} to FP32 ONNX (opset {opset}, dynamic batch)")
+        say(f"exporting {source['name']} to FP32 ONNX (opset {opset}, dynamic batch)")
         export_onnx(model, out, input_size=meta.input_size, opset=opset, dynamic_batch=True,
                     metadata=md.encode(values))
         min_agreement: float | None = FP32_MIN_AGREEMENT
@@ -290,7 +314,7 @@ def _export_onnx(ckpt, model, meta, source, fmt, out, images, labels, data, thre
         calib = normalize(data.train.images.numpy()[idx], meta.mean, meta.std)
         with tempfile.TemporaryDirectory(prefix="edgeprune-export-") as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            say(f"exporting {ckpt} to FP32 ONNX (opset {opset}) for quantization")
+            say(f"exporting {source['name']} to FP32 ONNX (opset {opset}) for quantization")
             export_onnx(model, fp32, input_size=meta.input_size, opset=opset, dynamic_batch=True)
             say(f"quantizing to INT8 (QDQ, per-channel weights), calibrated on {len(idx)} "
                 f"training images of {data.name}")
@@ -343,15 +367,15 @@ def _read_props(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _export_sparse(ckpt, model, meta, source, out, images, labels, data_name, say) -> ExportResult:
+def _export_sparse(model, meta, source, out, images, labels, data_name, say) -> ExportResult:
     from edgeprune.export.sparse import read_sparse_arrays, sparse_summary, write_sparse_arrays
     from edgeprune.export.verify import verify_sparse
     from edgeprune.metrics import weight_file_sizes
-    from edgeprune.models.checkpoint import read_manifest
+    from edgeprune.models.checkpoint import build_manifest
 
-    say(f"writing {ckpt} as sparse storage (bitmask + values, xz)")
+    say(f"writing {source['name']} as sparse storage (bitmask + values, xz)")
     state = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-    manifest = read_manifest(ckpt)
+    manifest = build_manifest(model, meta)
     manifest["pruning"] = portable_record(manifest.get("pruning") or {})
     write_sparse_arrays(out, state, manifest,
                         source={"checkpoint": source["name"], "sha256": source["sha256"]})
