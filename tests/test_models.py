@@ -94,7 +94,7 @@ def test_manifest_that_disagrees_with_the_weights_is_a_clear_error(tmp_path):
     manifest = json.loads(path.read_text())
     manifest["shapes"]["classifier.1.weight"] = [5, 1280]
     path.write_text(json.dumps(manifest))
-    with pytest.raises(EdgepruneError, match="do not match its manifest"):
+    with pytest.raises(EdgepruneError, match="do not match"):
         load_checkpoint(tmp_path / "ckpt")
 
 

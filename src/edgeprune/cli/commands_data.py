@@ -57,6 +57,9 @@ def _print_report(report: dict) -> None:
             f"{files['width']['min']}-{files['width']['max']}, height {files['height']['min']}-"
             f"{files['height']['max']} px; modes: {modes}"
         )
+        sixteen = files.get("sixteen_bit") or {}
+        if sixteen.get("count"):
+            console.print(f"16-bit images: {sixteen['count']}, converted: {sixteen['conversion']}", highlight=False)
     for bad in report["unreadable"]:
         console.print(f"[red]unreadable:[/] {bad['path']} ({bad['reason']})", highlight=False)
     duplicates = report["duplicates"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from edgeprune.data.bundle import Split
@@ -9,6 +10,8 @@ from edgeprune.data.decode import ProgressFn
 from edgeprune.data.dedup import duplicates_within, found_in, pixel_hashes
 from edgeprune.data.load import as_options, load_data_with_stats
 from edgeprune.data.options import DataOptions
+from edgeprune.data.sources import SkippedLinksWarning
+from edgeprune.runtime.preprocess import SIXTEEN_BIT_RULE, is_sixteen_bit
 
 MAX_EXAMPLES = 5
 
@@ -28,7 +31,16 @@ def check_data(
 
     Duplicates are exact: identical uint8 pixels after decoding and resizing to image_size."""
     opts = as_options(spec, options)
-    loaded = load_data_with_stats(opts, log=log, progress=progress)
+    # Links skipped while listing the tree arrive as warnings: report them, re-issue the rest.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_data_with_stats(opts, log=log, progress=progress)
+    skipped_links = []
+    for w in caught:
+        if issubclass(w.category, SkippedLinksWarning):
+            skipped_links.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     bundle, stats = loaded.bundle, loaded.files
     splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
     counts = {
@@ -61,6 +73,8 @@ def check_data(
             "height": {"min": min(stats.heights), "max": max(stats.heights)},
             "modes": dict(stats.modes.most_common()),
         }
+        sixteen_bit = sum(n for mode, n in stats.modes.items() if is_sixteen_bit(mode))
+        files["sixteen_bit"] = {"count": sixteen_bit, "conversion": SIXTEEN_BIT_RULE if sixteen_bit else None}
     return {
         "source": bundle.name,
         "kind": bundle.kind,
@@ -79,5 +93,6 @@ def check_data(
         },
         "mean": list(bundle.mean),
         "std": list(bundle.std),
-        "notes": bundle.notes,
+        "skipped_links": skipped_links,
+        "notes": skipped_links + [n for n in bundle.notes if n not in skipped_links],
     }

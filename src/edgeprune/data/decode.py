@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from edgeprune.runtime.preprocess import to_rgb_resized
+
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 
 CHUNK = 512  # files per pool task: large enough to amortise scheduling, small for smooth progress
@@ -34,12 +36,9 @@ def _decode_into(paths: list[str], start: int, out: DecodedFiles, size: int) -> 
             with Image.open(path) as image:
                 out.widths[i], out.heights[i] = image.size
                 out.modes[i] = image.mode
-                # JPEG: let libjpeg decode at a reduced scale (still >= size) before resizing.
-                image.draft(None, (size, size))
-                rgb = image.convert("RGB")  # greyscale, palette, RGBA, CMYK -> 3 channels
-                if rgb.size != (size, size):
-                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-                out.images[i] = np.asarray(rgb).transpose(2, 0, 1)
+                # The runtime's rule (draft, 16-bit scaling, RGB, resize): the device must see
+                # the pixels the model was trained on.
+                out.images[i] = to_rgb_resized(image, size)
         except Exception as exc:  # PIL raises many types (OSError, ValueError, SyntaxError, ...)
             out.widths[i] = out.heights[i] = 0
             out.modes[i] = ""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from edgeprune.errors import EdgepruneError
 
@@ -38,6 +39,14 @@ class ClassTree:
     class_names: list[str]
     paths: list[str]
     labels: np.ndarray  # int64, index into class_names
+    notes: list[str] = field(default_factory=list)  # links skipped while listing (also warned)
+
+
+class SkippedLinksWarning(UserWarning):
+    """Links in a class-folder tree that were not followed; `data check` lists them as notes."""
+
+
+MAX_NAMED_LINKS = 10
 
 
 def visible_subfolders(folder: Path) -> list[str]:
@@ -87,10 +96,104 @@ def _is_image_file(path: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _class_links(folder: Path, class_names: list[str]) -> None:
+    """A class folder may be a link (a tree of links into a data store), but not one that overlaps
+    another class folder of the same tree: its images would carry two labels."""
+    real = {name: os.path.realpath(folder / name) for name in class_names}
+    for name in class_names:
+        if not os.path.islink(folder / name):
+            continue
+        for other in class_names:
+            if other != name and (_within(real[name], real[other]) or _within(real[other], real[name])):
+                raise EdgepruneError(
+                    f"class folder {folder / name} is a link to {real[name]}, which overlaps class "
+                    f"folder {folder / other}: its images would be listed under two classes. "
+                    "Remove the link, or make it a folder of its own"
+                )
+
+
+def _list_files(folder: Path, class_names: list[str]) -> tuple[list[tuple[str, int]], dict[str, list[str]]]:
+    """(path, class index) of every image file under folder/<class>/, links not followed.
+
+    torchvision's make_dataset follows directory links: a link to a parent loops forever and a
+    link to another class folder lists its images again under the wrong label. Here a directory
+    link is never entered, and a file link is kept only when it points outside every class folder
+    of this tree (a tree of links into a data store) and at a file not already listed; every
+    skipped link is returned by reason, to be named to the user.
+
+    Order: the one make_dataset gives (class, then folder path, then file name, all sorted), so
+    cache keys, fingerprints and splits of trees without links do not change."""
+    root = os.path.expanduser(str(folder))
+    class_real = [os.path.realpath(os.path.join(root, name)) for name in class_names]
+    skipped: dict[str, list[str]] = {"dir": [], "other-class": [], "same-class": [], "repeat": []}
+    samples: list[tuple[str, int]] = []
+    seen_targets: dict[str, str] = {}  # real path of a kept file link -> the link kept
+    for index, name in enumerate(class_names):
+        found: list[tuple[str, str]] = []
+        pending = [os.path.join(root, name)]  # the class folder itself may be a link (checked above)
+        while pending:
+            current = pending.pop()
+            try:
+                entries = list(os.scandir(current))
+            except OSError as exc:
+                raise EdgepruneError(f"cannot read folder {current}: {exc.strerror or exc}") from None
+            for entry in entries:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    shown = f"{os.path.relpath(entry.path, root)} -> {target}"
+                    if os.path.isdir(target):
+                        skipped["dir"].append(shown)
+                    elif not _is_image_file(entry.name):
+                        continue
+                    elif not os.path.exists(target):
+                        found.append((current, entry.name))  # broken: decoding names it unreadable
+                    elif not os.path.isfile(target):
+                        continue  # a link to a FIFO or device is not an image
+                    elif any(_within(target, real) for real in class_real):
+                        owner = next(i for i, real in enumerate(class_real) if _within(target, real))
+                        skipped["same-class" if owner == index else "other-class"].append(shown)
+                    elif target in seen_targets:
+                        skipped["repeat"].append(f"{shown} (already listed as {seen_targets[target]})")
+                    else:
+                        seen_targets[target] = os.path.relpath(entry.path, root)
+                        found.append((current, entry.name))
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and _is_image_file(entry.name):
+                    found.append((current, entry.name))
+        samples += [(os.path.join(directory, file), index) for directory, file in sorted(found)]
+    return samples, skipped
+
+
+def _skipped_notes(folder: Path, skipped: dict[str, list[str]]) -> list[str]:
+    reasons = {
+        "dir": "directory link(s) not followed (a link can loop, or list images twice or under "
+        "another class); to use their images, copy or link the image files themselves",
+        "other-class": "file link(s) to an image in another class folder, skipped (it would be "
+        "labelled twice)",
+        "same-class": "file link(s) to an image in its own class folder, skipped (listed once, "
+        "as the file itself)",
+        "repeat": "file link(s) to a file another link already lists, skipped",
+    }
+    notes = []
+    for kind, links in skipped.items():
+        links = sorted(links)  # stable messages, whatever order the folders were walked in
+        if links:
+            named = "; ".join(links[:MAX_NAMED_LINKS])
+            more = f"; and {len(links) - MAX_NAMED_LINKS} more" if len(links) > MAX_NAMED_LINKS else ""
+            notes.append(f"{folder}: {len(links)} {reasons[kind]}: {named}{more}")
+    return notes
+
+
 def list_class_tree(folder: Path, *, classes: list[str] | None = None) -> ClassTree:
     """Image files under folder/<class>/ (recursively, sorted: deterministic order).
 
-    `classes` forces the class list (test/ must match train/); every class must hold images."""
+    `classes` forces the class list (test/ must match train/); every class must hold images.
+    Links that are skipped (see _list_files) are named in `notes` and in a SkippedLinksWarning."""
     found = visible_subfolders(folder)
     if classes is not None and found != classes:
         only_train = sorted(set(classes) - set(found))
@@ -110,8 +213,11 @@ def list_class_tree(folder: Path, *, classes: list[str] | None = None) -> ClassT
         raise EdgepruneError(
             f"{folder} has {len(class_names)} class folder{only}: a classifier needs at least 2"
         )
-    class_to_idx = {name: i for i, name in enumerate(class_names)}
-    samples = make_dataset(str(folder), class_to_idx, is_valid_file=_is_image_file, allow_empty=True)
+    _class_links(folder, class_names)
+    samples, skipped = _list_files(folder, class_names)
+    notes = _skipped_notes(folder, skipped)
+    for note in notes:
+        warnings.warn(note, SkippedLinksWarning, stacklevel=2)
     labels = np.array([label for _, label in samples], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(class_names))
     empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
@@ -121,7 +227,7 @@ def list_class_tree(folder: Path, *, classes: list[str] | None = None) -> ClassT
             f"empty class folder(s): {folders} (no files ending in {', '.join(IMG_EXTENSIONS)}); "
             "remove the folder or add images"
         )
-    return ClassTree(class_names, [p for p, _ in samples], labels)
+    return ClassTree(class_names, [p for p, _ in samples], labels, notes)
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, list[str]]:

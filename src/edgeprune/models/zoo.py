@@ -3,11 +3,19 @@
 ImageNet weights come from torchvision's weight enums through the torch hub cache
 (`$TORCH_HOME/hub/checkpoints`), so they work offline whenever the file is there; nothing is
 downloaded unless the caller asks for it explicitly (`allow_download=True`).
+
+Every .pth file, from the hub cache or `--weights PATH`, goes through `load_pth`: its sha256 is
+checked against the prefix torchvision puts in the file name (when the name is a torchvision
+one), then it is read with `weights_only=True`. torchvision's own `get_state_dict` reads the hub
+cache with `weights_only=False`, so a file planted there would run code; it is never called.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,8 +55,80 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _file_name(weights) -> str:
+    return Path(urlparse(weights.url).path).name
+
+
 def _cached_file(weights) -> Path:
-    return hub_checkpoint_dir() / Path(urlparse(weights.url).path).name
+    return hub_checkpoint_dir() / _file_name(weights)
+
+
+# torch.hub's rule (HASH_REGEX, check_hash): `<name>-<hex>.pth` carries the first hex digits of
+# the file's sha256.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+
+
+def torchvision_weight_files() -> dict[str, tuple[str, str]]:
+    """File name -> (sha256 prefix, download URL) of every torchvision weights file in the zoo."""
+    known = {}
+    for spec in ARCHITECTURES.values():
+        for variant in spec.weights_enum:
+            name = _file_name(variant)
+            match = _HASH_IN_NAME.search(name)
+            if match:
+                known[name] = (match.group(1), variant.url)
+    return known
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a .pth file, read safely: hash checked (torchvision file names), then
+    `torch.load(weights_only=True)`, which refuses any pickled object other than tensors and
+    plain containers, so the file cannot run code. Every failure names the file and the fix."""
+    if not path.is_file():
+        raise EdgepruneError(f"weights file not found: {path}")
+    known = torchvision_weight_files().get(path.name)
+    fix = (
+        f"delete it and place a fresh copy of {known[1]} there" if known
+        else "replace it with a state_dict saved by torch.save(model.state_dict(), PATH)"
+    )
+    if known:
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            raise EdgepruneError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+        if not actual.startswith(known[0]):
+            raise EdgepruneError(
+                f"weights file {path} is damaged or not the torchvision file its name claims: its "
+                f"sha256 starts {actual[: len(known[0])]}, the name says {known[0]} (a truncated "
+                f"download, or another file); {fix}"
+            )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False: exactly what must not be done here.
+        raise EdgepruneError(
+            f"weights file {path} holds pickled objects other than tensors; refused, since loading "
+            f"them could run code. {fix[0].upper() + fix[1:]}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, legacy format, EOF, ...: all "unreadable"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgepruneError(
+            f"weights file {path} is not a readable PyTorch state_dict (truncated, or another "
+            f"format: {reason}); {fix}"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EdgepruneError(f"weights file {path} does not hold a state_dict of tensors; {fix}")
+    return state
 
 
 def resolve_imagenet_weights(arch: str, allow_download: bool = False):
@@ -92,10 +172,8 @@ def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
 
 
 def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a .safetensors file, an edgeprune checkpoint folder, or a .pth state_dict.
-
-    .pth files are read with `weights_only=True`: tensors only, never arbitrary pickled objects.
-    """
+    """A state_dict from a .safetensors file, an edgeprune checkpoint folder, or a .pth state_dict
+    (through load_pth: tensors only, never arbitrary pickled objects)."""
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
@@ -103,16 +181,45 @@ def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+            raise EdgepruneError(f"{path} is not a readable safetensors file: {exc}") from None
+    return load_pth(path)
+
+
+def _load_imagenet(model: nn.Module, weights, allow_download: bool) -> None:
+    """torchvision's ImageNet weights from the hub cache, through load_pth (never get_state_dict)."""
+    path = _cached_file(weights)
+    if not path.is_file() and allow_download:
+        prefix = torchvision_weight_files().get(path.name, (None, None))[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # writes a temporary file and renames it only once the hash matches
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=prefix, progress=False)
+        except Exception as exc:  # noqa: BLE001 - URLError, hash mismatch, disk full, ...
+            raise EdgepruneError(f"could not download {weights.url} to {path}: {exc}") from None
+    state = load_pth(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a plain state_dict"
-        raise EdgepruneError(f"{path} is not a readable tensor-only state_dict: {exc}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EdgepruneError(f"{path} does not hold a state_dict of tensors")
-    return state
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise EdgepruneError(
+            f"weights file {path} does not fit torchvision's {type(model).__name__} "
+            f"({_mismatch(model, state)}); delete it and place a fresh copy of {weights.url} there"
+        ) from None
+
+
+def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Which keys a state_dict lacks, adds or shapes differently (torch's message runs to pages)."""
+    expected = model.state_dict()
+    parts = []
+    for label, keys in (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+        ("other shape", [k for k in expected if k in state and state[k].shape != expected[k].shape]),
+    ):
+        if keys:
+            parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}")
+    return "; ".join(parts) or "no tensors"
 
 
 def create_model(
@@ -146,8 +253,7 @@ def create_model(
         if note and log:
             log(note)
         model = spec.builder(weights=None)
-        state = enum_value.get_state_dict(progress=False, check_hash=False)
-        model.load_state_dict(state)
+        _load_imagenet(model, enum_value, allow_download)
         _replace_head(model, arch, num_classes)
         return model
     path = Path(os.path.expanduser(weights))
@@ -155,8 +261,9 @@ def create_model(
     model = spec.builder(weights=None, num_classes=num_classes, **kwargs)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except RuntimeError:
         raise EdgepruneError(
-            f"weights in {path} do not fit {arch} with {num_classes} classes: {str(exc)[:500]}"
+            f"weights in {path} do not fit {arch} with {num_classes} classes "
+            f"({_mismatch(model, state)})"
         ) from None
     return model

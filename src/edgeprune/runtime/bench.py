@@ -8,7 +8,9 @@ torch: `edgeprune bench model.onnx` measures the model on the edge device itself
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -266,18 +268,77 @@ def _parse(value: str) -> Any:
     return value
 
 
+KEY_COLUMNS = ("artifact", "format", "runtime", "device")  # what `compare` matches and labels rows by
+TEXT_COLUMNS = {"artifact", "format", "runtime", "device", "software", "path", "notes"}
+NUMERIC_COLUMNS = [c for c in COLUMNS if c not in TEXT_COLUMNS]
+
+
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV written by `edgeprune bench --csv`. Anything else (another tool's CSV, an
+    empty or binary file, a row with a word where a latency belongs) is refused with the file,
+    the line and the column named, rather than failing later inside a division or a format."""
     p = Path(path)
+    if p.is_dir():
+        raise EdgepruneError(f"{p} is a folder, not a bench CSV")
     if not p.is_file():
         raise EdgepruneError(f"bench CSV not found: {p}")
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"artifact", "runtime", "device"} - set(reader.fieldnames or [])
+    hint = "write one with `edgeprune bench ARTIFACTS --csv FILE`"
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise EdgepruneError(f"cannot read bench CSV {p}: {exc.strerror or exc}") from None
+    if b"\0" in raw:
+        raise EdgepruneError(f"{p} is a binary file, not a bench CSV; {hint}")
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a CSV saved by Excel starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise EdgepruneError(f"{p} is not UTF-8 text (byte {exc.start}), not a bench CSV; {hint}") from None
+    if not text.strip():
+        raise EdgepruneError(f"{p} is empty; {hint}")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader)
+        missing = [c for c in KEY_COLUMNS if c not in header]
         if missing:
-            raise EdgepruneError(f"{p} is not an edgeprune bench CSV (no {', '.join(sorted(missing))} column)")
-        rows = [{k: _parse(v) for k, v in row.items()} for row in reader]
+            raise EdgepruneError(
+                f"{p} is not an edgeprune bench CSV: no {', '.join(missing)} column(s) (its header "
+                f"is {', '.join(header)[:120]!r}); {hint}"
+            )
+        if not any(metric in header for metric, _ in COMPARE_METRICS):
+            raise EdgepruneError(
+                f"{p} is not an edgeprune bench CSV: none of the measured columns "
+                f"({', '.join(m for m, _ in COMPARE_METRICS)}); {hint}"
+            )
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise EdgepruneError(f"{p}: column(s) {', '.join(duplicated)} appear more than once in the header")
+        rows = []
+        for cells in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line, e.g. at the end of a hand-edited file
+            if len(cells) != len(header):
+                raise EdgepruneError(
+                    f"{p}, line {line}: {len(cells)} cells for {len(header)} columns; the file is "
+                    "truncated or was edited by hand"
+                )
+            # Names stay text (an artifact called 1.onnx is not a number); the rest is parsed.
+            row = {column: (cell or None) if column in TEXT_COLUMNS else _parse(cell)
+                   for column, cell in zip(header, cells)}
+            if row["artifact"] is None:
+                raise EdgepruneError(f"{p}, line {line}: the artifact cell is empty")
+            for column in NUMERIC_COLUMNS:
+                value = row.get(column)
+                if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
+                    raise EdgepruneError(
+                        f"{p}, line {line}: column {column} holds {value!r}, not a number (leave the "
+                        "cell empty when a value was not measured)"
+                    )
+            rows.append(row)
+    except csv.Error as exc:
+        raise EdgepruneError(f"{p} is not a readable CSV (line {reader.line_num}: {exc})") from None
     if not rows:
-        raise EdgepruneError(f"{p} holds no bench rows")
+        raise EdgepruneError(f"{p} holds a header but no bench rows; {hint}")
     return rows
 
 
