@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 from edgeprune.data.bundle import Split
@@ -10,7 +9,6 @@ from edgeprune.data.decode import ProgressFn
 from edgeprune.data.dedup import duplicates_within, found_in, pixel_hashes
 from edgeprune.data.load import as_options, load_data_with_stats
 from edgeprune.data.options import DataOptions
-from edgeprune.data.sources import SkippedLinksWarning
 from edgeprune.runtime.preprocess import SIXTEEN_BIT_RULE, is_sixteen_bit
 
 MAX_EXAMPLES = 5
@@ -31,17 +29,9 @@ def check_data(
 
     Duplicates are exact: identical uint8 pixels after decoding and resizing to image_size."""
     opts = as_options(spec, options)
-    # Links skipped while listing the tree arrive as warnings: report them, re-issue the rest.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = load_data_with_stats(opts, log=log, progress=progress)
-    skipped_links = []
-    for w in caught:
-        if issubclass(w.category, SkippedLinksWarning):
-            skipped_links.append(str(w.message))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    loaded = load_data_with_stats(opts, log=log, progress=progress)
     bundle, stats = loaded.bundle, loaded.files
+    skipped_links = list(stats.skipped_links) if stats is not None else []
     splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
     counts = {
         name: {cls: int((split.labels == i).sum()) for i, cls in enumerate(bundle.class_names)}
@@ -94,5 +84,5 @@ def check_data(
         "mean": list(bundle.mean),
         "std": list(bundle.std),
         "skipped_links": skipped_links,
-        "notes": skipped_links + [n for n in bundle.notes if n not in skipped_links],
+        "notes": bundle.notes,
     }

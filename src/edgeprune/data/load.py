@@ -41,6 +41,7 @@ class FileStats:
     heights: list[int] = field(default_factory=list)
     modes: Counter = field(default_factory=Counter)
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
+    skipped_links: list[str] = field(default_factory=list)  # links not followed while listing
 
 
 @dataclass
@@ -80,6 +81,8 @@ def _decode_tree(
     log: Callable[[str], None],
     progress: ProgressFn | None,
 ) -> Split:
+    stats.skipped_links += tree.notes
+    notes += tree.notes
     keep = first_n_per_class(tree.labels, max_per_class)
     paths = [tree.paths[i] for i in keep]
     labels = tree.labels[keep]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +39,6 @@ class ClassTree:
     paths: list[str]
     labels: np.ndarray  # int64, index into class_names
     notes: list[str] = field(default_factory=list)  # links skipped while listing (also warned)
-
-
-class SkippedLinksWarning(UserWarning):
-    """Links in a class-folder tree that were not followed; `data check` lists them as notes."""
 
 
 MAX_NAMED_LINKS = 10
@@ -193,7 +188,7 @@ def list_class_tree(folder: Path, *, classes: list[str] | None = None) -> ClassT
     """Image files under folder/<class>/ (recursively, sorted: deterministic order).
 
     `classes` forces the class list (test/ must match train/); every class must hold images.
-    Links that are skipped (see _list_files) are named in `notes` and in a SkippedLinksWarning."""
+    Links that are skipped (see _list_files) are named in `notes` (they reach the bundle's notes)."""
     found = visible_subfolders(folder)
     if classes is not None and found != classes:
         only_train = sorted(set(classes) - set(found))
@@ -216,8 +211,6 @@ def list_class_tree(folder: Path, *, classes: list[str] | None = None) -> ClassT
     _class_links(folder, class_names)
     samples, skipped = _list_files(folder, class_names)
     notes = _skipped_notes(folder, skipped)
-    for note in notes:
-        warnings.warn(note, SkippedLinksWarning, stacklevel=2)
     labels = np.array([label for _, label in samples], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(class_names))
     empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
