@@ -170,18 +170,31 @@ def export_checkpoint(
     checkpoint: str | Path,
     fmt: str,
     out: str | Path,
-    **options: Any,
+    *,
+    data=None,
+    threads: int = 1,
+    calibration_images: int = 300,
+    calibrate_method: str = "minmax",
+    opset: int = 18,
+    max_verify_images: int | None = None,
+    max_drop: float = INT8_MAX_DROP,
+    seed: int = 0,
+    log: Log | None = None,
 ) -> ExportResult:
     """export_model on an edgeprune checkpoint folder; the artifact names it by folder name and
-    the sha256 of its model.safetensors (never by path). Options as export_model's."""
+    the sha256 of its model.safetensors (never by path)."""
     from edgeprune.models import Model
 
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise EdgepruneError(f"checkpoint not found: {ckpt}")
-    _check_options(fmt, options.get("data"), options.get("calibration_images", 300),
-                   options.get("max_drop", INT8_MAX_DROP))  # before loading anything
-    return export_model(Model.load(ckpt, "cpu"), fmt, out, source=checkpoint_source(ckpt), **options)
+    _check_options(fmt, data, calibration_images, max_drop)  # before loading anything
+    return export_model(
+        Model.load(ckpt, "cpu"), fmt, out, data=data, threads=threads,
+        calibration_images=calibration_images, calibrate_method=calibrate_method, opset=opset,
+        max_verify_images=max_verify_images, max_drop=max_drop, seed=seed,
+        source=checkpoint_source(ckpt), log=log,
+    )
 
 
 def _check_options(fmt: str, data, calibration_images: int, max_drop: float) -> None:
