@@ -55,7 +55,7 @@ def prune_checkpoint(
     started = time.perf_counter()
     say = log or (lambda _m: None)
     seed_everything(job.seed)
-    recipe = job.finetune.resolved()
+    recipe = job.finetune.resolved(len(data.train.labels))  # an automatic batch size needs the data
     model, meta = load_checkpoint(checkpoint, device)
     teacher = copy.deepcopy(model).eval() if job.distill else None
     ensure_same_classes(meta, data.class_names, data.name)
