@@ -17,6 +17,10 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's checkpoints and artifacts.")] = Path("runs/demo"),
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Baseline training epochs.")] = DEMO_EPOCHS,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0)] = DEMO_FINETUNE_EPOCHS,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for init, shuffling, augmentation, pruning and calibration "
+                          "(the data split stays fixed, so seeds are compared on the same test images).")
+    ] = 0,
     threads: ThreadsOpt = 2,
     bench_threads: Annotated[int, typer.Option("--bench-threads", min=1, help="Threads for the timings.")] = 1,
     device: DeviceOpt = "auto",
@@ -26,7 +30,7 @@ def demo(
     from edgeprune.cli.commands_export import render_bench
     from edgeprune.workflows.demo import run_demo
 
-    result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, threads=threads,
+    result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed, threads=threads,
                       bench_threads=bench_threads, device=device, log=log)
     compact = [("artifact", "artifact"), ("runtime", "runtime"), ("accuracy", "acc"),
                ("gzip_bytes", "gzip"), ("macs", "MACs"), ("b1_median_ms", "b1 ms"),
@@ -34,4 +38,5 @@ def demo(
     console.print(render_bench(result["bench"], compact))
     console.print("all columns (p90, peak memory, energy): edgeprune bench "
                   + " ".join(result["checkpoints"].values()) + " --data digits")
-    console.print(f"checkpoints and artifacts in {out}")
+    console.print(f"checkpoints and artifacts in {out} (seed {seed}; the baseline keeps its best "
+                  f"validation epoch, {result['kept_epoch']}/{epochs})")

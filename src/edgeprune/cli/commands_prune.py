@@ -96,8 +96,12 @@ def prune(
     ] = False,
     lr: Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate (default: "
                                              "the optimizer's).")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Fine-tuning: sgd (warm-up then cosine "
+                                           "decay, as `train`) or adam (constant lr).")] = "sgd",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Fine-tuning batch size (default: as "
+                                 "`train`, by the size of the training split).")
+    ] = None,
     prune_seed: Annotated[int, typer.Option("--prune-seed", min=0, help="Seed of random methods, "
                                             "fine-tuning order and augmentation.")] = 0,
     threads: ThreadsOpt = 2,
@@ -127,7 +131,7 @@ def prune(
         config=config,
         schedule=Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3)),
         finetune=TrainRecipe(epochs=finetune_epochs, optimizer=optimizer, lr=lr,
-                             batch_size=batch_size, seed=prune_seed).resolved(),
+                             batch_size=batch_size, seed=prune_seed),
         max_drop=max_drop, recalib_batches=recalib_batches, seed=prune_seed, distill=distill,
     )
     dev = resolve_device(device)

@@ -27,11 +27,17 @@ def train(
     ] = "none",
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 5,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/baseline"),
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd (SGD uses cosine decay).")] = "adam",
-    lr: Annotated[float | None, typer.Option("--lr", help="Default: 1e-3 for Adam, 0.01 for SGD.")] = None,
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="sgd (Nesterov momentum, warm-up then cosine decay) or adam (constant lr).")
+    ] = "sgd",
+    lr: Annotated[float | None, typer.Option("--lr", help="Default: 0.01 for SGD, 1e-3 for Adam.")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Default: 128, halved down to 16 while an epoch "
+                     "would have fewer than 32 steps (small data sets need the steps)."),
+    ] = None,
     width_mult: Annotated[float, typer.Option("--width-mult", help="MobileNetV2 width multiplier.")] = 1.0,
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
@@ -52,15 +58,21 @@ def train(
         label_smoothing=label_smoothing, batch_size=batch_size, seed=options.seed,
     ).resolved()
     dataset = load_data_logged(options)
+    recipe = recipe.resolved(len(dataset.train.labels))  # the batch size depends on the data
     log(f"training {model} ({weights} weights) on {dev} with {n_threads} threads: {recipe}")
     _, meta, result = train_baseline(
         dataset, arch=model, recipe=recipe, weights=weights, width_mult=width_mult,
         device=dev, out=out, log=log,
     )
+    kept = meta.training["kept_epoch"]
     console.print(
         f"test accuracy {result.accuracy:.4f} (balanced {result.balanced_accuracy:.4f}) on "
-        f"{result.n} test images of {dataset.name}; checkpoint written to {out}"
+        f"{result.n} test images of {dataset.name}, with the weights of epoch {kept}/{recipe.epochs}"
+        f"{' (best validation accuracy)' if meta.metrics['val_accuracy'] is not None else ''}; "
+        f"checkpoint written to {out}"
     )
+    if meta.metrics["chance_level_warning"]:
+        warn(f"test {meta.metrics['chance_level_warning']}")
 
 
 @app.command()

@@ -89,7 +89,7 @@ def prune_model(
     started = time.perf_counter()
     say = log or (lambda _m: None)
     seed_everything(job.seed)
-    recipe = job.finetune.resolved()
+    recipe = job.finetune.resolved(len(data.train.labels))  # an automatic batch size needs the data
     meta = model.meta
     checkpoint = source or meta.architecture
     ensure_same_classes(meta, data.class_names, data.name)

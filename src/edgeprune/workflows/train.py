@@ -7,9 +7,11 @@ from typing import Callable
 
 import torch
 
+from edgeprune.hardware import seed_everything
 from edgeprune.models import CheckpointMeta, create_model, save_checkpoint
+from edgeprune.metrics.chance import chance_level_warning
 from edgeprune.metrics.evaluate import EvalResult, evaluate
-from edgeprune.train import TrainRecipe, fit
+from edgeprune.train import TrainRecipe, fit, kept_epoch
 
 
 def train_baseline(
@@ -24,6 +26,12 @@ def train_baseline(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[torch.nn.Module, CheckpointMeta, EvalResult]:
+    """The model holds the best validation epoch's weights (see `fit`); meta.training records
+    which (`kept_epoch`). A test accuracy at chance level gives a message in
+    meta.metrics["chance_level_warning"] (None above chance) for the caller to show."""
+    recipe = recipe.resolved(len(data.train.labels))
+    # Seeded here, not only in fit: the random initialisation (and a new head) is part of the run.
+    seed_everything(recipe.seed)
     model = create_model(
         arch, len(data.class_names), weights, width_mult=width_mult, log=log
     )
@@ -31,6 +39,8 @@ def train_baseline(
     result = evaluate(
         model, data.test, mean=data.mean, std=data.std, class_names=data.class_names, device=device
     )
+    kept = kept_epoch(history)
+    warning = chance_level_warning(result.accuracy, len(data.class_names))
     meta = CheckpointMeta(
         architecture=arch,
         class_names=list(data.class_names),
@@ -39,15 +49,17 @@ def train_baseline(
         std=list(data.std),
         width_mult=width_mult,
         training={
-            **recipe.resolved().to_dict(),
+            **recipe.to_dict(),
             "weights": weights,
             "device": str(device),
+            "kept_epoch": kept,
             "history": history,
         },
         metrics={
             "test_accuracy": result.accuracy,
             "test_balanced_accuracy": result.balanced_accuracy,
-            "val_accuracy": history[-1]["val_accuracy"] if history else None,
+            "val_accuracy": history[kept - 1]["val_accuracy"] if history else None,
+            "chance_level_warning": warning,
         },
         data={"name": data.name, "kind": data.kind, "notes": list(data.notes)},
         split=data.split.to_dict() if data.split is not None else {},
