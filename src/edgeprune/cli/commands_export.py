@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.app import JsonOpt, ThreadsOpt, app, console
-from edgeprune.cli.common import DataRequest, data_options, log, warn
+from edgeprune.cli.common import DataRequest, data_options, log, warn, warn_if_chance
 
 FORMAT_HELP = (
     "onnx (FP32, dynamic batch), onnx-int8 (static INT8, QDQ, per-channel weights; needs --data "
@@ -93,6 +93,8 @@ def export(
         calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
         max_drop=INT8_MAX_DROP if max_drop is None else max_drop, log=log,
     )
+    result.info["chance_level_warning"] = warn_if_chance(
+        result.verification.artifact_accuracy, len(meta.class_names), f"{fmt} artifact's test")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

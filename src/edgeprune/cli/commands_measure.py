@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.app import JsonOpt, ThreadsOpt, app, console
-from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log
+from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn_if_chance
 from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP
 
 
@@ -52,7 +52,8 @@ def measure(
         )
         result = {"checkpoint": str(checkpoint), "architecture": meta.architecture, **result,
                   "split": dataset.split.to_dict() if dataset is not None else None,
-                  "split_warning": split_warning}
+                  "split_warning": split_warning,
+                  "chance_level_warning": warn_if_chance(result["accuracy"], len(meta.class_names))}
         if as_json:
             typer.echo(json.dumps(result))
         results.append(result)

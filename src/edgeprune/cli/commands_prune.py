@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
-from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn
+from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn, warn_if_chance
 
 
 def _pct(x: float | None) -> str:
@@ -142,6 +142,8 @@ def prune(
     outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev, progress=not as_json,
                                log=log, allow_other_split=request.allow_other_split)
     result, record = outcome.result, outcome.record
+    record["chance_level_warning"] = warn_if_chance(record["test_accuracy"], len(meta.class_names),
+                                                    "pruned model's test")
     if as_json:
         typer.echo(json.dumps({k: v for k, v in record.items() if k != "layers"}, indent=2, default=str))
         return

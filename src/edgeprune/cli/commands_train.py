@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
-from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, load_data_logged, log, warn
+from edgeprune.cli.common import (
+    DataRequest, data_options, load_data_for_checkpoint, load_data_logged, log, warn, warn_if_chance,
+)
 
 
 @app.command()
@@ -101,9 +103,11 @@ def evaluate(
         model, getattr(dataset, split), mean=meta.mean, std=meta.std,
         class_names=meta.class_names, device=dev,
     )
+    chance = warn_if_chance(result.accuracy, len(meta.class_names), split)
     if as_json:
         payload = {"checkpoint": str(checkpoint), "data": dataset.name, "evaluated_on": split,
                    "split": dataset.split.to_dict(), "split_warning": split_warning,
+                   "chance_level_warning": chance,
                    "device": str(dev), "notes": dataset.notes, **result.to_dict()}
         typer.echo(json.dumps(payload, indent=2))
         return

@@ -21,6 +21,16 @@ def warn(message: str) -> None:
     console_err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
+def warn_if_chance(accuracy: float | None, num_classes: int, what: str = "test") -> str | None:
+    """Print (and return) the chance-level warning for an accuracy a command reports."""
+    from edgeprune.metrics.chance import chance_level_warning
+
+    message = chance_level_warning(accuracy, num_classes)
+    if message:
+        warn(f"{what} {message}")
+    return message
+
+
 @dataclass(frozen=True)
 class DataRequest:
     """The data options as given on the command line; None = not given (the checkpoint's recorded
