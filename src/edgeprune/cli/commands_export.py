@@ -41,7 +41,9 @@ def export(
         int, typer.Option("--calibration-images", min=1, help="Training images for INT8 calibration.")
     ] = 300,
     calibrate_method: Annotated[
-        str, typer.Option("--calibrate-method", help="minmax, entropy or percentile (INT8).")
+        str, typer.Option("--calibrate-method", help="minmax, entropy or percentile (INT8). Entropy "
+                          "clips activation ranges hardest: on the digits MobileNetV2 it lost 7-8 "
+                          "points where minmax and percentile lost none; --max-drop catches that.")
     ] = "minmax",
     max_verify: Annotated[
         Optional[int], typer.Option("--max-verify", min=1, help="Verify on at most N test images (default: all).")
