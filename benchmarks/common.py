@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from edgeprune.hardware import device_label, software_label
@@ -10,6 +11,17 @@ from edgeprune.hardware import device_label, software_label
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 WORK = PROJECT_ROOT / "benchmarks" / "work"  # checkpoints of long runs (git-ignored, resumable)
+
+
+def run_main(main) -> None:
+    """Run a benchmark's main(): its exit code, or `error: ...` and exit 2 on bad input."""
+    from edgeprune.errors import EdgepruneError
+
+    try:
+        sys.exit(main())
+    except EdgepruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def shared_root() -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, WORK  # noqa: E402
+from common import RESULTS, WORK, run_main  # noqa: E402
 
 COLUMNS = ("baseline_accuracy", "pruned_accuracy", "int8_accuracy", "int8_minus_pruned_points",
            "kept_epoch", "seconds")
@@ -126,10 +126,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from edgeprune.errors import EdgepruneError
-
-    try:
-        sys.exit(main())
-    except EdgepruneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

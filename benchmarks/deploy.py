@@ -25,13 +25,15 @@ models, and its numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FRONTIER = PROJECT_ROOT / "benchmarks" / "work" / "frontier"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, WORK, run_main, shared_root  # noqa: E402
+
+FRONTIER = WORK / "frontier"
 
 TARGET_SPEEDUP = 4.0
 TARGET_SHRINK = 8.0
@@ -40,8 +42,7 @@ TARGET_SPARSE_FRACTION = 0.25
 
 
 def default_data() -> str:
-    shared = os.environ.get("EDGEPRUNE_SHARED")
-    return str((Path(shared) if shared else PROJECT_ROOT.parent / "shared") / "datasets" / "cifar10-jpeg")
+    return str(shared_root() / "datasets" / "cifar10-jpeg")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--budget", type=float, default=3.0, help="seconds per latency measurement")
     p.add_argument("--device-label", default=None)
-    p.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "benchmarks" / "work" / "deploy")
-    p.add_argument("--results-dir", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
+    p.add_argument("--work-dir", type=Path, default=WORK / "deploy")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
 
@@ -177,10 +178,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from edgeprune.errors import EdgepruneError
-
-    try:
-        sys.exit(main())
-    except EdgepruneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

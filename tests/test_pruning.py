@@ -38,6 +38,7 @@ from edgeprune.pruning import (
     step_fraction,
 )
 from edgeprune.pruning.scope import layers_in_scope, prunable_layers
+from helpers import kept_filters
 
 X1 = torch.zeros(1, 3, 32, 32)
 
@@ -60,16 +61,6 @@ def _forward_ok(model: nn.Module, classes: int = 10) -> None:
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, classes)
         assert model(torch.randn(5, 3, 32, 32)).shape == (5, classes)
 
-
-def _kept_filters(dense: torch.Tensor, pruned: torch.Tensor) -> list[int]:
-    """Which filters of a layer survived pruning: each remaining filter matched to the one
-    original filter with the same weights (the layer's inputs must not have been pruned)."""
-    kept = []
-    for w in pruned.detach():
-        hits = [i for i, d in enumerate(dense) if torch.equal(d, w)]
-        assert len(hits) == 1, hits
-        kept.append(hits[0])
-    return kept
 
 
 def _fake_fine_tune(model: nn.Module, step) -> None:
@@ -471,7 +462,7 @@ def test_random_channel_removes_other_channels_than_l2_and_is_seeded():
         model = _mnv2()
         result = prune(model, config, X1)
         _forward_ok(model)
-        return result, _kept_filters(dense, model.features[0][0].weight)
+        return result, kept_filters(dense, model.features[0][0].weight)
 
     l2_result, l2 = stem_kept(L2Channel(target=0.3, target_kind="channels"))
     r1_result, r1 = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=1))

@@ -27,6 +27,7 @@ from edgeprune.pruning import (
 )
 from edgeprune.metrics import evaluate
 from edgeprune.train import TrainRecipe, fit
+from helpers import kept_filters
 
 X1 = torch.zeros(1, 3, 16, 16)  # the small CNN trains on 16x16 digits: fast on one thread
 
@@ -79,16 +80,6 @@ def test_random_scores_clearly_below_l1_at_90_percent(trained, digits):
     assert scores["l1"] > 0.5, scores
 
 
-def _kept_filters(dense: torch.Tensor, pruned: torch.Tensor) -> list[int]:
-    """Which filters of the first conv survived: each matched to the one dense filter with the
-    same weights (its inputs are the image, never pruned)."""
-    kept = []
-    for w in pruned.detach():
-        hits = [i for i, d in enumerate(dense) if torch.equal(d, w)]
-        assert len(hits) == 1, hits
-        kept.append(hits[0])
-    return kept
-
 
 def test_random_channel_removes_other_channels_than_l2_and_scores_below_it(trained, digits):
     dense = trained[0].weight.detach().clone()
@@ -98,7 +89,7 @@ def test_random_channel_removes_other_channels_than_l2_and_scores_below_it(train
                          ("random0-again", RandomChannel(target=0.5, round_to=4, seed=0))]:
         model = copy.deepcopy(trained)
         prune(model, config, X1)
-        kept[name] = _kept_filters(dense, model[0].weight)
+        kept[name] = kept_filters(dense, model[0].weight)
         recalibrate_batchnorm(model, _batches(digits))
         acc[name] = _test_acc(model, digits)
     assert all(len(k) == 16 for k in kept.values())  # same counts
