@@ -241,3 +241,10 @@ def test_cli_rejects_a_checkpoint_whose_shapes_do_not_match_its_manifest(mnv2_ck
     (bad / "model.json").write_text(json.dumps(manifest))
     assert _cli(["prune", str(bad), *COMMON, "--out", str(tmp_path / "x")]) == 2
     assert "do not match" in capsys.readouterr().err
+
+
+def test_cli_channel_target_defaults_to_a_fraction_of_the_parameters(mnv2_ckpt, tmp_path, capsys):
+    assert _cli(["prune", str(mnv2_ckpt), *COMMON, "--method", "l2-channel", "--target", "0.3",
+                 "--out", str(tmp_path / "p"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["achieved_kind"] == "params" and abs(record["params_reduction"] - 0.3) < 0.01

@@ -121,6 +121,8 @@ def prune(
     # Every option is parsed into its config object here, before anything is loaded; make_config
     # refuses an option given for a method it does not apply to.
     config_fields = METHODS[method].__dataclass_fields__ if method in METHODS else {}
+    if target_kind is None and "target_kind" in config_fields:
+        target_kind = "params"  # the CLI's default for channel methods: a fraction of the parameters
     config = make_config(
         method, target, scope=scope, target_kind=target_kind, round_to=round_to,
         min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,

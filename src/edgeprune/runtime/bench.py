@@ -410,11 +410,12 @@ def fmt(column: str, value: Any) -> str:
 
 
 def human_bytes(n: float) -> str:
+    """Decimal units, as everywhere in edgeprune: 1 kB = 1000 B, 1 MB = 10^6 B."""
     n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
+        n /= 1000
     return f"{n:.2f} GB"
 
 
