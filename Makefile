@@ -12,8 +12,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[full,test]"
-	$(BIN)/python -c "import torch, torchvision, torch_pruning, onnxruntime; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| torch-pruning', torch_pruning.__version__, '| onnxruntime', onnxruntime.__version__)"
+	$(BIN)/python -m pip install --quiet -e ".[full,test,openvino]"
+	$(BIN)/python -c "import torch, torchvision, torch_pruning, onnxruntime, openvino; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| torch-pruning', torch_pruning.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__)"
 	touch $(STAMP)
 
 demo: install

@@ -300,12 +300,13 @@ def test_a_user_registered_channel_criterion_prunes():
         assert isinstance(get_importance("test-first-channels"), FirstChannels)
         model = _mnv2()
         dense = model.features[0][0].weight.detach().clone()
-        result = prune(model, ChannelPruning(target=0.3, criterion="test-first-channels"), X1)
+        # round_to fixed: "auto" would keep multiples of 16 on an AVX-512 host
+        result = prune(model, ChannelPruning(target=0.3, criterion="test-first-channels", round_to=8), X1)
         assert torch.equal(model.features[0][0].weight, dense[8:])  # channels 0-7 went
         assert result.method == "channel" and result.config["criterion"] == "test-first-channels"
         _forward_ok(model)
 
-        config = ChannelPruning(target=0.3, criterion="test-needs-grad",
+        config = ChannelPruning(target=0.3, criterion="test-needs-grad", round_to=8,
                                 criterion_options={"num_batches": 1})
         with pytest.raises(EdgepruneError, match="test-needs-grad criterion needs training batches"):
             prune(_mnv2(), config, X1)
@@ -464,10 +465,11 @@ def test_random_channel_removes_other_channels_than_l2_and_is_seeded():
         _forward_ok(model)
         return result, kept_filters(dense, model.features[0][0].weight)
 
-    l2_result, l2 = stem_kept(L2Channel(target=0.3, target_kind="channels"))
-    r1_result, r1 = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=1))
-    _, r1_again = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=1))
-    _, r2 = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=2))
+    # round_to fixed: "auto" would keep multiples of 16 on an AVX-512 host
+    l2_result, l2 = stem_kept(L2Channel(target=0.3, target_kind="channels", round_to=8))
+    r1_result, r1 = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=1, round_to=8))
+    _, r1_again = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=1, round_to=8))
+    _, r2 = stem_kept(RandomChannel(target=0.3, target_kind="channels", seed=2, round_to=8))
     assert len(l2) == len(r1) == 24  # 32 * 0.7, rounded to a multiple of 8
     assert r1_result.params == l2_result.params  # same counts...
     assert set(r1) != set(l2)  # ...different channels

@@ -1,6 +1,6 @@
 """The torch-free runtime: imports, classifies a real JPEG and benches with torch unavailable;
-`edgeprune bench` puts a checkpoint and an ONNX artifact side by side; `--compare` lines up two
-devices' CSVs."""
+`edgeprune bench` puts a checkpoint and an ONNX artifact side by side, on every installed
+backend; `--compare` lines up two devices' CSVs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from PIL import Image
 
 from edgeprune.workflows.export import export_checkpoint
 from edgeprune.models import load_checkpoint
+from edgeprune.runtime.backends import available_backends
 from edgeprune.runtime.bench import COLUMNS, read_csv
+from edgeprune.runtime.measure import cpu_isa
 from edgeprune.runtime.preprocess import normalize
 
 # Makes `import torch` (and torchvision) fail in the child, as on a device without them.
@@ -121,19 +123,21 @@ def test_runtime_bench_without_torch_and_compare(artifact, digits, tmp_path):
         "--budget", "0.2", "--device-label", "edge-device",
     )
     rows = read_csv(edge_csv)
-    assert len(rows) == 1
-    row = rows[0]
+    assert [r["runtime"] for r in rows] == available_backends()  # default: every installed one
     assert list(rows[0]) == COLUMNS
-    assert row["artifact"] == "model.onnx" and row["runtime"] == "onnxruntime" and row["format"] == "onnx"
-    assert row["device"] == "edge-device" and row["n_images"] == 30
-    assert 0 < row["b1_median_ms"] <= row["b1_p90_ms"] and 0 < row["b64_median_ms"]
-    assert row["peak_memory_bytes"] > 0 and row["macs"] > 0 and row["gmacs_b1"] > 0
     model, meta = load_checkpoint(ckpt)
     with torch.inference_mode():
         logits = model(torch.from_numpy(normalize(images, meta.mean, meta.std)))
     assert logits.std() > 0.5  # a trained model: ties cannot make the accuracies agree
     pred = logits.argmax(1).numpy()
-    assert row["accuracy"] == pytest.approx(float((pred == labels).mean()))
+    for row in rows:  # accuracy measured on each backend
+        assert row["artifact"] == "model.onnx" and row["format"] == "onnx"
+        assert row["device"] == "edge-device" and row["n_images"] == 30 and row["isa"] == cpu_isa()
+        assert row["software"].startswith({"onnxruntime": "ort", "openvino": "openvino"}[row["runtime"]])
+        assert 0 < row["b1_median_ms"] <= row["b1_p90_ms"] and 0 < row["b64_median_ms"]
+        assert row["peak_memory_bytes"] > 0 and row["macs"] > 0 and row["gmacs_b1"] > 0
+        assert row["accuracy"] == pytest.approx(float((pred == labels).mean()))
+    row = rows[0]
 
     # The same artifact benched "on another device", then the two side by side.
     server_csv = tmp_path / "server.csv"
@@ -166,11 +170,14 @@ def test_bench_checkpoint_and_onnx_side_by_side(artifact, tmp_path, capsys):
                  "--budget", "0.2", "--csv", str(out_csv), "--device-label", "server"])
     assert code == 0
     rows = read_csv(out_csv)
+    installed = available_backends()
     assert [(r["artifact"], r["runtime"]) for r in rows] == [
-        (ckpt.name, "torch-eager"), (ckpt.name, "onnxruntime"), ("model.onnx", "onnxruntime")]
+        (ckpt.name, "torch-eager"), *((ckpt.name, b) for b in installed),
+        *(("model.onnx", b) for b in installed)]
     accuracies = {r["accuracy"] for r in rows}
     assert len(accuracies) == 1 and None not in accuracies  # same model, same test images
     assert all(r["n_images"] == 360 and r["b64_median_ms"] > 0 and r["gmacs_b64"] > 0 for r in rows)
+    assert all(r["isa"] == cpu_isa() for r in rows)
     assert all(r["peak_memory_bytes"] > 0 for r in rows)
     assert rows[0]["file_bytes"] == (ckpt / "model.safetensors").stat().st_size
     assert "bench on server" in " ".join(capsys.readouterr().out.split())
@@ -186,7 +193,7 @@ def test_bench_checkpoint_and_onnx_side_by_side(artifact, tmp_path, capsys):
     assert _cli(["bench", "--compare", str(out_csv), str(other), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["device_a"] == "server" and shown["device_b"] == "edge"
-    assert len(shown["rows"]) == 3 and all(r["b1_median_ms_ratio"] == 1.0 for r in shown["rows"])
+    assert len(shown["rows"]) == len(rows) and all(r["b1_median_ms_ratio"] == 1.0 for r in shown["rows"])
 
 
 def test_bench_rejects_unknown_artifacts(tmp_path, capsys):
@@ -213,6 +220,6 @@ def test_edgeprune_command_benches_onnx_with_torch_unavailable(artifact, tmp_pat
         "bench", str(onnx_path), "--no-memory", "--budget", "0.2", "--csv", str(csv_path),
     )
     rows = read_csv(csv_path)
-    assert len(rows) == 1 and rows[0]["runtime"] == "onnxruntime"
-    assert rows[0]["b1_median_ms"] > 0
+    assert [r["runtime"] for r in rows] == available_backends()
+    assert all(r["b1_median_ms"] > 0 for r in rows)
     assert "torch is not installed" in done.stderr

@@ -145,8 +145,11 @@ def export_model(model: Model, path: str | Path, format: str = "onnx", *, data: 
 
 
 def bench(artifacts: Sequence[str | Path], data: DataBundle | DataOptions | str | None = None, *,
-          threads: int = 1, budget_s: float = 2.0, log: Log = None) -> list[BenchRow]:
+          threads: int = 1, budget_s: float = 2.0, runtimes: str | Sequence[str] | None = None,
+          log: Log = None) -> list[BenchRow]:
     """Accuracy, size, latency at batch 1 and 64 and achieved GMAC/s of saved artifacts
-    (checkpoint folders, .onnx files, sparse files), side by side; `rows_frame(rows)` for pandas."""
-    rows = bench_artifacts(list(artifacts), data=data, threads=threads, budget_s=budget_s, log=log)
+    (checkpoint folders, .onnx files, sparse files), side by side, one row per ONNX backend in
+    `runtimes` (None: every installed one); `rows_frame(rows)` for pandas."""
+    rows = bench_artifacts(list(artifacts), data=data, threads=threads, budget_s=budget_s,
+                           runtimes=runtimes, log=log)
     return [BenchRow.from_dict(row) for row in rows]

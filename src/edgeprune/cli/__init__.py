@@ -31,5 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="edgeprune")
     except EdgepruneError as exc:
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # Escaped: a message naming `edgeprune[openvino]` must not lose it as a markup tag.
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

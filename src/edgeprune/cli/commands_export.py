@@ -123,8 +123,10 @@ def render_bench(rows: list[dict[str, Any]], columns: list[tuple[str, str]] | No
     from edgeprune.runtime.bench import TABLE_COLUMNS, fmt
 
     columns = columns or TABLE_COLUMNS
-    devices = sorted({f"{r.get('device')}, {r.get('threads')} thread(s)" for r in rows})
-    table = Table(title="bench on " + "; ".join(devices) + " (latency per image, ms)")
+    devices = sorted({f"{r.get('device')} ({r.get('isa') or 'isa unknown'}), {r.get('threads')} thread(s)" for r in rows})
+    software = sorted({str(r.get("software")) for r in rows})
+    table = Table(title="bench on " + "; ".join(devices) + " (latency per image, ms)",
+                  caption="software: " + ", ".join(software))
     for col, header in columns:
         table.add_column(header, justify="left" if col in ("artifact", "format", "runtime") else "right")
     for row in rows:
@@ -156,6 +158,12 @@ def bench(
                      "an image tree (TREE/test/<class>/...) with the runtime extra alone."),
     ] = None,
     threads: ThreadsOpt = 1,
+    runtime: Annotated[
+        Optional[str],
+        typer.Option("--runtime", help="ONNX backends, comma-separated: onnxruntime, openvino "
+                     "(default: every installed one). One row per artifact and backend, accuracy "
+                     "measured on each."),
+    ] = None,
     budget: Annotated[float, typer.Option("--budget", help="Seconds per latency measurement.")] = 2.0,
     max_per_class: Annotated[
         Optional[int], typer.Option("--max-per-class", min=1, help="Accuracy on at most the first N "
@@ -172,10 +180,12 @@ def bench(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy, size, latency at batch 1 and 64 (median, p90) in PyTorch eager and ONNX Runtime,
-    throughput, peak memory, MACs and achieved GMAC/s, energy where measurable."""
+    """Accuracy, size, latency at batch 1 and 64 (median, p90) in PyTorch eager, ONNX Runtime and
+    OpenVINO, throughput, peak memory, MACs and achieved GMAC/s, energy where measurable. All
+    rows are timed in one round-robin on the same pinned cores."""
     from edgeprune.errors import EdgepruneError
     from edgeprune.runtime import bench as rb
+    from edgeprune.runtime.backends import parse_runtimes
 
     if compare is not None:
         if artifacts:
@@ -188,18 +198,20 @@ def bench(
         return
     if not artifacts:
         raise EdgepruneError("name at least one artifact to bench (or --compare A.csv B.csv)")
+    runtimes = parse_runtimes(runtime)  # an unknown or missing backend fails before any work
     only_onnx = all(p.suffix.lower() == ".onnx" and p.is_file() for p in artifacts)
     if _torch_available():
         from edgeprune.workflows.bench import bench_artifacts
 
         rows = bench_artifacts(artifacts, data=data, threads=threads, budget_s=budget,
                                device=device_label, max_per_class=max_per_class,
-                               memory=not no_memory, log=log)
+                               memory=not no_memory, runtimes=runtimes, log=log)
     elif only_onnx:
-        log("torch is not installed: benching with ONNX Runtime alone")
+        log(f"torch is not installed: benching on {', '.join(runtimes)} alone")
         rows = rb.bench_onnx_files([str(p) for p in artifacts], data=data, threads=threads,
                                    budget_s=budget, device=device_label,
-                                   max_per_class=max_per_class, memory=not no_memory)
+                                   max_per_class=max_per_class, memory=not no_memory,
+                                   runtimes=runtimes)
     else:
         raise EdgepruneError(
             "checkpoints and sparse files need PyTorch (the full edgeprune install); with the "

@@ -109,6 +109,7 @@ def results_table(results: list[dict]) -> Table:
             lambda r: "n/a" if r["energy_mj_per_image"] is None else f"{r['energy_mj_per_image']:.3f} mJ",
         ),
         ("threads", lambda r: str(r["threads"])),
+        ("CPU extensions", lambda r: r.get("isa") or "n/a"),
         ("timing (warm-up + timed runs)", lambda r: f"{r['timing']['warmup']} + {r['timing']['runs']}"),
     ]
     for label, cell in rows:

@@ -72,8 +72,10 @@ def prune(
                      "LAMP, which avoids emptying layers) or magnitude (plain global |w|)."),
     ] = None,
     round_to: Annotated[
-        int | None, typer.Option("--round-to", min=1, help="Channel methods: kept channel counts are "
-                                 "multiples of this (SIMD alignment; default 8).")
+        str | None, typer.Option("--round-to", help="Channel methods: kept channel counts are "
+                                 "multiples of this (SIMD alignment). Default auto: 16 on CPUs with "
+                                 "AVX-512, 8 on AVX2 / NEON (read from /proc/cpuinfo); the value "
+                                 "used is recorded in the checkpoint.")
     ] = None,
     min_channels: Annotated[
         int | None, typer.Option("--min-channels", min=1, help="Channel methods: fewest output "
@@ -129,6 +131,9 @@ def prune(
         max_layer_sparsity=max_layer_sparsity, scoring=scoring,
         seed=prune_seed if "seed" in config_fields else None,
     )
+    if config.structured and round_to in (None, "auto"):
+        log(f"--round-to auto: channel counts kept in multiples of {config.round_to} (this CPU's "
+            "kernels; recorded in the checkpoint)")
     job = PruneJob(
         config=config,
         schedule=Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3)),

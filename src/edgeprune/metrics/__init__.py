@@ -5,6 +5,7 @@ sits above this layer)."""
 
 from edgeprune.metrics.accuracy import accuracy_on_test_split
 from edgeprune.metrics.latency import (
+    latency_compared,
     latency_onnxruntime,
     latency_torch,
     onnxruntime_session,
@@ -30,6 +31,7 @@ __all__ = [
     "count_params",
     "energy_used_uj",
     "find_rapl_zones",
+    "latency_compared",
     "latency_onnxruntime",
     "latency_torch",
     "onnxruntime_session",

@@ -14,7 +14,7 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import set_threads
 from edgeprune.runtime.energy import RaplZone, energy_used_uj, read_energy
-from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, time_callable
+from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, time_callable, time_round_robin
 
 DEFAULT_BATCH_SIZES = (1, 64)
 
@@ -40,19 +40,21 @@ def time_per_image(
     warmup: int,
     runs: int,
     energy_zones: Sequence[RaplZone] = (),
+    threads: int | None = None,
 ) -> dict[str, float]:
     """Median and p90 over `runs` timed calls of the time per image, in ms.
 
     The timing is `edgeprune.runtime.measure.time_callable` with a fixed run count (garbage
-    collection paused). With RAPL zones, the energy used over the timed calls is added as
-    `energy_mj_per_image`; the warm-up runs before the first reading so it is not counted.
+    collection paused, pinned to `threads` cores). With RAPL zones, the energy used over the
+    timed calls is added as `energy_mj_per_image`; the warm-up runs before the first reading so
+    it is not counted.
     """
     for _ in range(warmup):
         run_batch()
     zones = list(energy_zones)
     energy_before = read_energy(zones) if zones else None
     timing = time_callable(run_batch, per_call_items=batch_size, warmup=0, min_runs=runs,
-                           max_runs=runs, budget_s=0.0)
+                           max_runs=runs, budget_s=0.0, cpus=threads)
     energy_after = read_energy(zones) if zones else None
     stats = {"median": timing.median_ms, "p90": timing.p90_ms}
     if zones:
@@ -88,7 +90,8 @@ def latency_torch(
             for batch_size in batch_sizes:
                 x = torch.from_numpy(_example_batch(batch_size, input_size))
                 results[f"batch{batch_size}"] = time_per_image(
-                    partial(model, x), batch_size, warmup=warmup, runs=runs, energy_zones=energy_zones
+                    partial(model, x), batch_size, warmup=warmup, runs=runs, energy_zones=energy_zones,
+                    threads=threads,
                 )
     finally:
         set_threads(previous_threads)
@@ -122,6 +125,50 @@ def latency_onnxruntime(
     for batch_size in batch_sizes:
         feed = {input_name: _example_batch(batch_size, input_size)}
         results[f"batch{batch_size}"] = time_per_image(
-            partial(session.run, None, feed), batch_size, warmup=warmup, runs=runs
+            partial(session.run, None, feed), batch_size, warmup=warmup, runs=runs, threads=threads
         )
+    return results
+
+
+def latency_compared(
+    model: nn.Module | None,
+    onnx_path: str | Path | None,
+    *,
+    input_size: int,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    threads: int = 1,
+    warmup: int = DEFAULT_WARMUP,
+    runs: int = DEFAULT_RUNS,
+    energy: bool = False,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """`latency_torch` and `latency_onnxruntime` measured together: per batch size, the two
+    runtimes alternate call by call (`time_round_robin`, pinned to `threads` cores), so neither
+    is favoured by running first or second. Either may be None (not timed). With `energy`, the
+    torch entries carry `energy_mj_per_image` (RAPL, over torch's own timed calls)."""
+    _check_counts(batch_sizes, warmup, runs, threads)
+    if model is not None and (any(p.device.type != "cpu" for p in model.parameters()) or model.training):
+        raise EdgepruneError("latency_compared needs the model on the CPU in eval mode")
+    session = onnxruntime_session(onnx_path, threads=threads) if onnx_path is not None else None
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    previous_threads = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        with torch.inference_mode():
+            for batch_size in batch_sizes:
+                x = _example_batch(batch_size, input_size)
+                candidates = {}
+                if model is not None:
+                    candidates["torch"] = partial(model, torch.from_numpy(x))
+                if session is not None:
+                    candidates["onnxruntime"] = partial(session.run, None, {session.get_inputs()[0].name: x})
+                timings = time_round_robin(candidates, per_call_items=batch_size, warmup=warmup,
+                                           runs_per_round=1, min_rounds=runs, max_rounds=runs,
+                                           cpus=threads, energy=energy and model is not None)
+                for name, timing in timings.items():
+                    stats = {"median": timing.median_ms, "p90": timing.p90_ms}
+                    if name == "torch" and timing.energy_j is not None:
+                        stats["energy_mj_per_image"] = timing.energy_j * 1000.0 / (timing.runs * batch_size)
+                    results.setdefault(name, {})[f"batch{batch_size}"] = stats
+    finally:
+        set_threads(previous_threads)
     return results

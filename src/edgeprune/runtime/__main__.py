@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("model", help="an .onnx file written by `edgeprune export`")
     classify.add_argument("images", nargs="+")
     classify.add_argument("--threads", type=int, default=1)
+    classify.add_argument("--runtime", default="onnxruntime",
+                          help="onnxruntime (default), openvino, or auto (the faster one measured here, cached)")
     classify.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="accuracy, size, latency, memory of ONNX artifacts")
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="image tree: TREE/test/<class>/<image> or TREE/<class>/<image>")
     bench.add_argument("--max-per-class", type=int, default=None)
     bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--runtime", default=None,
+                       help="comma-separated backends, e.g. onnxruntime,openvino (default: every installed one)")
     bench.add_argument("--budget", type=float, default=2.0, help="seconds per latency measurement")
     bench.add_argument("--device-label", default=None)
     bench.add_argument("--csv", default=None)
@@ -46,7 +50,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "classify":
         from edgeprune.runtime.classifier import Classifier
 
-        clf = Classifier(args.model, threads=args.threads)
+        clf = Classifier(args.model, runtime=args.runtime, threads=args.threads)
         preds = clf.classify_images(args.images)
         if args.json:
             print(json.dumps([{"image": i, "label": p.label, "confidence": p.confidence}
@@ -58,7 +62,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         rows = bench_mod.bench_onnx_files(
             args.artifacts, data=args.data, threads=args.threads, budget_s=args.budget,
-            device=args.device_label, max_per_class=args.max_per_class,
+            device=args.device_label, max_per_class=args.max_per_class, runtimes=args.runtime,
         )
         if args.csv:
             bench_mod.write_csv(rows, args.csv)

@@ -1,8 +1,13 @@
-"""Bench ONNX artifacts with ONNX Runtime alone, and compare two devices' results.
+"""Bench ONNX artifacts on ONNX Runtime and OpenVINO, and compare two devices' results.
 
 A bench result is one flat row per (artifact, runtime) with the columns in `COLUMNS`, so a CSV
 written on a Raspberry Pi and one written on a server line up in `compare`. Nothing here imports
 torch: `edgeprune bench model.onnx` measures the model on the edge device itself.
+
+Every row of one bench call is timed in the same round-robin (`measure.time_round_robin`): all
+artifacts on all runtimes interleaved, on the same pinned cores, so no row is favoured by its
+place in the run. A row is built in two steps: `onnx_pending` (load, accuracy, memory, sizes)
+for each (artifact, runtime), then `finish_rows` times them all together.
 """
 
 from __future__ import annotations
@@ -11,29 +16,30 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.measure import (
     cpu_device_label,
-    energy_meter,
+    cpu_isa,
     file_size,
+    find_rapl_zones,
     gzip_size,
     peak_memory_onnx,
-    runtime_software_label,
-    time_callable,
+    time_round_robin,
 )
 
 COLUMNS = [
     "artifact",  # file or folder name: the key `compare` matches rows on
     "format",  # checkpoint | onnx | onnx-int8 | sparse
-    "runtime",  # torch-eager | onnxruntime
+    "runtime",  # torch-eager | onnxruntime | openvino
     "device",
-    "software",
+    "isa",  # the CPU's speed-relevant extensions, e.g. avx2+avx512f+avx512_vnni (measure.cpu_isa)
+    "software",  # the runtime's version: ort1.32.0, openvino2026.4.1, torch2.x
     "threads",
     "accuracy",
     "n_images",
@@ -64,6 +70,7 @@ class BenchRow:
     format: str
     runtime: str
     device: str
+    isa: str | None = None
     software: str | None = None
     threads: int | None = None
     accuracy: float | None = None
@@ -105,49 +112,147 @@ def achieved_gmacs(macs: int | None, ms_per_image: float | None) -> float | None
     return macs / (ms_per_image / 1000.0) / 1e9
 
 
-def time_batches(
-    run: Callable[[np.ndarray], Any],
-    input_size: int,
+def time_candidates(
+    candidates: Mapping[str, tuple[Callable[[np.ndarray], Any], int]],
     *,
+    threads: int | None = 1,
     budget_s: float = 2.0,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Latency of `run` at batch 1 and 64 on fixed random inputs, plus energy over the batch-64 loop."""
+) -> dict[str, dict[str, Any]]:
+    """Latency of each `run` (name -> (run, input size)) at batch 1 and 64 on fixed random
+    inputs, all candidates in one round-robin per batch size (`time_round_robin`, pinned to
+    `threads` cores), plus energy over each candidate's batch-64 calls. `budget_s`: seconds per
+    candidate and batch size."""
     rng = np.random.default_rng(seed)
-    x1 = rng.standard_normal((1, 3, input_size, input_size), dtype=np.float32)
-    x64 = rng.standard_normal((BATCH_LARGE, 3, input_size, input_size), dtype=np.float32)
-    t1 = time_callable(lambda: run(x1), warmup=5, min_runs=10, max_runs=300, budget_s=budget_s)
-    calls = [0]
-
-    def run64() -> None:
-        run(x64)
-        calls[0] += 1
-
-    with energy_meter() as energy:
-        t64 = time_callable(run64, per_call_items=BATCH_LARGE, warmup=2, min_runs=5, max_runs=100,
-                            budget_s=budget_s)
-    out: dict[str, Any] = {
-        "b1_median_ms": t1.median_ms,
-        "b1_p90_ms": t1.p90_ms,
-        "b64_median_ms": t64.median_ms,
-        "b64_p90_ms": t64.p90_ms,
-        "throughput_ips": 1000.0 / t64.median_ms,
-        "energy_mj_per_image": (
-            energy.joules * 1000.0 / (calls[0] * BATCH_LARGE) if energy.joules is not None else None
-        ),
-        "runs": {"b1": t1.runs, "b64": t64.runs},
-    }
-    out["energy_note"] = energy.note
+    sizes = sorted({size for _, size in candidates.values()})
+    x1 = {s: rng.standard_normal((1, 3, s, s), dtype=np.float32) for s in sizes}
+    x64 = {s: rng.standard_normal((BATCH_LARGE, 3, s, s), dtype=np.float32) for s in sizes}
+    budget = budget_s * len(candidates)
+    t1 = time_round_robin({n: (lambda r=r, s=s: r(x1[s])) for n, (r, s) in candidates.items()},
+                          warmup=5, runs_per_round=5, min_rounds=2, max_rounds=60, budget_s=budget,
+                          cpus=threads)
+    t64 = time_round_robin({n: (lambda r=r, s=s: r(x64[s])) for n, (r, s) in candidates.items()},
+                           per_call_items=BATCH_LARGE, warmup=2, runs_per_round=1, min_rounds=5,
+                           max_rounds=100, budget_s=budget, cpus=threads, energy=True)
+    energy_note = find_rapl_zones()[1]
+    out = {}
+    for name in candidates:
+        a, b = t1[name], t64[name]
+        out[name] = {
+            "b1_median_ms": a.median_ms,
+            "b1_p90_ms": a.p90_ms,
+            "b64_median_ms": b.median_ms,
+            "b64_p90_ms": b.p90_ms,
+            "throughput_ips": 1000.0 / b.median_ms,
+            "energy_mj_per_image": (
+                b.energy_j * 1000.0 / (b.runs * BATCH_LARGE) if b.energy_j is not None else None
+            ),
+            "runs": {"b1": a.runs, "b64": b.runs},
+            "cpus": list(a.cpus) if a.cpus is not None else None,
+            "energy_note": energy_note,
+        }
     return out
+
+
+def time_batches(run: Callable[[np.ndarray], Any], input_size: int, *, budget_s: float = 2.0,
+                 seed: int = 0, threads: int | None = None) -> dict[str, Any]:
+    """`time_candidates` for one candidate."""
+    return time_candidates({"run": (run, input_size)}, threads=threads, budget_s=budget_s, seed=seed)["run"]
 
 
 def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+@dataclass
+class Pending:
+    """A bench row measured except for its latency: `finish_rows` times every pending row of a
+    bench call in one round-robin and fills in the timing columns."""
+
+    row: dict[str, Any]  # every column but the timing ones
+    run: Callable[[np.ndarray], Any]  # float32 NCHW batch -> logits
+    input_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+TIMING_COLUMNS = ("b1_median_ms", "b1_p90_ms", "b64_median_ms", "b64_p90_ms", "throughput_ips",
+                  "energy_mj_per_image")
+
+
+def onnx_pending(
+    path: str | Path,
+    *,
+    runtime: str = "onnxruntime",
+    threads: int = 1,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    device: str | None = None,
+    artifact_name: str | None = None,
+    memory: bool = True,
+) -> Pending:
+    """An ONNX artifact loaded on `runtime`, its accuracy measured on that runtime (images/labels:
+    decoded uint8 (N, 3, S, S) test images; None: not measured), peak memory and sizes."""
+    from edgeprune.runtime.classifier import Classifier
+
+    p = Path(path)
+    notes: list[str] = []
+    clf = Classifier(p, runtime=runtime, threads=threads)
+    size = clf.input_size
+    meta = clf.metadata
+    peak = None
+    if memory:
+        mem = peak_memory_onnx(p, input_size=size, threads=threads, runtime=clf.runtime)
+        peak = mem.bytes
+        if peak is None:
+            notes.append(mem.note)
+    accuracy = None
+    if images is not None and labels is not None and len(labels):
+        accuracy = accuracy_of(clf.predict_uint8(images), labels)
+    if meta.macs is None:
+        notes.append("no MAC count in the metadata: GMAC/s not computed")
+    row = {
+        "artifact": artifact_name or p.name,
+        "format": meta.format,
+        "runtime": clf.runtime,
+        "device": device or cpu_device_label(),
+        "isa": cpu_isa(),
+        "software": clf.backend.software,
+        "threads": threads,
+        "accuracy": accuracy,
+        "n_images": int(len(labels)) if accuracy is not None else None,
+        "file_bytes": file_size(p),
+        "gzip_bytes": gzip_size(p),
+        "peak_memory_bytes": peak,
+        "macs": meta.macs,
+        "path": str(p),
+    }
+    return Pending(row, clf.predict, size, notes)
+
+
+def finish_rows(pending: Sequence[Pending], *, threads: int = 1, budget_s: float = 2.0) -> list[dict[str, Any]]:
+    """Time every pending row in one round-robin (`time_candidates`) and return the rows, in
+    COLUMNS order (extra keys after)."""
+    timings = time_candidates({str(i): (p.run, p.input_size) for i, p in enumerate(pending)},
+                              threads=threads, budget_s=budget_s)
+    rows = []
+    for i, p in enumerate(pending):
+        timing = timings[str(i)]
+        notes = list(p.notes)
+        if timing["energy_mj_per_image"] is None and timing["energy_note"]:
+            notes.append(timing["energy_note"])
+        values = {**p.row, **{k: timing[k] for k in TIMING_COLUMNS}}
+        values["gmacs_b1"] = achieved_gmacs(values.get("macs"), timing["b1_median_ms"])
+        values["gmacs_b64"] = achieved_gmacs(values.get("macs"), timing["b64_median_ms"])
+        values["notes"] = "; ".join(n for n in notes if n)
+        rows.append({**{c: values.get(c) for c in COLUMNS},
+                     **{k: v for k, v in values.items() if k not in COLUMNS}})
+    return rows
+
+
 def bench_onnx(
     path: str | Path,
     *,
+    runtime: str = "onnxruntime",
     threads: int = 1,
     images: np.ndarray | None = None,
     labels: np.ndarray | None = None,
@@ -157,70 +262,34 @@ def bench_onnx(
     artifact_name: str | None = None,
     memory: bool = True,
 ) -> dict[str, Any]:
-    """One bench row for an ONNX artifact run by ONNX Runtime with `threads` intra-op threads.
-
-    images/labels: decoded uint8 (N, 3, S, S) test images for accuracy (None: not measured)."""
-    from edgeprune.runtime.classifier import Classifier
-
-    p = Path(path)
-    notes: list[str] = []
-    clf = Classifier(p, threads=threads)
-    size = clf.input_size
-    meta = clf.metadata
-    timing = time_batches(clf.predict, size, budget_s=budget_s)
-    peak = None
-    if memory:
-        mem = peak_memory_onnx(p, input_size=size, threads=threads)
-        peak = mem.bytes
-        if peak is None:
-            notes.append(mem.note)
-    accuracy = None
-    if images is not None and labels is not None and len(labels):
-        accuracy = accuracy_of(clf.predict_uint8(images), labels)
-    if timing["energy_note"] and timing["energy_mj_per_image"] is None:
-        notes.append(timing["energy_note"])
-    if meta.macs is None:
-        notes.append("no MAC count in the metadata: GMAC/s not computed")
-    return {
-        "artifact": artifact_name or p.name,
-        "format": meta.format,
-        "runtime": "onnxruntime",
-        "device": device or cpu_device_label(),
-        "software": software or runtime_software_label(),
-        "threads": threads,
-        "accuracy": accuracy,
-        "n_images": int(len(labels)) if accuracy is not None else None,
-        "file_bytes": file_size(p),
-        "gzip_bytes": gzip_size(p),
-        "b1_median_ms": timing["b1_median_ms"],
-        "b1_p90_ms": timing["b1_p90_ms"],
-        "b64_median_ms": timing["b64_median_ms"],
-        "b64_p90_ms": timing["b64_p90_ms"],
-        "throughput_ips": timing["throughput_ips"],
-        "peak_memory_bytes": peak,
-        "macs": meta.macs,
-        "gmacs_b1": achieved_gmacs(meta.macs, timing["b1_median_ms"]),
-        "gmacs_b64": achieved_gmacs(meta.macs, timing["b64_median_ms"]),
-        "energy_mj_per_image": timing["energy_mj_per_image"],
-        "path": str(p),
-        "notes": "; ".join(notes),
-    }
+    """One bench row for an ONNX artifact run by `runtime` with `threads` threads (timed alone:
+    to compare rows, bench them in one call, `bench_onnx_files`)."""
+    pending = onnx_pending(path, runtime=runtime, threads=threads, images=images, labels=labels,
+                           device=device, artifact_name=artifact_name, memory=memory)
+    if software:
+        pending.row["software"] = software
+    return finish_rows([pending], threads=threads, budget_s=budget_s)[0]
 
 
 def bench_onnx_files(artifacts, *, data=None, threads=1, budget_s=2.0, device=None,
-                     max_per_class=None, memory=True) -> list[dict]:
-    """Bench .onnx files with ONNX Runtime; test images from an image tree when `data` is given."""
+                     max_per_class=None, memory=True, runtimes=None) -> list[dict]:
+    """Bench .onnx files on each of `runtimes` ("onnxruntime,openvino", a list, or None: every
+    installed backend), all rows timed in one round-robin; test images from an image tree when
+    `data` is given, accuracy measured on each runtime."""
+    from edgeprune.runtime.backends import parse_runtimes
     from edgeprune.runtime.data import load_test_images
     from edgeprune.runtime.metadata import read_metadata
 
-    rows = []
-    cache: dict = {}
+    names = parse_runtimes(runtimes)
     for artifact in artifacts:
         if Path(artifact).suffix != ".onnx":
             raise EdgepruneError(
                 f"{artifact}: the runtime benches .onnx files only; checkpoints and sparse files "
                 "need the full edgeprune install (`edgeprune bench`)"
             )
+    pending = []
+    cache: dict = {}
+    for artifact in artifacts:
         images = labels = None
         if data:
             meta = read_metadata(artifact)
@@ -229,10 +298,10 @@ def bench_onnx_files(artifacts, *, data=None, threads=1, budget_s=2.0, device=No
                 cache[key] = load_test_images(data, class_names=meta.class_names,
                                               image_size=meta.input_size, max_per_class=max_per_class)
             images, labels = cache[key].images, cache[key].labels
-        rows.append(bench_onnx(artifact, threads=threads, images=images, labels=labels,
-                               device=device, budget_s=budget_s, memory=memory))
-    return rows
-
+        for runtime in names:
+            pending.append(onnx_pending(artifact, runtime=runtime, threads=threads, images=images,
+                                        labels=labels, device=device, memory=memory))
+    return finish_rows(pending, threads=threads, budget_s=budget_s)
 
 
 # ----------------------------------------------------------------------------- CSV / JSON
@@ -269,7 +338,7 @@ def _parse(value: str) -> Any:
 
 
 KEY_COLUMNS = ("artifact", "format", "runtime", "device")  # what `compare` matches and labels rows by
-TEXT_COLUMNS = {"artifact", "format", "runtime", "device", "software", "path", "notes"}
+TEXT_COLUMNS = {"artifact", "format", "runtime", "device", "isa", "software", "path", "notes"}
 NUMERIC_COLUMNS = [c for c in COLUMNS if c not in TEXT_COLUMNS]
 
 
@@ -440,8 +509,10 @@ def text_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text bench table (the rich table of the full CLI shows the same columns)."""
     body = [[fmt(col, row.get(col)) for col, _ in TABLE_COLUMNS] for row in rows]
-    devices = sorted({f"{r.get('device')} ({r.get('threads')} thread(s), {r.get('software')})" for r in rows})
-    return "device: " + "; ".join(devices) + "\n" + text_table([h for _, h in TABLE_COLUMNS], body)
+    devices = sorted({f"{r.get('device')} ({r.get('isa') or 'isa unknown'}, {r.get('threads')} thread(s))" for r in rows})
+    software = sorted({str(r.get("software")) for r in rows})
+    return ("device: " + "; ".join(devices) + "\nsoftware: " + ", ".join(software) + "\n"
+            + text_table([h for _, h in TABLE_COLUMNS], body))
 
 
 def compare_table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -1,4 +1,4 @@
-"""Run an exported edgeprune ONNX artifact with ONNX Runtime: numpy in, logits or labels out."""
+"""Run an exported edgeprune ONNX artifact with ONNX Runtime or OpenVINO: numpy in, logits or labels out."""
 
 from __future__ import annotations
 
@@ -53,18 +53,23 @@ class Classifier:
 
     >>> clf = Classifier("model.onnx", threads=1)
     >>> clf.classify_images(["part.jpg"])  # [Prediction(label='ok', confidence=0.97, index=0)]
+
+    runtime: "onnxruntime" (default), "openvino", or "auto": the faster of the installed backends
+    for this file on this device, measured once (a short round-robin) and cached, see
+    `edgeprune.runtime.backends.choose_backend`. `clf.runtime` says which one runs it.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = 1, providers: Sequence[str] | None = None):
+    def __init__(self, path: str | Path, *, runtime: str = "onnxruntime", threads: int | None = 1,
+                 providers: Sequence[str] | None = None):
+        from edgeprune.runtime.backends import open_backend
+
         self.path = Path(path)
-        self.session = make_session(self.path, threads, providers)
-        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.backend, self.runtime_choice = open_backend(self.path, runtime, threads=threads,
+                                                         providers=providers)
+        self.runtime = self.backend.name
+        self.session = getattr(self.backend, "session", None)  # ONNX Runtime's, when it runs it
+        props = self.backend.metadata_props()
         self.metadata = ArtifactMetadata.from_props(props, source=str(self.path))
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise EdgepruneError(f"{self.path}: expected one input, the model has {len(inputs)}")
-        self.input_name = inputs[0].name
-        self.output_name = self.session.get_outputs()[0].name
         self.threads = threads
 
     @property
@@ -83,7 +88,7 @@ class Classifier:
             raise EdgepruneError(
                 f"{self.path.name} takes (N, 3, {size}, {size}) float32 input, got {tuple(x.shape)}"
             )
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        return self.backend.run(x)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Paths / PIL images / uint8 arrays -> the normalised float32 batch this model takes."""

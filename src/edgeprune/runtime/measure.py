@@ -1,8 +1,9 @@
 """Measurement helpers without torch: latency, peak memory, energy, file sizes, device label.
 
-The same timing loop times PyTorch eager and ONNX Runtime (the torch side passes a callable), so
-the two columns of a bench table differ only in the runtime, never in the method.
-`edgeprune.metrics` (the torch side) uses the same loop, memory probe, energy and device label.
+One timing policy (`time_round_robin`) times every runtime: PyTorch eager, ONNX Runtime and
+OpenVINO (the caller passes callables), so the columns of a bench table differ only in the
+runtime, never in the method. `edgeprune.metrics` (the torch side) uses the same loop, memory
+probe, energy and device label.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -32,6 +33,127 @@ class Timing:
     median_ms: float
     p90_ms: float
     runs: int
+    energy_j: float | None = None  # RAPL package energy over this candidate's timed calls
+    cpus: tuple[int, ...] | None = None  # the cores the process was pinned to (None: not pinned)
+
+
+TIMING_POLICY = (
+    "round-robin: every candidate warmed up, then timed in interleaved rounds whose order rotates "
+    "(no candidate favoured by its place in the run), all threads pinned to the same cores "
+    "(sched_setaffinity, where available), garbage collection paused; median and p90 (numpy "
+    "percentile) of per-call time / batch size, in ms"
+)
+
+
+def _task_ids() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def pick_cpus(count: int | None) -> tuple[int, ...] | None:
+    """The first `count` cores this process may run on (all of them when it may use fewer);
+    None where the OS cannot pin (macOS, Windows) or when count is None."""
+    if count is None or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return tuple(allowed[: max(1, count)])
+
+
+@contextmanager
+def pinned(cpus: tuple[int, ...] | None) -> Iterator[tuple[int, ...] | None]:
+    """Every thread of this process (runtime thread pools included: pinning only the calling
+    thread would leave ONNX Runtime's or OpenVINO's workers free to move) on `cpus`; the previous
+    masks are restored afterwards, and threads started inside take the caller's previous mask."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    own = os.sched_getaffinity(0)
+    before: dict[int, set[int]] = {}
+    for tid in _task_ids():
+        try:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # the thread ended meanwhile, or pinning is refused (some containers)
+            pass
+    try:
+        yield tuple(cpus)
+    finally:
+        for tid in _task_ids():
+            try:
+                os.sched_setaffinity(tid, before.get(tid, own))
+            except OSError:
+                pass
+
+
+def time_round_robin(
+    candidates: Mapping[str, Callable[[], object]],
+    *,
+    per_call_items: int | Mapping[str, int] = 1,
+    warmup: int = 3,
+    runs_per_round: int = 5,
+    min_rounds: int = 3,
+    max_rounds: int = 20,
+    budget_s: float | None = None,
+    cpus: int | tuple[int, ...] | None = None,
+    energy: bool = False,
+) -> dict[str, Timing]:
+    """The one timing policy (TIMING_POLICY): median and p90 of each candidate's call time
+    divided by `per_call_items` (time per image), timed in interleaved rounds.
+
+    Each candidate gets `warmup` untimed calls, then every round runs each candidate
+    `runs_per_round` times, the order rotating by one place per round. At least `min_rounds`
+    rounds; stops at `max_rounds` or, with `budget_s`, once that many seconds are spent in all.
+    `cpus`: a core count (the first N cores this process may use) or explicit cores to pin every
+    thread to while timing; None leaves the scheduler free. `energy`: RAPL energy read around
+    each candidate's calls and summed per candidate (None where unreadable)."""
+    import gc
+
+    names = list(candidates)
+    if not names:
+        return {}
+    if min_rounds < 1 or max_rounds < min_rounds or runs_per_round < 1 or warmup < 0:
+        raise EdgepruneError(
+            f"need warmup >= 0, runs_per_round >= 1 and 1 <= min_rounds <= max_rounds, got "
+            f"warmup={warmup}, runs_per_round={runs_per_round}, rounds {min_rounds}..{max_rounds}"
+        )
+    items = per_call_items if isinstance(per_call_items, Mapping) else dict.fromkeys(names, per_call_items)
+    zones = find_rapl_zones()[0] if energy else []
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    used_uj: dict[str, float] = dict.fromkeys(names, 0.0)
+    chosen = cpus if isinstance(cpus, tuple) or cpus is None else pick_cpus(cpus)
+    with pinned(chosen) as on_cpus:
+        for name in names:
+            for _ in range(warmup):
+                candidates[name]()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            for round_index in range(max_rounds):
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    fn = candidates[name]
+                    before = read_energy(zones) if zones else None
+                    for _ in range(runs_per_round):
+                        t0 = time.perf_counter()
+                        fn()
+                        samples[name].append(time.perf_counter() - t0)
+                    if zones:
+                        used_uj[name] += energy_used_uj(zones, before, read_energy(zones))
+                if (round_index + 1 >= min_rounds and budget_s is not None
+                        and time.perf_counter() - start >= budget_s):
+                    break
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    out = {}
+    for name in names:
+        arr = np.asarray(samples[name]) * 1000.0 / items[name]
+        out[name] = Timing(float(np.percentile(arr, 50)), float(np.percentile(arr, 90)), len(arr),
+                           energy_j=used_uj[name] / 1e6 if zones else None, cpus=on_cpus)
+    return out
 
 
 def time_callable(
@@ -42,42 +164,27 @@ def time_callable(
     min_runs: int = 5,
     max_runs: int = 100,
     budget_s: float = 2.0,
+    cpus: int | tuple[int, ...] | None = None,
 ) -> Timing:
-    """Median and 90th percentile wall time of fn() divided by `per_call_items` (time per image).
+    """Median and 90th percentile wall time of fn() divided by `per_call_items` (time per image):
+    `time_round_robin` with one candidate and one call per round.
 
     `warmup` untimed calls first; then at least `min_runs` timed calls, stopping at `max_runs`
     or once `budget_s` seconds are spent (`edgeprune.metrics.time_per_image` fixes the count
     with min_runs = max_runs). Garbage collection is paused while timing, as `timeit` does, so a
     collection triggered by unrelated objects does not land in one run."""
-    import gc
-
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        while len(samples) < max_runs:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-            if len(samples) >= min_runs and time.perf_counter() - start >= budget_s:
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    arr = np.asarray(samples) * 1000.0 / per_call_items
-    return Timing(float(np.percentile(arr, 50)), float(np.percentile(arr, 90)), len(samples))
+    return time_round_robin({"fn": fn}, per_call_items=per_call_items, warmup=warmup,
+                            runs_per_round=1, min_rounds=min(min_runs, max_runs), max_rounds=max_runs,
+                            budget_s=budget_s, cpus=cpus)["fn"]
 
 
 # Peak memory is measured in a fresh process, so that nothing this process already holds (other
 # artifacts, torch, the data) is counted. Linux only: it reads /proc/self/status, because
 # ru_maxrss survives fork+exec and starts at the parent's (large) peak, hiding the model's memory.
 PEAK_MEMORY_NOTE = (
-    "peak resident memory (VmHWM) minus resident memory after `import onnxruntime, numpy`, in a "
-    "fresh process that then loads the FP32 ONNX model into ONNX Runtime (CPU, {threads} "
-    "intra-op thread(s)) and runs one batch-1 inference; the peak is reset after the imports "
+    "peak resident memory (VmHWM) minus resident memory after `import onnxruntime, numpy` (or "
+    "openvino), in a fresh process that then loads the ONNX model into that runtime (CPU, {threads} "
+    "thread(s)) and runs one batch-1 inference; the peak is reset after the imports "
     "(/proc/self/clear_refs; where that is refused, the import peak is the baseline). Counts "
     "weights, graph optimisation, arena and activations, not the interpreter or libraries"
 )
@@ -129,6 +236,25 @@ report(baseline)
 """
 
 
+# The same for OpenVINO. Arguments: path, input size, the compile config as JSON (that of
+# `backends.openvino_config`, so the probe compiles what the backend compiles), batch-1 static.
+OV_PROBE = PROBE_PRELUDE + """
+import numpy as np
+import openvino as ov
+path, size, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+core = ov.Core()
+core.get_versions("CPU")  # the CPU plugin and ONNX reader libraries load before the baseline,
+ov.frontend.FrontEndManager().load_by_framework("onnx")  # as ORT's are loaded at import
+baseline = reset_peak()
+model = core.read_model(path)
+model.reshape([1, 3, size, size])
+request = core.compile_model(model, "CPU", config).create_infer_request()
+x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+request.infer({0: x})
+report(baseline)
+"""
+
+
 def measure_peak_memory(code: str, args: list[str], timeout_s: float = 600) -> int:
     """Bytes by which a fresh interpreter running `code` (PROBE_PRELUDE + a probe) raised its
     peak resident memory above the baseline it reported."""
@@ -168,8 +294,15 @@ def run_memory_probe(code: str, args: list[str], timeout_s: float = 600) -> Peak
         return PeakMemory(None, str(error))
 
 
-def peak_memory_onnx(path: str | Path, *, input_size: int, threads: int = 1) -> PeakMemory:
-    """See PEAK_MEMORY_NOTE."""
+def peak_memory_onnx(path: str | Path, *, input_size: int, threads: int = 1,
+                     runtime: str = "onnxruntime") -> PeakMemory:
+    """See PEAK_MEMORY_NOTE. runtime: onnxruntime or openvino."""
+    if runtime == "openvino":
+        import json
+
+        from edgeprune.runtime.backends import openvino_config
+
+        return run_memory_probe(OV_PROBE, [str(path), str(input_size), json.dumps(openvino_config(threads))])
     return run_memory_probe(ORT_PROBE, [str(path), str(input_size), str(threads)])
 
 
@@ -211,16 +344,65 @@ def file_size(path: str | Path) -> int:
     return p.stat().st_size
 
 
+CPUINFO = "/proc/cpuinfo"
+
+# The instruction-set extensions INT8 (and FP32) kernel speed depends on, in label order:
+# x86 AVX2, AVX-512 (its VNNI int8 dot product), AVX-VNNI (the 256-bit form on client cores),
+# AMX tiles with int8; Arm NEON (asimd) and its int8 dot product (asimddp).
+SPEED_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "asimd", "asimddp")
+
+
+def _cpuinfo_lines(cpuinfo: str | Path | None) -> list[str]:
+    try:
+        cpuinfo = CPUINFO if cpuinfo is None else cpuinfo  # read at call time: tests repoint it
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            return f.readlines()
+    except OSError:
+        return []
+
+
+def cpu_flags(cpuinfo: str | Path | None = None) -> set[str] | None:
+    """The CPU feature flags of the first core (x86 `flags`, Arm `Features`); None where the
+    file cannot be read (not Linux)."""
+    for line in _cpuinfo_lines(cpuinfo):
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def cpu_isa(cpuinfo: str | Path | None = None) -> str | None:
+    """The speed-relevant extensions present, joined by "+", e.g. "avx2+avx512f+avx512_vnni";
+    "none" when the CPU has none of SPEED_ISA, None when /proc/cpuinfo is not readable."""
+    flags = cpu_flags(cpuinfo)
+    if flags is None:
+        return None
+    return "+".join(f for f in SPEED_ISA if f in flags) or "none"
+
+
+def preferred_channel_multiple(cpuinfo: str | Path | None = None) -> int:
+    """The channel multiple this CPU's convolution kernels block on, for `round_to="auto"`:
+    16 with AVX-512 (16 floats per register; ONNX Runtime's NCHWc convolutions use 16-channel
+    blocks there), else 8 (AVX2's 8 floats and ONNX Runtime's 8-channel blocks; NEON's 4-float
+    registers divide 8; an unknown CPU gets 8 too). `cpuinfo`: another file, for tests."""
+    flags = cpu_flags(cpuinfo) or set()
+    return 16 if "avx512f" in flags else 8
+
+
 @lru_cache(maxsize=1)
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") or line.startswith("Model"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo_lines(None):
+        if line.startswith("model name") or line.startswith("Model"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity mask (a container or taskset limit), not
+    the machine's count, which `os.cpu_count()` reports."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def hardware_label(kind: str, name: str) -> str:
@@ -232,9 +414,11 @@ def hardware_label(kind: str, name: str) -> str:
 
 
 def cpu_device_label() -> str:
-    """`cpu-<CPU model>-<cores>c`, also what `edgeprune.hardware.device_label("cpu")` returns,
-    computed without torch (so an edge device with the runtime extra alone labels its results)."""
-    return hardware_label("cpu", f"{cpu_name()}-{os.cpu_count()}c")
+    """`cpu-<CPU model>-<cores>c` (cores this process may use), also what
+    `edgeprune.hardware.device_label("cpu")` returns, computed without torch (so an edge device
+    with the runtime extra alone labels its results). The extensions go in a column of their own
+    (`cpu_isa()`): a virtual machine often reports a bare "AMD EPYC" that says nothing of them."""
+    return hardware_label("cpu", f"{cpu_name()}-{usable_cores()}c")
 
 
 def runtime_software_label() -> str:

@@ -1,10 +1,11 @@
 """Bench checkpoints, sparse files and ONNX artifacts side by side (the full-install side).
 
-ONNX rows come from `edgeprune.runtime.bench.bench_onnx` (no torch); this module adds PyTorch
-eager rows for checkpoints and sparse files, an ONNX Runtime row for each checkpoint (exported
-to a temporary file with the same metadata as `edgeprune export onnx`), and test images from any
-`--data` form through `edgeprune.data`. Both runtimes are timed by the same loop
-(`edgeprune.runtime.bench.time_batches`), on the same random inputs.
+ONNX rows come from `edgeprune.runtime.bench.onnx_pending` (no torch), one per backend asked
+for (ONNX Runtime, OpenVINO); this module adds PyTorch eager rows for checkpoints and sparse
+files, backend rows for each checkpoint (exported to a temporary file with the same metadata as
+`edgeprune export onnx`), and test images from any `--data` form through `edgeprune.data`. Every
+row of the call is timed in one round-robin (`edgeprune.runtime.bench.finish_rows`), on the same
+random inputs and the same pinned cores.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.runtime.bench import accuracy_of, achieved_gmacs, bench_onnx, time_batches
-from edgeprune.runtime.measure import PROBE_PRELUDE, file_size, gzip_size, run_memory_probe
+from edgeprune.runtime.bench import Pending, accuracy_of, finish_rows, onnx_pending
+from edgeprune.runtime.measure import PROBE_PRELUDE, cpu_isa, file_size, gzip_size, run_memory_probe
 
 Log = Callable[[str], None]
 
@@ -106,7 +107,7 @@ class TestImages:
         return images, labels
 
 
-def bench_torch(
+def torch_pending(
     model: torch.nn.Module,
     meta,
     *,
@@ -118,28 +119,23 @@ def bench_torch(
     images: np.ndarray | None,
     labels: np.ndarray | None,
     device: str,
-    budget_s: float,
     memory: bool = True,
-) -> dict[str, Any]:
-    """One bench row for a model run in PyTorch eager mode on the CPU."""
+) -> Pending:
+    """A PyTorch eager row (CPU) measured but for its latency; `finish_rows` times it with the
+    others, inside `torch.inference_mode()` with torch's threads set by the caller."""
     from edgeprune.export.verify import torch_logits
     from edgeprune.metrics import count_macs
     from edgeprune.runtime.preprocess import normalize
 
     model = model.cpu().eval()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        def run(x: np.ndarray) -> None:
-            model(torch.from_numpy(x))
-
-        with torch.inference_mode():
-            timing = time_batches(run, meta.input_size, budget_s=budget_s)
-        accuracy = None
-        if images is not None:
+    accuracy = None
+    if images is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
             accuracy = accuracy_of(torch_logits(model, normalize(images, meta.mean, meta.std)), labels)
-    finally:
-        torch.set_num_threads(previous)
+        finally:
+            torch.set_num_threads(previous)
     macs, _ = count_macs(model, meta.input_size)
     notes = []
     peak = None
@@ -148,24 +144,21 @@ def bench_torch(
         peak = probe.bytes
         if peak is None:
             notes.append(probe.note)
-    if timing["energy_mj_per_image"] is None and timing["energy_note"]:
-        notes.append(timing["energy_note"])
     if kind == "sparse":
         notes.append("sparse storage, restored to dense tensors: runs as fast as the dense model")
     weights = path / "model.safetensors" if path.is_dir() else path
-    return {
+
+    def run(x: np.ndarray) -> None:
+        model(torch.from_numpy(x))
+
+    row = {
         "artifact": name, "format": fmt, "runtime": "torch-eager", "device": device,
-        "software": f"torch{torch.__version__.split('+')[0]}", "threads": threads,
+        "isa": cpu_isa(), "software": f"torch{torch.__version__.split('+')[0]}", "threads": threads,
         "accuracy": accuracy, "n_images": int(len(labels)) if accuracy is not None else None,
         "file_bytes": file_size(weights), "gzip_bytes": gzip_size(weights),
-        "b1_median_ms": timing["b1_median_ms"], "b1_p90_ms": timing["b1_p90_ms"],
-        "b64_median_ms": timing["b64_median_ms"], "b64_p90_ms": timing["b64_p90_ms"],
-        "throughput_ips": timing["throughput_ips"], "peak_memory_bytes": peak, "macs": macs,
-        "gmacs_b1": achieved_gmacs(macs, timing["b1_median_ms"]),
-        "gmacs_b64": achieved_gmacs(macs, timing["b64_median_ms"]),
-        "energy_mj_per_image": timing["energy_mj_per_image"], "path": str(path),
-        "notes": "; ".join(notes),
+        "peak_memory_bytes": peak, "macs": macs, "path": str(path),
     }
+    return Pending(row, run, meta.input_size, notes)
 
 
 def bench_artifacts(
@@ -177,53 +170,67 @@ def bench_artifacts(
     device: str | None = None,
     max_per_class: int | None = None,
     memory: bool = True,
+    runtimes: str | Sequence[str] | None = None,
     log: Log | None = None,
 ) -> list[dict[str, Any]]:
-    """Bench rows for every artifact, in order: checkpoints give a torch-eager and an
-    onnxruntime row, sparse files a torch-eager row, .onnx files an onnxruntime row.
+    """Bench rows for every artifact, in order: checkpoints give a torch-eager row and one per
+    backend, sparse files a torch-eager row, .onnx files one row per backend. All rows are timed
+    in one round-robin.
 
+    runtimes: the ONNX backends ("onnxruntime,openvino", a list; None: every installed one).
     data: a spec, DataOptions or DataBundle whose test split measures accuracy (None: no
-    accuracy); max_per_class limits the test images per class."""
+    accuracy), on each backend; max_per_class limits the test images per class."""
     from edgeprune.workflows.export import base_metadata
     from edgeprune.export.onnx import export_onnx
     from edgeprune.export.sparse import load_sparse
     from edgeprune.hardware import device_label
     from edgeprune.models import load_checkpoint
     from edgeprune.runtime import metadata as md
+    from edgeprune.runtime.backends import parse_runtimes
     from edgeprune.runtime.metadata import read_metadata
 
     say = log or (lambda _m: None)
+    backends = parse_runtimes(runtimes)  # fail fast, before any loading or timing
     label = device or device_label("cpu")
-    kinds = [(Path(a), artifact_kind(a)) for a in artifacts]  # fail fast, before any timing
+    kinds = [(Path(a), artifact_kind(a)) for a in artifacts]
     test_images = TestImages(data, max_per_class=max_per_class, log=log)
-    rows: list[dict[str, Any]] = []
-    for path, kind in kinds:
-        name = path.name
-        if kind == "onnx":
-            meta = read_metadata(path)
-            images, labels = test_images.get(meta.input_size, meta.class_names,
-                                             getattr(meta, "split", None), what=name)
-            say(f"bench {name}: ONNX Runtime, {threads} thread(s)")
-            rows.append(bench_onnx(path, threads=threads, images=images, labels=labels,
-                                   device=label, budget_s=budget_s, memory=memory))
-            continue
-        model, meta = load_checkpoint(path) if kind == "checkpoint" else load_sparse(path)
-        images, labels = test_images.get(meta.input_size, meta.class_names, meta.split, what=name)
-        fmt = "checkpoint" if kind == "checkpoint" else "sparse"
-        say(f"bench {name}: PyTorch eager, {threads} thread(s)")
-        rows.append(bench_torch(model, meta, name=name, fmt=fmt, path=path, kind=kind,
-                                threads=threads, images=images, labels=labels, device=label,
-                                budget_s=budget_s, memory=memory))
-        if kind == "checkpoint":
-            with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
-                onnx_path = Path(tmp) / f"{path.name}.onnx"
-                say(f"bench {name}: exporting to ONNX for ONNX Runtime")
+    pending: list[Pending] = []
+    # The checkpoints' temporary ONNX files live until every row is timed.
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
+        for index, (path, kind) in enumerate(kinds):
+            name = path.name
+            if kind == "onnx":
+                meta = read_metadata(path)
+                images, labels = test_images.get(meta.input_size, meta.class_names,
+                                                 getattr(meta, "split", None), what=name)
+                for runtime in backends:
+                    say(f"bench {name}: loading on {runtime}, {threads} thread(s)")
+                    pending.append(onnx_pending(path, runtime=runtime, threads=threads, images=images,
+                                                labels=labels, device=label, memory=memory))
+                continue
+            model, meta = load_checkpoint(path) if kind == "checkpoint" else load_sparse(path)
+            images, labels = test_images.get(meta.input_size, meta.class_names, meta.split, what=name)
+            fmt = "checkpoint" if kind == "checkpoint" else "sparse"
+            say(f"bench {name}: PyTorch eager, {threads} thread(s)")
+            pending.append(torch_pending(model, meta, name=name, fmt=fmt, path=path, kind=kind,
+                                         threads=threads, images=images, labels=labels,
+                                         device=label, memory=memory))
+            if kind == "checkpoint":
+                onnx_path = Path(tmp) / f"{index}-{path.name}.onnx"
+                say(f"bench {name}: exporting to ONNX for {', '.join(backends)}")
                 export_onnx(model, onnx_path, input_size=meta.input_size,
                             metadata=md.encode(base_metadata(model, meta, path, "onnx")))
-                row = bench_onnx(onnx_path, threads=threads, images=images, labels=labels,
-                                 device=label, budget_s=budget_s, artifact_name=name,
-                                 memory=memory)
-            row.update(format="checkpoint", path=str(path),
-                       notes="; ".join(filter(None, ["FP32 ONNX exported for this bench", row["notes"]])))
-            rows.append(row)
-    return rows
+                for runtime in backends:
+                    item = onnx_pending(onnx_path, runtime=runtime, threads=threads, images=images,
+                                        labels=labels, device=label, artifact_name=name, memory=memory)
+                    item.row.update(format="checkpoint", path=str(path))
+                    item.notes.insert(0, "FP32 ONNX exported for this bench")
+                    pending.append(item)
+        say(f"timing {len(pending)} row(s) in one round-robin, {threads} thread(s)")
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return finish_rows(pending, threads=threads, budget_s=budget_s)
+        finally:
+            torch.set_num_threads(previous)

@@ -58,7 +58,10 @@ def run_demo(
 
     say("2/4 pruning half of the parameters away (Taylor channel importance, channels physically removed)")
     job = PruneJob(
-        config=TaylorChannel(target=0.5, target_kind="params"),
+        # round_to fixed: the demo's recorded results hold on any CPU. With "auto" an AVX-512
+        # host keeps multiples of 16, another model: on seed 0 its INT8 export then lost 1.11
+        # points (4 of 360 test images) and failed the 1-point gate.
+        config=TaylorChannel(target=0.5, target_kind="params", round_to=8),
         schedule=Schedule("oneshot", 1),
         finetune=TrainRecipe(epochs=finetune_epochs, seed=seed),
         seed=seed,

@@ -23,12 +23,12 @@ from edgeprune.export import export_onnx
 from edgeprune.hardware import device_label
 from edgeprune.metrics.accuracy import accuracy_on_test_split
 from edgeprune.runtime.energy import find_rapl_zones
+from edgeprune.runtime.measure import TIMING_POLICY, cpu_isa
 from edgeprune.metrics.latency import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_RUNS,
     DEFAULT_WARMUP,
-    latency_onnxruntime,
-    latency_torch,
+    latency_compared,
 )
 from edgeprune.metrics.macs import count_macs, count_macs_nonzero
 from edgeprune.metrics.memory import PEAK_MEMORY_NOTE, peak_memory_bytes
@@ -63,6 +63,7 @@ class Measurement:
     software: dict[str, str]
     input_size: int
     split: dict[str, Any] | None = None
+    isa: str | None = None  # the CPU's speed-relevant extensions (runtime.measure.cpu_isa)
     extra: dict[str, Any] = field(default_factory=dict)  # notes, counters, timing settings
 
     @classmethod
@@ -156,34 +157,31 @@ def measure(
     energy_zones, energy_note = find_rapl_zones()
     latency: dict = {runtime: None for runtime in RUNTIMES}
     energy_mj_per_image = None
-    if "torch" in runtimes:
-        say(f"timing PyTorch at batch sizes {list(batch_sizes)} with {threads} thread(s)")
-        latency["torch"] = latency_torch(
-            model, input_size=input_size, batch_sizes=batch_sizes, threads=threads,
-            warmup=warmup, runs=runs, energy_zones=energy_zones,
-        )
-        if energy_zones:
-            energy_batch = f"batch{max(batch_sizes)}"
-            energy_mj_per_image = latency["torch"][energy_batch]["energy_mj_per_image"]
-            energy_note = f"{energy_note}; over the torch {energy_batch} timed runs"
-    elif energy_zones:
+    if "torch" not in runtimes and energy_zones:
         energy_note = "not measured: energy is taken over the torch runs, which were skipped"
 
     peak_memory = None
     memory_note = "not measured: ONNX Runtime was skipped" if memory else "not measured: not asked for"
-    if "onnxruntime" in runtimes:
-        with tempfile.TemporaryDirectory(prefix="edgeprune-measure-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-measure-") as tmp:
+        onnx_path = None
+        if "onnxruntime" in runtimes:
             say("exporting to ONNX for ONNX Runtime")
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=input_size)
-            say(f"timing ONNX Runtime at batch sizes {list(batch_sizes)} with {threads} thread(s)")
-            latency["onnxruntime"] = latency_onnxruntime(
-                onnx_path, input_size=input_size, batch_sizes=batch_sizes, threads=threads,
-                warmup=warmup, runs=runs,
-            )
-            if memory:
-                say("measuring peak memory in a fresh process")
-                peak_memory = peak_memory_bytes(onnx_path, input_size=input_size, threads=threads)
-                memory_note = PEAK_MEMORY_NOTE.format(threads=threads)
+        say(f"timing {' and '.join(r for r in RUNTIMES if r in runtimes)} at batch sizes "
+            f"{list(batch_sizes)} with {threads} thread(s), round-robin")
+        latency.update(latency_compared(
+            model if "torch" in runtimes else None, onnx_path, input_size=input_size,
+            batch_sizes=batch_sizes, threads=threads, warmup=warmup, runs=runs,
+            energy=bool(energy_zones),
+        ))
+        if "torch" in runtimes and energy_zones:
+            energy_batch = f"batch{max(batch_sizes)}"
+            energy_mj_per_image = latency["torch"][energy_batch].get("energy_mj_per_image")
+            energy_note = f"{energy_note}; over the torch {energy_batch} timed runs"
+        if onnx_path is not None and memory:
+            say("measuring peak memory in a fresh process")
+            peak_memory = peak_memory_bytes(onnx_path, input_size=input_size, threads=threads)
+            memory_note = PEAK_MEMORY_NOTE.format(threads=threads)
     result["latency_ms"] = latency
     result["peak_memory_bytes"] = peak_memory
     result["peak_memory_note"] = memory_note
@@ -196,6 +194,7 @@ def measure(
     result["energy_mj_per_image"] = energy_mj_per_image
     result["energy_note"] = energy_note
     result["device"] = device_label()
+    result["isa"] = cpu_isa()
     result["threads"] = threads
     result["software"] = software_versions()
     result["input_size"] = input_size
@@ -204,5 +203,6 @@ def measure(
         "runs": runs,
         "batch_sizes": list(batch_sizes),
         "statistic": "median and p90 (numpy percentile) of per-run time / batch size, in ms",
+        "policy": TIMING_POLICY,
     }
     return result
