@@ -52,7 +52,9 @@ def magnetic_tile(shared_datasets: Path) -> Path:
 
 # The shared trained model: an untrained MobileNetV2 at 32x32 outputs logits of ~1e-9, so any
 # comparison of its outputs (ONNX vs PyTorch, saved vs loaded) passes whatever the code does.
-TRAINED_RECIPE = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 0}  # ~70% test accuracy
+# Adam named: the recipe was tuned with Adam, the default before SGD became it; SGD at this lr
+# learns less (65% test), and the export tests' slim copy then gives logits too flat to compare.
+TRAINED_RECIPE = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "seed": 0, "optimizer": "adam"}  # ~70% test accuracy
 TRAINED_MIN_ACCURACY = 0.5  # chance is 0.1
 
 

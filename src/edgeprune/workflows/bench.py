@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_option
 from edgeprune.runtime.bench import accuracy_of, achieved_gmacs, bench_onnx, time_batches
 from edgeprune.runtime.measure import PROBE_PRELUDE, file_size, gzip_size, run_memory_probe
 
@@ -193,6 +194,9 @@ def bench_artifacts(
     from edgeprune.runtime.metadata import read_metadata
 
     say = log or (lambda _m: None)
+    check_option("threads", threads)
+    check_option("budget_s", budget_s)
+    check_option("max_per_class", max_per_class, optional=True)
     label = device or device_label("cpu")
     kinds = [(Path(a), artifact_kind(a)) for a in artifacts]  # fail fast, before any timing
     test_images = TestImages(data, max_per_class=max_per_class, log=log)
