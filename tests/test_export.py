@@ -345,10 +345,12 @@ def test_cli_int8_max_drop_gate(trained_digits_checkpoint, tmp_path, monkeypatch
     err = " ".join(captured.err.split())
     assert "error:" in err and "Traceback" not in captured.err + captured.out
     assert "5.00 points below" in err and "(allowed: 2 points, --max-drop)" in err
-    fp32 = json.loads(sidecar_path(out).read_text())["accuracy_gate"]["fp32_accuracy"]
+    rejected = out.with_name("q.onnx.rejected")
+    fp32 = json.loads(sidecar_path(rejected).read_text())["accuracy_gate"]["fp32_accuracy"]
     assert f"{fp32:.2%}" in err and f"{fp32 - 0.05:.2%}" in err  # both accuracies named
-    assert not out.exists() and out.with_name("q.onnx.rejected").is_file()
-    side = json.loads(sidecar_path(out).read_text())
+    # The failed artifact and its report are set aside; FILE / FILE.json are not written.
+    assert not out.exists() and rejected.is_file() and not sidecar_path(out).exists()
+    side = json.loads(sidecar_path(rejected).read_text())
     assert side["rejected"] and not side["passed"] and side["artifact"] == "q.onnx.rejected"
     assert side["accuracy_gate"]["max_drop_points"] == 2.0 and not side["accuracy_gate"]["passed"]
     assert side["accuracy_gate"]["drop_points"] == pytest.approx(5.0)
@@ -383,7 +385,7 @@ def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits, 
     with pytest.raises(EdgepruneError, match=r"top-1 agreement 50\.0000% is below the required 99\.9%"):
         export_checkpoint(ckpt, "onnx", out, data=digits, max_verify_images=50)
     assert not out.exists() and (tmp_path / "fp32.onnx.rejected").is_file()
-    side = json.loads(sidecar_path(out).read_text())
+    side = json.loads(sidecar_path(tmp_path / "fp32.onnx.rejected").read_text())
     assert side["rejected"] and not side["verification"]["passed"]
 
     cli_out = tmp_path / "cli.onnx"

@@ -11,8 +11,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeprune"
 
 # Lower rank = lower layer. A module may import its own subpackage and any lower rank; two
 # subpackages of the same rank never import each other.
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "errors": 0,
+    "validation": 0.5,  # errors-level: numeric ranges, torch-free
+    "outputs": 0.5,  # errors-level: output checks and atomic writes, torch-free
     "runtime": 1,
     "hardware": 2,
     "data": 3,

@@ -133,15 +133,16 @@ def measure(model: Model, data: DataBundle | None = None, *, threads: int = 1, r
 
 def export_model(model: Model, path: str | Path, format: str = "onnx", *, data: DataBundle | None = None,
                  threads: int = 1, calibration_images: int = 300, calibrate_method: str = "minmax",
-                 max_drop: float = 1.0, log: Log = None) -> ExportResult:
+                 max_drop: float = 1.0, overwrite: bool = False, log: Log = None) -> ExportResult:
     """Write a deployable artifact (`onnx`, `onnx-int8`, `sparse`) and verify it against the model
     on data's test images (random inputs without data). INT8 needs data (its training split
     calibrates) and is refused (file set aside as FILE.rejected) when its test accuracy is more
-    than `max_drop` points below the FP32 model's."""
+    than `max_drop` points below the FP32 model's. An existing file at `path` (or its report) is
+    replaced only with `overwrite`."""
     set_threads(threads)
     return _export_workflow.export_model(
         model, format, path, data=data, threads=threads, calibration_images=calibration_images,
-        calibrate_method=calibrate_method, max_drop=max_drop, log=log)
+        calibrate_method=calibrate_method, max_drop=max_drop, overwrite=overwrite, log=log)
 
 
 def bench(artifacts: Sequence[str | Path], data: DataBundle | DataOptions | str | None = None, *,

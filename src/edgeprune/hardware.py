@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_option
 from edgeprune.runtime.measure import cpu_device_label, hardware_label
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -27,9 +28,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def set_threads(threads: int | None) -> int:
     """Fix torch's intra-op thread count (None keeps the current one) and return what is in force."""
     if threads is not None:
-        if threads < 1:
-            raise EdgepruneError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_option("threads", threads))
     return torch.get_num_threads()
 
 

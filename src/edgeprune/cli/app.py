@@ -42,3 +42,8 @@ ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="CPU threads for torch and ONNX Runtime.", min=1)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace an existing result at --out (never an input, never a "
+                 "folder holding anything but a checkpoint); without it an existing one is refused."),
+]

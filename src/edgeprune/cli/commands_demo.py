@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeprune.cli.app import DeviceOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import DeviceOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import log
 from edgeprune.workflows.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS
 
@@ -24,6 +24,7 @@ def demo(
     threads: ThreadsOpt = 2,
     bench_threads: Annotated[int, typer.Option("--bench-threads", min=1, help="Threads for the timings.")] = 1,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a MobileNetV2 on scikit-learn's digits, prune half its parameters away, quantize it to
     INT8 ONNX, and bench the three side by side: every figure is what was achieved here."""
@@ -31,7 +32,7 @@ def demo(
     from edgeprune.workflows.demo import run_demo
 
     result = run_demo(out, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed, threads=threads,
-                      bench_threads=bench_threads, device=device, log=log)
+                      bench_threads=bench_threads, device=device, overwrite=overwrite, log=log)
     compact = [("artifact", "artifact"), ("runtime", "runtime"), ("accuracy", "acc"),
                ("gzip_bytes", "gzip"), ("macs", "MACs"), ("b1_median_ms", "b1 ms"),
                ("b64_median_ms", "b64 ms"), ("gmacs_b64", "GMAC/s b64")]

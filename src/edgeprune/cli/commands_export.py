@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import JsonOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import DataRequest, data_options, log, warn, warn_if_chance
 
 FORMAT_HELP = (
@@ -56,6 +56,7 @@ def export(
     ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
     threads: ThreadsOpt = 2,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     request: DataRequest = DataRequest(),
 ) -> None:
@@ -69,7 +70,9 @@ def export(
     from edgeprune.cli.common import load_data_for_checkpoint
     from edgeprune.errors import EdgepruneError
     from edgeprune.export.verify import INT8_MAX_DROP
-    from edgeprune.workflows.export import FORMATS, SUFFIXES, export_checkpoint
+    from edgeprune.workflows.export import (
+        FORMATS, SUFFIXES, check_export_options, check_export_out, export_checkpoint,
+    )
     from edgeprune.hardware import set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
 
@@ -84,6 +87,11 @@ def export(
     if out is None:
         stem = checkpoint.resolve().name + ("-int8" if fmt == "onnx-int8" else "")
         out = checkpoint.resolve().parent / f"{stem}{SUFFIXES[fmt]}"
+    # Options and the output location before the data is loaded (export_checkpoint checks them
+    # again, for the Python API).
+    check_export_options(fmt, request.spec, calibration_images,
+                         INT8_MAX_DROP if max_drop is None else max_drop, threads, opset, max_verify, 0)
+    check_export_out(out, inputs=(checkpoint,), overwrite=overwrite)
     dataset = None
     if request.spec is not None:
         dataset, _ = load_data_for_checkpoint(request, meta, str(checkpoint))
@@ -93,7 +101,7 @@ def export(
     result = export_checkpoint(
         checkpoint, fmt, out, data=dataset, threads=threads, calibration_images=calibration_images,
         calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
-        max_drop=INT8_MAX_DROP if max_drop is None else max_drop, log=log,
+        max_drop=INT8_MAX_DROP if max_drop is None else max_drop, overwrite=overwrite, log=log,
     )
     result.info["chance_level_warning"] = warn_if_chance(
         result.verification.artifact_accuracy, len(meta.class_names), f"{fmt} artifact's test")
@@ -218,7 +226,7 @@ def bench(
             "runtime extra alone, bench .onnx files"
         )
     if csv_path is not None:
-        rb.write_csv(rows, csv_path)
+        rb.write_csv(rows, csv_path, inputs=artifacts)
         log(f"wrote {csv_path}")
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))

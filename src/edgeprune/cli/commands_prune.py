@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn, warn_if_chance
 
 
@@ -109,6 +109,7 @@ def prune(
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/pruned"),
+    overwrite: OverwriteOpt = False,
     show_layers: Annotated[bool, typer.Option("--show-layers", help="Print the per-layer table.")] = False,
     as_json: JsonOpt = False,
     request: DataRequest = DataRequest(),
@@ -116,6 +117,7 @@ def prune(
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
+    from edgeprune.outputs import check_output_folder
     from edgeprune.pruning import METHODS, Schedule, make_config
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows.prune import PruneJob, prune_checkpoint
@@ -144,10 +146,13 @@ def prune(
     dev = resolve_device(device)
     set_threads(threads)
     meta = meta_from_manifest(read_manifest(checkpoint))
+    # The output folder before the data is loaded (prune_checkpoint checks it again, for the API).
+    check_output_folder(out, inputs=(checkpoint,), overwrite=overwrite, what="--out")
     dataset, split_warning = load_data_for_checkpoint(request, meta, str(checkpoint))
     # stdout stays pure JSON with --json: no progress bars then.
-    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, device=dev, progress=not as_json,
-                               log=log, allow_other_split=request.allow_other_split)
+    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, overwrite=overwrite, device=dev,
+                               progress=not as_json, log=log,
+                               allow_other_split=request.allow_other_split)
     result, record = outcome.result, outcome.record
     record["chance_level_warning"] = warn_if_chance(record["test_accuracy"], len(meta.class_names),
                                                     "pruned model's test")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import DeviceOpt, JsonOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import (
     DataRequest, data_options, load_data_for_checkpoint, load_data_logged, log, warn, warn_if_chance,
 )
@@ -29,6 +29,7 @@ def train(
     ] = "none",
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 5,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")] = Path("runs/baseline"),
+    overwrite: OverwriteOpt = False,
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="sgd (Nesterov momentum, warm-up then cosine decay) or adam (constant lr).")
     ] = "sgd",
@@ -47,9 +48,14 @@ def train(
 ) -> None:
     """Train a baseline classifier and save it as a checkpoint folder."""
     from edgeprune.hardware import resolve_device, set_threads
+    from edgeprune.outputs import check_output_folder
     from edgeprune.train import TrainRecipe
+    from edgeprune.validation import check_option
     from edgeprune.workflows.train import train_baseline
 
+    # Options and the output folder before anything is loaded or trained.
+    check_output_folder(out, overwrite=overwrite, what="--out")
+    check_option("width_mult", width_mult)
     dev = resolve_device(device)
     n_threads = set_threads(threads)
     options = request.options()
@@ -64,7 +70,7 @@ def train(
     log(f"training {model} ({weights} weights) on {dev} with {n_threads} threads: {recipe}")
     _, meta, result = train_baseline(
         dataset, arch=model, recipe=recipe, weights=weights, width_mult=width_mult,
-        device=dev, out=out, log=log,
+        device=dev, out=out, overwrite=overwrite, log=log,
     )
     kept = meta.training["kept_epoch"]
     console.print(

@@ -8,14 +8,14 @@ checkpoint default to it and refuse another split of the same data (a test-set l
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import RANGES, check_number, check_option
 
 NORMALIZATIONS = ("cifar", "imagenet", "dataset")
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = int(RANGES["image_size"].lo), int(RANGES["image_size"].hi)
 
 
 @dataclass(frozen=True)
@@ -34,39 +34,24 @@ class DataOptions:
         self.validate()
 
     def validate(self) -> None:
-        def number(value, what, kind=(int, float)):
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise EdgepruneError(f"{what} must be a number, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise EdgepruneError(f"{what} must be finite, got {value}")
-
+        # The ranges live in edgeprune.validation with every other numeric option's.
         if not isinstance(self.spec, str) or not self.spec:
             raise EdgepruneError(f"data spec must be a non-empty string, got {self.spec!r}")
-        number(self.image_size, "--image-size", int)
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+        size = RANGES["image_size"]
+        check_number(self.image_size, "--image-size", integer=True)
+        if not size.lo <= self.image_size <= size.hi:
             raise EdgepruneError(
-                f"--image-size {self.image_size} is out of range: use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
+                f"--image-size {self.image_size} is out of range: use {size.lo}..{size.hi} "
                 "pixels (32 for CIFAR-sized inputs)"
             )
-        number(self.val_fraction, "--val-fraction")
-        if not 0 <= self.val_fraction < 1:
-            raise EdgepruneError(
-                f"--val-fraction must be in [0, 1) (0 = no validation split), got {self.val_fraction}"
-            )
-        number(self.test_fraction, "test fraction")
-        if not 0 < self.test_fraction < 1:
-            raise EdgepruneError(f"test fraction must be in (0, 1), got {self.test_fraction}")
-        number(self.seed, "--seed", int)
-        if self.seed < 0:
-            raise EdgepruneError(f"--seed must be >= 0, got {self.seed}")
+        check_option("val_fraction", self.val_fraction)
+        check_option("test_fraction", self.test_fraction)
+        check_option("seed", self.seed, name="--seed")
         if self.normalization not in NORMALIZATIONS:
             raise EdgepruneError(
                 f"unknown normalization {self.normalization!r}: choose one of {', '.join(NORMALIZATIONS)}"
             )
-        if self.max_per_class is not None:
-            number(self.max_per_class, "--max-per-class", int)
-            if self.max_per_class < 1:
-                raise EdgepruneError(f"--max-per-class must be >= 1, got {self.max_per_class}")
+        check_option("max_per_class", self.max_per_class, optional=True)
 
     def replace(self, **changes: Any) -> DataOptions:
         return dataclasses.replace(self, **changes)

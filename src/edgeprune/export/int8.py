@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file
 
 DEFAULT_CALIBRATION_IMAGES = 300
 CALIBRATION_BATCH = 32
@@ -143,8 +144,8 @@ def quantize_int8(
         )
     src = Path(fp32_path)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp, \
+            atomic_file(out, overwrite=True) as work:  # a reader never sees a partial file
         model_in = src
         if preprocess:
             # ORT's recommended pre-processing: symbolic shape inference and graph optimisation
@@ -163,10 +164,11 @@ def quantize_int8(
         try:
             # ORT's histogram calibrators print progress to stdout, which `export --json` owns.
             with contextlib.redirect_stdout(sys.stderr):
-                _quantize(model_in, out, input_name, x, per_channel, calibrate_method, Path(tmp))
+                _quantize(model_in, work, input_name, x, per_channel, calibrate_method, Path(tmp))
         except Exception as exc:  # noqa: BLE001 - ORT raises many types
             raise EdgepruneError(f"ONNX Runtime static quantization failed: {exc}") from exc
-        return int8_sparsity(model_in, out)
+        sparsity = int8_sparsity(model_in, work)
+    return sparsity
 
 
 def _quantize(model_in: Path, out: Path, input_name: str, x: np.ndarray, per_channel: bool,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -45,7 +46,6 @@ def export_onnx(
     if bad:
         raise EdgepruneError(f"ONNX metadata keys and values must be strings, got {bad!r}")
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     # Batch 2, not 1, as the example: torch.export specialises a dimension traced with size 1.
     example = torch.randn(2 if dynamic_batch else 1, 3, input_size, input_size, device=device)
@@ -80,5 +80,6 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise EdgepruneError(f"the exported ONNX model does not pass onnx.checker: {exc}") from exc
-    onnx.save(proto, str(out))
+    with atomic_file(out, overwrite=True) as tmp:  # a reader never sees a partial file
+        onnx.save(proto, str(tmp))
     return out

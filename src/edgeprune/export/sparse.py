@@ -47,6 +47,7 @@ import numpy as np
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file
 
 MAGIC = b"EPSPRS01"
 FORMAT = "edgeprune-sparse"
@@ -162,11 +163,9 @@ def write_sparse_arrays(
     header = json.dumps({**fields, "tensors": entries}, separators=(",", ":")).encode("utf-8")
     body = struct.pack("<Q", len(header)) + header + payload
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(MAGIC + lzma.compress(body, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
-                                          preset=XZ_PRESET))
-    tmp.replace(out)
+    with atomic_file(out, overwrite=True) as tmp:  # a reader never sees a partial file
+        tmp.write_bytes(MAGIC + lzma.compress(body, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
+                                              preset=XZ_PRESET))
     return out
 
 
@@ -238,8 +237,10 @@ def load_sparse(path: str | Path, device: str = "cpu"):
 
     from edgeprune.models import create_model
     from edgeprune.models.checkpoint import apply_layer_manifest, meta_from_manifest
+    from edgeprune.models.zoo import check_finite
 
     header, arrays = read_sparse_arrays(path)
+    check_finite(arrays, str(path))
     manifest = header["manifest"]
     meta = meta_from_manifest(manifest)
     model = create_model(meta.architecture, meta.num_classes, "none", width_mult=meta.width_mult)

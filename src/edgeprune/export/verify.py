@@ -101,6 +101,17 @@ def compare_logits(
         raise EdgepruneError(
             f"artifact outputs {artifact_logits.shape} do not match PyTorch's {reference_logits.shape}"
         )
+    # NaN compares unequal to everything and argmax picks index 0 for it: two all-NaN outputs
+    # would "agree 100%" with a "max diff" of nan. Nothing non-finite is ever verified.
+    for side, logits in (("the artifact", artifact_logits), ("the PyTorch model", reference_logits)):
+        broken = ~np.isfinite(logits)
+        if broken.any():
+            rows = np.unique(np.nonzero(broken)[0])
+            raise EdgepruneError(
+                f"{side} outputs NaN or infinite logits (tensor 'logits') for {len(rows)} of "
+                f"{len(logits)} verification inputs (first: input {int(rows[0])}): the model is "
+                "broken (diverged weights?); nothing was verified"
+            )
     a_pred, r_pred = artifact_logits.argmax(1), reference_logits.argmax(1)
     diff = np.abs(artifact_logits.astype(np.float64) - reference_logits.astype(np.float64))
     out = {

@@ -48,6 +48,11 @@ def evaluate(
                 raise EdgepruneError(
                     f"model has {logits.shape[1]} outputs but the data has {num_classes} classes"
                 )
+            if not bool(torch.isfinite(logits).all()):  # argmax of NaN is a made-up class
+                raise EdgepruneError(
+                    "the model outputs NaN or infinite logits: its weights are broken (a diverged "
+                    "training run?); no accuracy can be measured"
+                )
             pred = logits.argmax(1)
             confusion += torch.bincount(
                 (y * num_classes + pred).cpu(), minlength=num_classes * num_classes

@@ -21,12 +21,12 @@ from torch import nn
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
-from edgeprune.models.zoo import ARCHITECTURES, create_model, get_submodule_parent
+from edgeprune.models.zoo import ARCHITECTURES, check_finite, create_model, get_submodule_parent
+from edgeprune.outputs import MANIFEST_FILE, WEIGHTS_FILE, atomic_folder, check_output_folder
+from edgeprune.validation import RANGES
 
 FORMAT = "edgeprune-checkpoint"
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-MANIFEST_FILE = "model.json"
 
 
 @dataclass
@@ -83,9 +83,11 @@ def _check_no_masks(state: dict[str, torch.Tensor]) -> None:
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict as saved: detached, on the CPU, contiguous; refuses pruning masks."""
+    """The state_dict as saved: detached, on the CPU, contiguous; refuses pruning masks and
+    non-finite values."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_no_masks(state)
+    check_finite(state, "refusing to save the model")
     return state
 
 
@@ -113,19 +115,20 @@ def weights_sha256(model: nn.Module) -> str:
     return hashlib.sha256(save(cpu_state(model), metadata={"format": FORMAT})).hexdigest()
 
 
-def save_checkpoint(model: nn.Module, meta: CheckpointMeta, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(
+    model: nn.Module, meta: CheckpointMeta, out_dir: str | Path, *, overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
+) -> Path:
+    """Write the checkpoint folder `out_dir` whole or not at all: both files go into a unique
+    temporary folder beside it, are fsynced, and the folder is renamed into place (an existing
+    checkpoint, only with `overwrite`, is exchanged for it in one step). `inputs`: folders or
+    files being read, which are never written into."""
+    out = check_output_folder(out_dir, inputs=inputs, overwrite=overwrite, what="checkpoint folder")
     state = cpu_state(model)
     manifest = build_manifest(model, meta)
-    # Write the tensors first and the manifest last, each through a temporary name, so an
-    # interrupted save never leaves a manifest that points at missing or partial weights.
-    tmp_weights = out / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp_weights), metadata={"format": FORMAT})
-    tmp_weights.replace(out / WEIGHTS_FILE)
-    tmp_manifest = out / (MANIFEST_FILE + ".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    tmp_manifest.replace(out / MANIFEST_FILE)
+    with atomic_folder(out, overwrite=overwrite, what="checkpoint folder") as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -134,8 +137,8 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, out_dir: str | Path)
 # model.json must give an error naming the field, not a TypeError deep inside torch (or a layer of
 # 10^9 channels allocated before the weights are compared).
 
-MAX_INPUT_SIZE = 4096
-MAX_WIDTH_MULT = 4.0
+MAX_INPUT_SIZE = int(RANGES["input_size"].hi)
+MAX_WIDTH_MULT = float(RANGES["width_mult"].hi)
 META_REQUIRED = ("architecture", "class_names", "input_size", "mean", "std")
 META_OBJECTS = ("training", "metrics", "pruning", "data", "split", "extra")
 LAYER_FIELDS = {
@@ -358,6 +361,7 @@ def load_checkpoint(
         state = load_file(str(weights_path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise EdgepruneError(f"{weights_path} is not a readable safetensors file: {exc}") from None
+    check_finite(state, str(weights_path))
 
     shapes = manifest["shapes"]
     for key, tensor in state.items():

@@ -27,8 +27,9 @@ class Model:
         module, meta = load_checkpoint(path, device)
         return cls(module, meta)
 
-    def save(self, path: str | Path) -> Path:
-        return save_checkpoint(self.module.cpu(), self.meta, path)
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a checkpoint folder, whole or not at all; an existing one only with overwrite."""
+        return save_checkpoint(self.module.cpu(), self.meta, path, overwrite=overwrite)
 
     def with_meta(self, **changes: Any) -> Model:
         return Model(self.module, dataclasses.replace(self.meta, **changes))

@@ -26,6 +26,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_option
 
 
 @dataclass(frozen=True)
@@ -171,9 +172,27 @@ def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
     setattr(parent, leaf, nn.Linear(old.in_features, num_classes))
 
 
+def check_finite(tensors: dict, where: str) -> None:
+    """Refuse NaN or infinite values in any floating-point tensor (torch or numpy), naming the
+    first such tensor: a diverged model is never saved, loaded or exported as if it worked."""
+    for name, tensor in tensors.items():
+        t = torch.as_tensor(tensor)
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            kind = "NaN" if bool(torch.isnan(t).any()) else "infinite"
+            raise EdgepruneError(
+                f"{where}: tensor {name} holds {bad:,} {kind} value(s) of {t.numel():,}: the weights "
+                "are broken (a diverged training run or a damaged file); retrain, with a lower "
+                "learning rate if training diverged"
+            )
+
+
 def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a .safetensors file, an edgeprune checkpoint folder, or a .pth state_dict
-    (through load_pth: tensors only, never arbitrary pickled objects)."""
+    (through load_pth: tensors only, never arbitrary pickled objects); finite values only."""
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
@@ -182,10 +201,13 @@ def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
             raise EdgepruneError(f"{path} is not a readable safetensors file: {exc}") from None
-    return load_pth(path)
+    else:
+        state = load_pth(path)
+    check_finite(state, str(path))
+    return state
 
 
 def _load_imagenet(model: nn.Module, weights, allow_download: bool) -> None:
@@ -237,8 +259,9 @@ def create_model(
     re-initialised), or a PATH to a state_dict for the full model with this head size.
     """
     spec = _architecture(arch)
-    if num_classes < 2:
-        raise EdgepruneError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise EdgepruneError(f"a classifier needs at least 2 classes, got {num_classes!r}")
+    width_mult = check_option("width_mult", width_mult)
     kwargs = {"width_mult": width_mult} if arch == "mobilenet_v2" else {}
     if width_mult != 1.0 and arch != "mobilenet_v2":
         raise EdgepruneError(f"--width-mult applies to mobilenet_v2 only, not {arch}")

@@ -21,13 +21,13 @@ Criteria
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.importance import get_importance
+from edgeprune.validation import check_option
 
 SCOPES = ("all", "blocks", "head")
 TARGET_KINDS = ("params", "channels", "macs")
@@ -36,13 +36,14 @@ SCORINGS = ("magnitude", "lamp")
 
 def check_fraction(value: float, what: str) -> float:
     """A target must lie strictly between 0 and 1: 0 prunes nothing, 1 prunes everything."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise EdgepruneError(f"{what} must be a number in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise EdgepruneError(
-            f"{what} must be strictly between 0 and 1 (0.9 = remove 90%), got {value}"
-        )
-    return float(value)
+    return float(check_option("target", value, name=what))
+
+
+def _set_checked(config, **names: str) -> None:
+    """Check each field against its range in edgeprune.validation (key: field, value: range key)
+    and store the normalised value (a frozen dataclass, hence object.__setattr__)."""
+    for field_name, key in names.items():
+        object.__setattr__(config, field_name, check_option(key, getattr(config, field_name)))
 
 
 def resolve_round_to(value: int | str) -> int:
@@ -100,13 +101,11 @@ class _Unstructured(PruningConfig):
     scope: str = "all"
 
     def __post_init__(self) -> None:
-        check_fraction(self.sparsity, "sparsity")
+        object.__setattr__(self, "sparsity", check_fraction(self.sparsity, "sparsity"))
         _check_scope(self.scope)
-        if not 0.0 < self.max_layer_sparsity < 1.0:
-            raise EdgepruneError(
-                f"max_layer_sparsity must be in (0, 1): 1.0 would allow emptying a layer, "
-                f"got {self.max_layer_sparsity}"
-            )
+        _set_checked(self, max_layer_sparsity="max_layer_sparsity")
+        if hasattr(self, "seed"):
+            _set_checked(self, seed="seed")
         if self.per_layer and self.sparsity > self.max_layer_sparsity:
             raise EdgepruneError(
                 f"per-layer sparsity {self.sparsity} exceeds the layer-collapse guard "
@@ -202,17 +201,16 @@ class _Channel(PruningConfig):
             object.__setattr__(self, "ratio", None)
         if self.target is None:
             raise EdgepruneError(f"{type(self).__name__} needs a target (or ratio)")
-        check_fraction(self.target, "target")
+        object.__setattr__(self, "target", check_fraction(self.target, "target"))
         _check_scope(self.scope)
         if self.target_kind not in TARGET_KINDS:
             raise EdgepruneError(
                 f"unknown target kind {self.target_kind!r}: choose one of {', '.join(TARGET_KINDS)}"
             )
         object.__setattr__(self, "round_to", resolve_round_to(self.round_to))
-        if self.min_channels < 1:
-            raise EdgepruneError(f"min_channels must be >= 1, got {self.min_channels}")
-        if not 0.0 < self.tolerance < 0.1:
-            raise EdgepruneError(f"tolerance must be in (0, 0.1), got {self.tolerance}")
+        _set_checked(self, round_to="round_to", min_channels="min_channels", tolerance="tolerance")
+        if hasattr(self, "seed"):
+            _set_checked(self, seed="seed")
 
     # l2 / l1 take no options. A plain class attribute (no annotation, so not a field, and not
     # a property) that ChannelPruning can turn into a field.
@@ -252,8 +250,7 @@ class TaylorChannel(_Channel):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_batches < 1:
-            raise EdgepruneError(f"num_batches must be >= 1, got {self.num_batches}")
+        _set_checked(self, num_batches="num_batches")
 
     @property
     def criterion_options(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.config import check_fraction
+from edgeprune.validation import check_option
 
 SCHEDULES = ("oneshot", "geometric", "linear", "agp")
 AGP_POWER = 3
@@ -32,8 +33,7 @@ class Schedule:
             raise EdgepruneError(
                 f"unknown schedule {self.kind!r}: choose one of {', '.join(SCHEDULES)}"
             )
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise EdgepruneError(f"steps must be an integer >= 1, got {self.steps!r}")
+        object.__setattr__(self, "steps", check_option("steps", self.steps))
         if self.kind == "oneshot" and self.steps != 1:
             raise EdgepruneError(
                 f"the oneshot schedule has exactly one step (got steps={self.steps}); "

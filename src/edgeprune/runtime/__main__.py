@@ -65,7 +65,7 @@ def run(argv: list[str] | None = None) -> int:
             device=args.device_label, max_per_class=args.max_per_class, runtimes=args.runtime,
         )
         if args.csv:
-            bench_mod.write_csv(rows, args.csv)
+            bench_mod.write_csv(rows, args.csv, inputs=args.artifacts)
         print(json.dumps(rows, indent=2) if args.json else bench_mod.format_rows(rows))
         return 0
     result = bench_mod.compare(bench_mod.read_csv(args.csv_a), bench_mod.read_csv(args.csv_b))

@@ -51,6 +51,11 @@ class Backend:
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def io_shapes(self) -> tuple[list, list]:
+        """The graph's input and output shapes (ints, or a name / None where dynamic), so the
+        metadata can be checked against the graph it sits in."""
+        raise NotImplementedError
+
     def metadata_props(self) -> dict[str, str]:
         """The file's ONNX metadata_props (edgeprune's keys among them)."""
         from edgeprune.runtime.metadata import read_props
@@ -94,6 +99,9 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def io_shapes(self) -> tuple[list, list]:
+        return list(self.session.get_inputs()[0].shape), list(self.session.get_outputs()[0].shape)
 
     def metadata_props(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
@@ -154,6 +162,13 @@ class OpenVinoBackend(Backend):
         result = self._request(tuple(x.shape)).infer({0: x})
         # The output tensor belongs to the request and is overwritten by its next call.
         return np.array(result[0], copy=True)
+
+    def io_shapes(self) -> tuple[list, list]:
+        def dims(partial) -> list:
+            return [d.get_length() if d.is_static else None for d in partial]
+
+        return (dims(self._model.inputs[0].get_partial_shape()),
+                dims(self._model.outputs[0].get_partial_shape()))
 
     def metadata_props(self) -> dict[str, str]:
         return dict(self._props)

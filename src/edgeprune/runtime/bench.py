@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file, check_output_file
+from edgeprune.validation import check_option
 from edgeprune.runtime.measure import (
     cpu_device_label,
     cpu_isa,
@@ -264,6 +266,8 @@ def bench_onnx(
 ) -> dict[str, Any]:
     """One bench row for an ONNX artifact run by `runtime` with `threads` threads (timed alone:
     to compare rows, bench them in one call, `bench_onnx_files`)."""
+    check_option("threads", threads)
+    check_option("budget_s", budget_s)  # a NaN budget would time for ever
     pending = onnx_pending(path, runtime=runtime, threads=threads, images=images, labels=labels,
                            device=device, artifact_name=artifact_name, memory=memory)
     if software:
@@ -280,6 +284,9 @@ def bench_onnx_files(artifacts, *, data=None, threads=1, budget_s=2.0, device=No
     from edgeprune.runtime.data import load_test_images
     from edgeprune.runtime.metadata import read_metadata
 
+    check_option("threads", threads)
+    check_option("budget_s", budget_s)
+    check_option("max_per_class", max_per_class, optional=True)
     names = parse_runtimes(runtimes)
     for artifact in artifacts:
         if Path(artifact).suffix != ".onnx":
@@ -306,12 +313,13 @@ def bench_onnx_files(artifacts, *, data=None, threads=1, budget_s=2.0, device=No
 
 # ----------------------------------------------------------------------------- CSV / JSON
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write (or replace) a results CSV, whole or not at all; never over one of `inputs` (the
+    artifacts benched) nor inside a checkpoint folder."""
+    p = check_output_file(path, inputs=inputs, overwrite=True, what="CSV file")
     extra = [k for row in rows for k in row if k not in COLUMNS]
     columns = COLUMNS + sorted(set(extra), key=extra.index)
-    with p.open("w", newline="", encoding="utf-8") as f:
+    with atomic_file(p, overwrite=True, what="CSV file") as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
@@ -320,9 +328,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
+    p = check_output_file(path, overwrite=True, what="JSON file")
+    with atomic_file(p, overwrite=True, what="JSON file") as tmp:
+        tmp.write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
     return p
 
 

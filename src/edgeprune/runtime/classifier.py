@@ -8,7 +8,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.runtime.metadata import ArtifactMetadata
+from edgeprune.validation import check_option
+from edgeprune.runtime.metadata import ArtifactMetadata, check_graph
 from edgeprune.runtime.preprocess import ImageLike, decode_images, normalize
 
 
@@ -25,8 +26,7 @@ def make_session(path: str | Path, threads: int | None = 1, providers: Sequence[
     p = Path(path)
     if not p.is_file():
         raise EdgepruneError(f"ONNX file not found: {p}")
-    if threads is not None and threads < 1:
-        raise EdgepruneError(f"threads must be >= 1, got {threads}")
+    check_option("threads", threads, optional=True)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -70,6 +70,7 @@ class Classifier:
         self.session = getattr(self.backend, "session", None)  # ONNX Runtime's, when it runs it
         props = self.backend.metadata_props()
         self.metadata = ArtifactMetadata.from_props(props, source=str(self.path))
+        check_graph(self.metadata, *self.backend.io_shapes(), str(self.path))
         self.threads = threads
 
     @property
@@ -88,7 +89,21 @@ class Classifier:
             raise EdgepruneError(
                 f"{self.path.name} takes (N, 3, {size}, {size}) float32 input, got {tuple(x.shape)}"
             )
-        return self.backend.run(x)
+        logits = self.backend.run(x)
+        if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
+            raise EdgepruneError(
+                f"{self.path.name} output {tuple(logits.shape)} scores, but its metadata names "
+                f"{len(self.class_names)} classes: the metadata does not belong to this graph"
+            )
+        broken = ~np.isfinite(logits)
+        if broken.any():  # softmax would turn these into NaN confidences
+            rows = np.unique(np.nonzero(broken)[0])
+            raise EdgepruneError(
+                f"{self.path.name} output NaN or infinite logits for {len(rows)} of {len(logits)} "
+                f"image(s) (first: image {int(rows[0])}): the model is broken (diverged or damaged "
+                "weights) or the input holds NaN; no prediction is given"
+            )
+        return logits
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Paths / PIL images / uint8 arrays -> the normalised float32 batch this model takes."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_number, check_option
 
 # Keys written by edgeprune.export (values are strings; JSON where noted).
 PRODUCER = "edgeprune.producer"  # "edgeprune"
@@ -109,8 +110,9 @@ class ArtifactMetadata:
         layout = values.get(LAYOUT, "NCHW")
         if layout != "NCHW":
             raise EdgepruneError(f"{source}: unsupported input layout {layout!r} (NCHW expected)")
+        check_values(values, source)
         return cls(
-            class_names=[str(c) for c in values[CLASS_NAMES]],
+            class_names=list(values[CLASS_NAMES]),
             input_size=int(values[INPUT_SIZE]),
             mean=[float(v) for v in values[MEAN]],
             std=[float(v) for v in values[STD]],
@@ -122,6 +124,56 @@ class ArtifactMetadata:
             macs=int(values[MACS]) if values.get(MACS) is not None else None,
             test_accuracy=values.get(TEST_ACCURACY),
             raw=values,
+        )
+
+
+def _bad(source: str, key: str, problem: str, value: Any) -> EdgepruneError:
+    shown = json.dumps(value, default=repr)
+    return EdgepruneError(f"{source}: metadata {key} {problem}, found {shown[:80]}"
+                          f"{'...' if len(shown) > 80 else ''}")
+
+
+def check_values(values: dict[str, Any], source: str = "the model") -> None:
+    """The decoded preprocessing and label metadata: of the right type and in range, so a hand-
+    edited or damaged artifact fails here, not with wrong pixels or NaN confidences later."""
+    names = values[CLASS_NAMES]
+    # A JSON string here would be iterated character by character into one-letter labels.
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise _bad(source, CLASS_NAMES, "must be a JSON list of non-empty strings", names)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise _bad(source, CLASS_NAMES, "must name at least 2 distinct classes", names)
+    check_option("input_size", values[INPUT_SIZE], name=f"{source}: metadata {INPUT_SIZE}")
+    for key in (MEAN, STD):
+        value = values[key]
+        if not isinstance(value, list) or len(value) != 3:
+            raise _bad(source, key, "must be a JSON list of 3 numbers (R, G, B)", value)
+        for v in value:
+            check_number(v, f"{source}: metadata {key} values")
+    if any(v <= 0 for v in values[STD]):
+        raise _bad(source, STD, "must hold 3 positive numbers (it divides every pixel)", values[STD])
+    if SCALE in values:
+        check_number(values[SCALE], f"{source}: metadata {SCALE}", min=0, min_open=True)
+
+
+def check_graph(meta: ArtifactMetadata, input_shape: list, output_shape: list, source: str) -> None:
+    """The metadata must describe the graph it sits in: an (N, 3, S, S) input with S the input
+    size, and one output per class name (symbolic dimensions are checked at run time)."""
+    size = meta.input_size
+    if len(input_shape) != 4:
+        raise EdgepruneError(f"{source}: the graph's input has shape {input_shape}, not (N, 3, H, W)")
+    for dim, expected in zip(input_shape[1:], (3, size, size)):
+        if isinstance(dim, int) and dim != expected:
+            raise EdgepruneError(
+                f"{source}: metadata {INPUT_SIZE} says {size} (RGB {size}x{size} input), but the "
+                f"graph's input has shape {input_shape}: the metadata does not belong to this graph"
+            )
+    if len(output_shape) != 2:
+        raise EdgepruneError(f"{source}: the graph's output has shape {output_shape}, not (N, classes)")
+    classes = output_shape[1]
+    if isinstance(classes, int) and classes != len(meta.class_names):
+        raise EdgepruneError(
+            f"{source}: metadata {CLASS_NAMES} names {len(meta.class_names)} classes, but the graph "
+            f"outputs {classes} scores: the metadata does not belong to this graph"
         )
 
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import seed_everything
+from edgeprune.validation import check_option
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -62,29 +63,31 @@ class TrainRecipe:
     schedule: str = "auto"
     seed: int = 0
 
-    def resolved(self, n_train: int | None = None) -> "TrainRecipe":
-        """Defaults filled in; the batch size too when `n_train` (training images) is given."""
+    def __post_init__(self) -> None:
+        # Every number checked when the recipe is built (CLI, study config or Python alike),
+        # so a NaN learning rate fails now, not as a NaN checkpoint after the training.
+        self.epochs = check_option("epochs", self.epochs)
+        self.lr = check_option("lr", self.lr, optional=True)
+        self.weight_decay = check_option("weight_decay", self.weight_decay)
+        self.label_smoothing = check_option("label_smoothing", self.label_smoothing)
+        self.batch_size = check_option("batch_size", self.batch_size, optional=True)
+        self.seed = check_option("seed", self.seed)
         if self.optimizer not in OPTIMIZERS:
             raise EdgepruneError(
                 f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"
             )
-        if self.epochs < 0:
-            raise EdgepruneError(f"epochs must be >= 0, got {self.epochs}")
+        if self.schedule not in ("auto", *SCHEDULES):
+            raise EdgepruneError(f"unknown lr schedule {self.schedule!r}: auto, cosine or constant")
+
+    def resolved(self, n_train: int | None = None) -> "TrainRecipe":
+        """Defaults filled in; the batch size too when `n_train` (training images) is given."""
         batch_size = self.batch_size
         if batch_size is None and n_train is not None:
             batch_size = auto_batch_size(n_train)
-        if batch_size is not None and batch_size < 1:
-            raise EdgepruneError(f"batch size must be >= 1, got {batch_size}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise EdgepruneError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-        if lr <= 0:
-            raise EdgepruneError(f"learning rate must be > 0, got {lr}")
         schedule = self.schedule
         if schedule == "auto":
             schedule = "cosine" if self.optimizer == "sgd" else "constant"
-        if schedule not in SCHEDULES:
-            raise EdgepruneError(f"unknown lr schedule {schedule!r}: auto, cosine or constant")
         return TrainRecipe(**{**asdict(self), "lr": lr, "schedule": schedule, "batch_size": batch_size})
 
     def to_dict(self) -> dict:
@@ -147,6 +150,29 @@ def deterministic() -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_batch_norm_batches(model: nn.Module, batch_size: int, n_train: int) -> None:
+    """Batch norm normalises over the batch: in training a batch of one image has no variance
+    (torch raises deep inside the forward pass). fit drops a last batch of one when it can."""
+    if has_batch_norm(model) and min(batch_size, n_train) < 2:
+        raise EdgepruneError(
+            f"batch size {min(batch_size, n_train)} cannot train a model with batch-norm layers "
+            f"(batch size {batch_size}, {n_train} training image(s)): use --batch-size 2 or more, "
+            "with at least 2 training images"
+        )
+
+
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or inf (None when all are finite)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def kept_epoch(history: list[dict]) -> int | None:
     """The 1-based epoch whose weights `fit` left in the model (None for an empty history)."""
     return next((r["epoch"] for r in history if r.get("kept")), history[-1]["epoch"] if history else None)
@@ -193,6 +219,13 @@ def fit(
         return []
     if len(data.train.labels) == 0:
         raise EdgepruneError("the training split is empty")
+    check_batch_norm_batches(model, recipe.batch_size, len(data.train.labels))
+    if teacher is not None:
+        check_option("distill_weight", distill_weight)
+        check_option("temperature", temperature)
+    broken = first_non_finite(model)
+    if broken is not None:
+        raise EdgepruneError(f"the model to train already holds NaN or infinite values (tensor {broken})")
     with deterministic():
         return _fit(model, data, recipe, device=device, progress=progress,
                     log=log, after_step=after_step, on_epoch_end=on_epoch_end,
@@ -226,10 +259,6 @@ def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     if teacher is not None:
-        if not 0.0 < distill_weight <= 1.0 or temperature <= 0:
-            raise EdgepruneError(
-                f"distillation needs 0 < weight <= 1 and temperature > 0, got {distill_weight}, {temperature}"
-            )
         teacher = teacher.to(device).eval()
 
     def loss_of(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -268,7 +297,7 @@ def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end
                 if not torch.isfinite(loss):
                     raise EdgepruneError(
                         f"training diverged (loss {loss.item()}) in epoch {epoch + 1}: "
-                        "lower the learning rate"
+                        "lower the learning rate; nothing was saved"
                     )
                 loss.backward()
                 optimizer.step()
@@ -293,6 +322,15 @@ def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end
                 "lr_end": optimizer.param_groups[0]["lr"],
                 "kept": False,
             }
+            # The loss is computed before each step, so the last step's update (or batch-norm
+            # statistics from a bad batch) can still turn weights into NaN: check the weights too,
+            # before they can be evaluated, kept or saved.
+            broken = first_non_finite(model)
+            if broken is not None:
+                raise EdgepruneError(
+                    f"training diverged in epoch {epoch + 1}: tensor {broken} holds NaN or infinite "
+                    "values; lower the learning rate; nothing was saved"
+                )
             if has_val:
                 record["val_accuracy"] = evaluate(
                     model, data.val, mean=data.mean, std=data.std,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_option
 from edgeprune.runtime.bench import Pending, accuracy_of, finish_rows, onnx_pending
 from edgeprune.runtime.measure import PROBE_PRELUDE, cpu_isa, file_size, gzip_size, run_memory_probe
 
@@ -190,6 +191,9 @@ def bench_artifacts(
     from edgeprune.runtime.metadata import read_metadata
 
     say = log or (lambda _m: None)
+    check_option("threads", threads)
+    check_option("budget_s", budget_s)
+    check_option("max_per_class", max_per_class, optional=True)
     backends = parse_runtimes(runtimes)  # fail fast, before any loading or timing
     label = device or device_label("cpu")
     kinds = [(Path(a), artifact_kind(a)) for a in artifacts]

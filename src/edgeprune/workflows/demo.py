@@ -26,35 +26,48 @@ def run_demo(
     threads: int = 2,
     bench_threads: int = 1,
     device: str = "auto",
+    overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Returns {"checkpoints": {...}, "bench": [rows of edgeprune.workflows.bench],
     "accuracy": {"baseline", "pruned", "int8"} (test split, ONNX Runtime for all three, from the
     bench rows), "kept_epoch" (the baseline's best validation epoch), "warnings" (chance-level
-    messages, also logged), "seed"}."""
+    messages, also logged), "seed"}.
+
+    The three results in `out_dir` are checked before anything is trained: an existing one is
+    replaced only with overwrite (other files in `out_dir` are never touched)."""
     from edgeprune.data import load_data
     from edgeprune.workflows.prune import PruneJob, prune_checkpoint
-    from edgeprune.workflows.export import export_checkpoint
+    from edgeprune.workflows.export import check_export_out, export_checkpoint
     from edgeprune.workflows.bench import bench_artifacts
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.metrics.chance import chance_level_warning
     from edgeprune.pruning import Schedule, TaylorChannel
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows.train import train_baseline
+    from edgeprune.outputs import check_output_folder
+    from edgeprune.validation import check_option
 
     say = log or (lambda _m: None)
     out = Path(out_dir)
+    baseline, pruned, int8 = out / "baseline", out / "pruned-taylor-50", out / "pruned-taylor-50-int8.onnx"
+    for folder in (baseline, pruned):
+        check_output_folder(folder, overwrite=overwrite, what="demo checkpoint folder")
+    check_export_out(int8, overwrite=overwrite)
+    check_option("epochs", epochs)
+    check_option("epochs", finetune_epochs, name="fine-tuning epochs (--finetune-epochs)")
+    check_option("seed", seed)
+    check_option("threads", bench_threads, name="bench threads (--bench-threads)")
     dev = resolve_device(device)
     set_threads(threads)
     data = load_data("digits", image_size=32, val_fraction=0.1, seed=DATA_SEED, log=log)
-    baseline, pruned, int8 = out / "baseline", out / "pruned-taylor-50", out / "pruned-taylor-50-int8.onnx"
 
     say(f"1/4 training a MobileNetV2 baseline on {data.name} ({epochs} epochs, seed {seed})")
     # The default recipe (SGD, warm-up + cosine, batch size by data size), as `edgeprune train`.
     recipe = TrainRecipe(epochs=epochs, seed=seed)
     _, base_meta, _ = train_baseline(data, arch="mobilenet_v2", recipe=recipe, device=dev,
-                                     out=baseline, progress=progress, log=log)
+                                     out=baseline, overwrite=overwrite, progress=progress, log=log)
 
     say("2/4 pruning half of the parameters away (Taylor channel importance, channels physically removed)")
     job = PruneJob(
@@ -66,10 +79,12 @@ def run_demo(
         finetune=TrainRecipe(epochs=finetune_epochs, seed=seed),
         seed=seed,
     )
-    outcome = prune_checkpoint(baseline, data, job, out=pruned, device=dev, progress=progress, log=log)
+    outcome = prune_checkpoint(baseline, data, job, out=pruned, overwrite=overwrite, device=dev,
+                               progress=progress, log=log)
 
     say("3/4 quantizing the pruned model to INT8 ONNX (calibrated on training images, verified on test)")
-    export_checkpoint(pruned, "onnx-int8", int8, data=data, threads=bench_threads, seed=seed, log=log)
+    export_checkpoint(pruned, "onnx-int8", int8, data=data, threads=bench_threads, seed=seed,
+                      overwrite=overwrite, log=log)
 
     say(f"4/4 benching the three side by side on the CPU with {bench_threads} thread(s)")
     set_threads(bench_threads)

@@ -10,8 +10,15 @@ Formats
 
 Every artifact is checked against the PyTorch model on real test images when data is given (FP32
 must agree on >= 99.9% of images, INT8 must pass its accuracy gate, sparse must restore every
-tensor bit for bit, or the export fails and the file is set aside as FILE.rejected); without
-data, FP32 and sparse exports are checked on random inputs only and the report says so loudly.
+tensor bit for bit, or the export fails and the file is set aside as FILE.rejected, its report
+as FILE.rejected.json); without data, FP32 and sparse exports are checked on random inputs only
+and the report says so loudly.
+
+Nothing is lost: `out` is checked before the work (an existing artifact or report is replaced
+only with overwrite; never a checkpoint's own file, an input, or a path inside a checkpoint
+folder), the artifact and its report are made and verified under unique temporary names beside
+`out`, and only a verified pair is renamed into place. An export killed or failing at any point
+leaves the previous artifact and its report as they were.
 
 Artifacts and reports name their source checkpoint by folder name and the sha256 of its
 model.safetensors, never by path: the path belongs to the training machine's disk.
@@ -19,9 +26,9 @@ model.safetensors, never by path: the path belongs to the training machine's dis
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
@@ -32,6 +39,8 @@ from torch import nn
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file, check_output_file, publish_files, staging_folder
+from edgeprune.validation import check_option
 from edgeprune.export.verify import (
     FP32_MIN_AGREEMENT,
     INT8_MAX_DROP,
@@ -66,16 +75,33 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def rejected_path(path: str | Path) -> Path:
+    """Where an artifact that failed verification is set aside (its report: FILE.rejected.json)."""
+    p = Path(path)
+    return p.with_name(p.name + ".rejected")
+
+
+def check_export_out(out: str | Path, *, inputs=(), overwrite: bool = False) -> Path:
+    """The artifact path and its FILE.json report: refused before any work when they would
+    replace something without `overwrite`, or an input / a checkpoint's file ever."""
+    return check_output_file(out, inputs=inputs, overwrite=overwrite,
+                             companions=[sidecar_path(out)], what="artifact")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def checkpoint_source(checkpoint: str | Path) -> dict[str, str]:
     """The checkpoint's folder name and the sha256 of its weights: identifies it without a path."""
     from edgeprune.models.checkpoint import WEIGHTS_FILE
 
     ckpt = Path(checkpoint)
-    digest = hashlib.sha256()
-    with (ckpt / WEIGHTS_FILE).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"name": ckpt.resolve().name, "sha256": digest.hexdigest()}
+    return {"name": ckpt.resolve().name, "sha256": _sha256_file(ckpt / WEIGHTS_FILE)}
 
 
 def portable_record(value: Any) -> Any:
@@ -135,9 +161,8 @@ def set_onnx_metadata(path: str | Path, values: dict[str, Any]) -> None:
     props.update(md.encode(values))
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
-    tmp = Path(str(path) + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    with atomic_file(path, overwrite=True) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def _test_images(data, max_images: int | None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -179,33 +204,40 @@ def export_checkpoint(
     max_verify_images: int | None = None,
     max_drop: float = INT8_MAX_DROP,
     seed: int = 0,
+    overwrite: bool = False,
     log: Log | None = None,
 ) -> ExportResult:
     """export_model on an edgeprune checkpoint folder; the artifact names it by folder name and
-    the sha256 of its model.safetensors (never by path)."""
+    the sha256 of its model.safetensors (never by path). `out` may not lie inside the folder."""
     from edgeprune.models import Model
 
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise EdgepruneError(f"checkpoint not found: {ckpt}")
-    _check_options(fmt, data, calibration_images, max_drop)  # before loading anything
+    # Options and the output location before loading anything.
+    check_export_options(fmt, data, calibration_images, max_drop, threads, opset, max_verify_images, seed)
+    check_export_out(out, inputs=(ckpt,), overwrite=overwrite)
     return export_model(
         Model.load(ckpt, "cpu"), fmt, out, data=data, threads=threads,
         calibration_images=calibration_images, calibrate_method=calibrate_method, opset=opset,
         max_verify_images=max_verify_images, max_drop=max_drop, seed=seed,
-        source=checkpoint_source(ckpt), log=log,
+        source=checkpoint_source(ckpt), overwrite=overwrite, inputs=(ckpt,), log=log,
     )
 
 
-def _check_options(fmt: str, data, calibration_images: int, max_drop: float) -> None:
+def check_export_options(fmt: str, data, calibration_images: int, max_drop: float, threads: int,
+                         opset: int, max_verify_images: int | None, seed: int) -> None:
+    """Every export option, before anything is loaded (`data`: whether data was given)."""
     if fmt not in FORMATS:
         raise EdgepruneError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx-int8" and data is None:
         raise EdgepruneError("quantizing needs calibration data: pass --data")
-    if calibration_images < 1:
-        raise EdgepruneError(f"calibration images must be >= 1, got {calibration_images}")
-    if not (isinstance(max_drop, (int, float)) and math.isfinite(max_drop) and max_drop >= 0):
-        raise EdgepruneError(f"max drop must be >= 0 percentage points, got {max_drop!r}")
+    check_option("calibration_images", calibration_images)
+    check_option("max_drop", max_drop)
+    check_option("threads", threads)
+    check_option("opset", opset)
+    check_option("max_verify_images", max_verify_images, optional=True)
+    check_option("seed", seed)
 
 
 def export_model(
@@ -222,6 +254,8 @@ def export_model(
     max_drop: float = INT8_MAX_DROP,
     seed: int = 0,
     source: dict[str, str] | None = None,
+    overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
     log: Log | None = None,
 ) -> ExportResult:
     """Export an `edgeprune.models.Model` to `out` in format `fmt`, verified, with a FILE.json
@@ -232,53 +266,66 @@ def export_model(
     max_drop: `onnx-int8` only: the largest allowed drop of INT8 test accuracy below the FP32
     model's, in percentage points; a larger drop fails the export (FILE.rejected).
     source: {"name", "sha256"} of the checkpoint it came from (default: "in-memory model" and the
-    sha256 its weights would have as model.safetensors)."""
+    sha256 its weights would have as model.safetensors).
+    overwrite: replace an existing artifact and report at `out` (never an input: `inputs`)."""
     from edgeprune.models.checkpoint import weights_sha256
+    from edgeprune.models.zoo import check_finite
 
     say = log or (lambda _m: None)
-    _check_options(fmt, data, calibration_images, max_drop)
+    check_export_options(fmt, data, calibration_images, max_drop, threads, opset, max_verify_images, seed)
+    out = check_export_out(out, inputs=inputs, overwrite=overwrite)
     meta = model.meta
     module = model.module.cpu().eval()
+    check_finite(module.state_dict(), "refusing to export the model")
     source = source or {"name": "in-memory model", "sha256": weights_sha256(module)}
     if data is not None:
         _check_data(meta, data)
     images, labels = _test_images(data, max_verify_images)
     data_name = data.name if data is not None else None
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
-    if fmt == "sparse":
-        result = _export_sparse(module, meta, source, out, images, labels, data_name, say)
-    else:
-        result = _export_onnx(module, meta, source, fmt, out, images, labels, data, threads,
-                              calibration_images, calibrate_method, opset, max_drop, seed, say)
-    report = result.verification
-    rejected = None if report.passed else out.with_name(out.name + ".rejected")
-    result.info.update(
-        source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
-        verified_on="real test images" if report.real_images else "random inputs",
-        warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
-        file_bytes=file_size(out), gzip_bytes=gzip_size(out),
-    )
-    sidecar = {
-        # Names, not paths: the report sits beside the artifact and may travel with it.
-        "artifact": (rejected or out).name,
-        "format": fmt,
-        "edgeprune_version": __version__,
-        **result.info,
-        "verification": {**report.to_dict(), "artifact": out.name},
-        "passed": report.passed,
-        "rejected": rejected is not None,
-    }
-    result.report_path.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    say(report.summary())
-    for note in report.notes:
-        say(f"NOTE: {note}")
-    if rejected is not None:
-        out.replace(rejected)
+    # Made and verified under a unique temporary folder beside `out`; only a verified artifact
+    # and its report are renamed into place, so a killed or failed export leaves the previous
+    # pair untouched and two exports to the same `out` never write into each other's files.
+    with staging_folder(out) as stage:
+        work = stage / out.name
+        if fmt == "sparse":
+            result = _export_sparse(module, meta, source, work, images, labels, data_name, say)
+        else:
+            result = _export_onnx(module, meta, source, fmt, work, images, labels, data, threads,
+                                  calibration_images, calibrate_method, opset, max_drop, seed, say)
+        report = dataclasses.replace(result.verification, artifact=str(out))
+        final = out if report.passed else rejected_path(out)
+        result = ExportResult(final, fmt, sidecar_path(final), report, result.info)
+        result.info.update(
+            source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
+            verified_on="real test images" if report.real_images else "random inputs",
+            warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
+            file_bytes=file_size(work), gzip_bytes=gzip_size(work),
+            artifact_sha256=_sha256_file(work),  # ties the report to the very file it describes
+        )
+        sidecar = {
+            # Names, not paths: the report sits beside the artifact and may travel with it.
+            "artifact": final.name,
+            "format": fmt,
+            "edgeprune_version": __version__,
+            **result.info,
+            "verification": {**report.to_dict(), "artifact": out.name},
+            "passed": report.passed,
+            "rejected": not report.passed,
+        }
+        work_report = stage / sidecar_path(out).name
+        work_report.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        say(report.summary())
+        for note in report.notes:
+            say(f"NOTE: {note}")
+        # A rejected artifact replaces an earlier rejected one: it failed, nothing of value.
+        publish_files([(work, final), (work_report, result.report_path)],
+                      overwrite=overwrite or not report.passed, what="artifact")
+    if not report.passed:
         raise EdgepruneError(
             f"export failed verification: {'; '.join(_failures(report))}; "
-            f"the artifact was moved to {rejected}, the report is {result.report_path}"
+            f"the artifact was set aside as {final}, the report is {result.report_path}"
+            + (f" ({out} was left as it was)" if out.exists() else "")
         )
     return result
 

@@ -19,6 +19,7 @@ from torch.nn.utils import prune as torch_prune
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
+from edgeprune.validation import check_option
 from edgeprune.export import export_onnx
 from edgeprune.hardware import device_label
 from edgeprune.metrics.accuracy import accuracy_on_test_split
@@ -133,6 +134,9 @@ def measure(
     torch runs at the largest batch size where RAPL counters are readable, otherwise null with
     `energy_note` saying why.
     """
+    check_option("threads", threads)
+    check_option("warmup", warmup)
+    check_option("runs", runs)
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
         raise EdgepruneError(f"unknown runtime(s) {unknown}: choose from {', '.join(RUNTIMES)}")

@@ -18,10 +18,13 @@ from edgeprune.data import BatchLoader
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import device_label, seed_everything
 from edgeprune.data import check_same_split
-from edgeprune.models import CheckpointMeta, Model, ensure_same_classes, load_checkpoint
+from edgeprune.models import CheckpointMeta, Model, ensure_same_classes, load_checkpoint, save_checkpoint
 from edgeprune.pruning import PruneResult, PruningConfig, Schedule, prune_iteratively, recalibrate_batchnorm
 from edgeprune.metrics import evaluate
+from edgeprune.outputs import check_output_folder
 from edgeprune.train import TrainRecipe, fit
+from edgeprune.train.loop import check_batch_norm_batches
+from edgeprune.validation import check_option
 
 
 @dataclass
@@ -33,6 +36,14 @@ class PruneJob:
     recalib_batches: int = 20  # training batches for batch-norm recalibration (0: off)
     seed: int = 0
     distill: bool = False  # fine-tune against the unpruned model's soft outputs
+
+    def __post_init__(self) -> None:
+        self.max_drop = check_option("max_drop", self.max_drop, optional=True)
+        self.recalib_batches = check_option("recalib_batches", self.recalib_batches)
+        self.seed = check_option("seed", self.seed)
+        for name, kind in (("config", PruningConfig), ("schedule", Schedule), ("finetune", TrainRecipe)):
+            if not isinstance(getattr(self, name), kind):
+                raise EdgepruneError(f"PruneJob.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -54,17 +65,22 @@ def prune_checkpoint(
     job: PruneJob,
     *,
     out: str | Path | None = None,
+    overwrite: bool = False,
     device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     allow_other_split: bool = False,
 ) -> PruneOutcome:
-    """prune_model on a checkpoint folder, saving the result to `out` (checked to reload)."""
+    """prune_model on a checkpoint folder, saving the result to `out` (checked to reload).
+    `out` is checked before any work: never the checkpoint itself (nor inside or around it), an
+    existing checkpoint only with overwrite."""
+    if out is not None:
+        check_output_folder(out, inputs=(checkpoint,), overwrite=overwrite, what="checkpoint folder")
     model = Model.load(checkpoint, device)
     outcome = prune_model(model, data, job, device=device, progress=progress, log=log,
                           allow_other_split=allow_other_split, source=Path(checkpoint).name)
     if out is not None:
-        Model(outcome.model.cpu(), outcome.meta).save(out)
+        save_checkpoint(outcome.model.cpu(), outcome.meta, out, overwrite=overwrite, inputs=(checkpoint,))
         reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
         if sum(p.numel() for p in reloaded.parameters()) != outcome.result.params:
             raise EdgepruneError(f"internal: {out} reloads with a different parameter count")
@@ -95,6 +111,8 @@ def prune_model(
     ensure_same_classes(meta, data.class_names, data.name)
     split_note = check_same_split(meta.split, data.split, allow_other_split=allow_other_split,
                                   what=checkpoint) if data.split is not None else None
+    # Recalibration, Taylor's gradients and fine-tuning all run batch norm in training mode.
+    check_batch_norm_batches(model.module, recipe.batch_size, len(data.train.labels))
     model = copy.deepcopy(model.module).to(device)
     teacher = copy.deepcopy(model).eval() if job.distill else None
     # Always the checkpoint's normalisation, whatever the data loader would compute.

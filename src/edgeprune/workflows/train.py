@@ -11,6 +11,7 @@ from edgeprune.hardware import seed_everything
 from edgeprune.models import CheckpointMeta, create_model, save_checkpoint
 from edgeprune.metrics.chance import chance_level_warning
 from edgeprune.metrics.evaluate import EvalResult, evaluate
+from edgeprune.outputs import check_output_folder
 from edgeprune.train import TrainRecipe, fit, kept_epoch
 
 
@@ -23,12 +24,18 @@ def train_baseline(
     width_mult: float = 1.0,
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[torch.nn.Module, CheckpointMeta, EvalResult]:
     """The model holds the best validation epoch's weights (see `fit`); meta.training records
     which (`kept_epoch`). A test accuracy at chance level gives a message in
-    meta.metrics["chance_level_warning"] (None above chance) for the caller to show."""
+    meta.metrics["chance_level_warning"] (None above chance) for the caller to show.
+
+    out: the checkpoint folder to write, checked before the training (an existing checkpoint is
+    replaced only with overwrite); written whole or not at all."""
+    if out is not None:
+        check_output_folder(out, overwrite=overwrite, what="checkpoint folder")
     recipe = recipe.resolved(len(data.train.labels))
     # Seeded here, not only in fit: the random initialisation (and a new head) is part of the run.
     seed_everything(recipe.seed)
@@ -65,5 +72,5 @@ def train_baseline(
         split=data.split.to_dict() if data.split is not None else {},
     )
     if out is not None:
-        save_checkpoint(model.cpu(), meta, out)
+        save_checkpoint(model.cpu(), meta, out, overwrite=overwrite)
     return model, meta, result
