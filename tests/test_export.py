@@ -413,3 +413,20 @@ def test_without_data_the_report_and_the_command_say_random_inputs(mobilenet_che
     assert any("random inputs" in line for line in warnings), captured.err
     shown = json.loads(captured.out)
     assert shown["verified_on"] == "random inputs" and shown["warnings"] == [RANDOM_INPUTS_WARNING]
+
+
+def test_int8_export_measures_its_speed_against_fp32_on_every_backend(int8_minmax):
+    """"INT8 is faster" is measured at export, per installed backend, never assumed."""
+    import json
+
+    from edgeprune.runtime.backends import available_backends
+
+    speed = int8_minmax.info["int8_speed"]
+    assert sorted(speed) == sorted(available_backends()) and "onnxruntime" in speed
+    for entry in speed.values():
+        assert entry["fp32_b1_ms"] > 0 and entry["int8_b1_ms"] > 0
+        assert entry["speedup"] == pytest.approx(entry["fp32_b1_ms"] / entry["int8_b1_ms"])
+        assert entry["faster"] == (entry["int8_b1_ms"] < entry["fp32_b1_ms"])
+        assert entry["device"] and entry["threads"] == 1
+    report = json.loads(int8_minmax.report_path.read_text())
+    assert report["int8_speed"] == json.loads(json.dumps(speed))

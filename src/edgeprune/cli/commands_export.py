@@ -103,6 +103,11 @@ def export(
         calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
         max_drop=INT8_MAX_DROP if max_drop is None else max_drop, overwrite=overwrite, log=log,
     )
+    for backend, speed in result.info.get("int8_speed", {}).items():
+        if not speed["faster"]:
+            warn(f"INT8 is not faster than FP32 on {backend} here: batch-1 {speed['int8_b1_ms']:.3f} "
+                 f"vs {speed['fp32_b1_ms']:.3f} ms ({speed['device']}, {speed['isa'] or 'no VNNI'}): "
+                 "keep the FP32 file for speed, or measure at the camera's resolution")
     result.info["chance_level_warning"] = warn_if_chance(
         result.verification.artifact_accuracy, len(meta.class_names), f"{fmt} artifact's test")
     if as_json:

@@ -380,6 +380,12 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
                 f"training images of {data.name}")
             sparsity = quantize_int8(fp32, out, calib, per_channel=True,
                                      calibrate_method=calibrate_method, log=say)
+            # "INT8 is faster" is measured, never assumed: both files on every installed backend.
+            info["int8_speed"] = int8_speed(fp32, out, meta.input_size, threads=threads)
+            for backend, speed in info["int8_speed"].items():
+                say(f"{backend}: batch-1 INT8 {speed['int8_b1_ms']:.3f} ms vs FP32 "
+                    f"{speed['fp32_b1_ms']:.3f} ms ({speed['speedup']:.2f}x), measured round-robin "
+                    f"on {speed['device']}, {threads} thread(s)")
         if not sparsity.zeros_kept:
             raise EdgepruneError(
                 "INT8 quantization did not keep the FP32 model's zero weights (or none could be "
@@ -419,6 +425,32 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
         info.update(test_accuracy=report.artifact_accuracy, reference_accuracy=report.reference_accuracy)
     info["metadata"] = md.decode(_read_props(out))
     return ExportResult(out, fmt, sidecar_path(out), report, info)
+
+
+SPEED_BUDGET_S = 1.5  # per backend: a first answer, not a benchmark (that is `edgeprune bench`)
+
+
+def int8_speed(fp32: Path, int8: Path, input_size: int, *, threads: int = 1,
+               budget_s: float = SPEED_BUDGET_S) -> dict[str, dict[str, Any]]:
+    """Batch-1 latency of the FP32 and the INT8 file on each installed backend, timed
+    round-robin on the same cores: {backend: {fp32_b1_ms, int8_b1_ms, speedup, faster, device}}.
+    Whether INT8 pays off depends on the CPU (VNNI), the backend and the shapes: at small inputs
+    the quantize/dequantize work can outweigh the integer arithmetic."""
+    from edgeprune.runtime.backends import available_backends, make_backend
+    from edgeprune.runtime.measure import cpu_device_label, cpu_isa, time_round_robin
+
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size), dtype=np.float32)
+    result = {}
+    for name in available_backends():
+        runs = {kind: make_backend(name, path, threads=threads) for kind, path in
+                (("fp32", fp32), ("int8", int8))}
+        timing = time_round_robin({kind: (lambda b=b: b.run(x)) for kind, b in runs.items()},
+                                  budget_s=budget_s, cpus=threads)
+        fp32_ms, int8_ms = timing["fp32"].median_ms, timing["int8"].median_ms
+        result[name] = {"fp32_b1_ms": fp32_ms, "int8_b1_ms": int8_ms, "speedup": fp32_ms / int8_ms,
+                        "faster": int8_ms < fp32_ms, "device": cpu_device_label(),
+                        "isa": cpu_isa(), "threads": threads}
+    return result
 
 
 def _read_props(path: Path) -> dict[str, str]:
