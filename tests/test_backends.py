@@ -42,16 +42,6 @@ def digits():
     return load_data("digits", image_size=32)
 
 
-@pytest.fixture(scope="module")
-def exported(trained_digits_checkpoint, digits, tmp_path_factory):
-    """The session's trained MobileNetV2 and its FP32 ONNX export, verified on the test split."""
-    from edgeprune.workflows import export_checkpoint
-
-    out = tmp_path_factory.mktemp("backends") / "model.onnx"
-    result = export_checkpoint(trained_digits_checkpoint, "onnx", out, data=digits)
-    return trained_digits_checkpoint, result.path
-
-
 def test_openvino_is_installed_for_these_tests():
     # `make install` installs the openvino extra; without it the backend tests prove nothing.
     assert backends.available_backends() == ["onnxruntime", "openvino"], (
@@ -60,8 +50,8 @@ def test_openvino_is_installed_for_these_tests():
 
 
 @pytest.mark.parametrize("runtime", backends.BACKENDS)
-def test_backends_agree_with_pytorch_on_real_images(exported, digits, runtime):
-    ckpt, onnx_path = exported
+def test_backends_agree_with_pytorch_on_real_images(trained_digits_onnx, digits, runtime):
+    ckpt, onnx_path = trained_digits_onnx
     model, meta = load_checkpoint(ckpt)
     images, labels = digits.test.images.numpy(), digits.test.labels.numpy()
     with torch.inference_mode():
@@ -77,8 +67,8 @@ def test_backends_agree_with_pytorch_on_real_images(exported, digits, runtime):
     np.testing.assert_allclose(one[0], expected[0], atol=1e-3, rtol=1e-4)
 
 
-def test_openvino_classifier_without_torch(exported, digits):
-    _, onnx_path = exported
+def test_openvino_classifier_without_torch(trained_digits_onnx, digits):
+    _, onnx_path = trained_digits_onnx
     image = digits.test.images.numpy()[0]
     npy = Path(onnx_path).with_name("one.npy")
     np.save(npy, image)
@@ -97,8 +87,8 @@ def test_openvino_classifier_without_torch(exported, digits):
     assert out["label"] == expected.label
 
 
-def test_auto_measures_once_then_reads_the_cache(exported, tmp_path, monkeypatch):
-    _, onnx_path = exported
+def test_auto_measures_once_then_reads_the_cache(trained_digits_onnx, tmp_path, monkeypatch):
+    _, onnx_path = trained_digits_onnx
     monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
     first = Classifier(onnx_path, runtime="auto", threads=1)
     assert first.runtime in backends.BACKENDS
@@ -121,29 +111,29 @@ def test_auto_measures_once_then_reads_the_cache(exported, tmp_path, monkeypatch
     assert backends._cache_file(backends.choice_key(onnx_path, 2, backends.BACKENDS)) != cache_file
 
 
-def test_unknown_runtime_is_a_clear_error(exported):
-    _, onnx_path = exported
+def test_unknown_runtime_is_a_clear_error(trained_digits_onnx):
+    _, onnx_path = trained_digits_onnx
     with pytest.raises(EdgepruneError, match="unknown runtime 'tensorrt': choose one of auto, onnxruntime, openvino"):
         Classifier(onnx_path, runtime="tensorrt")
     with pytest.raises(EdgepruneError, match="unknown runtime 'tvm'"):
         backends.parse_runtimes("onnxruntime,tvm")
 
 
-def test_bench_unknown_runtime_is_a_clear_error(exported, capsys):
+def test_bench_unknown_runtime_is_a_clear_error(trained_digits_onnx, capsys):
     import edgeprune.cli.commands_export  # noqa: F401 - registers bench
     from edgeprune.cli import main
 
-    _, onnx_path = exported
+    _, onnx_path = trained_digits_onnx
     with pytest.raises(SystemExit) as exc:
         main(["bench", str(onnx_path), "--runtime", "onnxruntime,tensorrt", "--no-memory"])
     assert exc.value.code == 2
     assert "error: unknown runtime 'tensorrt'" in " ".join(capsys.readouterr().err.split())
 
 
-def test_openvino_missing_is_a_clear_error(exported):
+def test_openvino_missing_is_a_clear_error(trained_digits_onnx):
     """With openvino (and torch) unimportable: only ONNX Runtime is listed, and asking for
     OpenVINO, from the Classifier or `edgeprune bench`, says how to install it."""
-    _, onnx_path = exported
+    _, onnx_path = trained_digits_onnx
     done = run_blocked(
         "from edgeprune.errors import EdgepruneError\n"
         "from edgeprune.runtime import Classifier, available_backends\n"

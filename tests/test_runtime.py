@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from edgeprune.workflows.export import export_checkpoint
 from edgeprune.models import load_checkpoint
 from edgeprune.runtime.backends import available_backends
 from edgeprune.runtime.bench import COLUMNS, read_csv
@@ -45,17 +44,6 @@ def digits():
     return load_data("digits", image_size=32)
 
 
-@pytest.fixture(scope="module")
-def artifact(trained_digits_checkpoint, digits, tmp_path_factory):
-    """The session's trained MobileNetV2 (conftest) and its verified FP32 ONNX export.
-
-    (An untrained MobileNetV2 at 32x32 outputs logits of ~1e-9: every image a tie.)"""
-    root = tmp_path_factory.mktemp("rt")
-    result = export_checkpoint(trained_digits_checkpoint, "onnx", root / "model.onnx", data=digits,
-                               max_verify_images=100)
-    return trained_digits_checkpoint, result.path
-
-
 def test_runtime_imports_without_torch():
     done = run_without_torch(
         "import edgeprune.runtime, edgeprune.runtime.bench, edgeprune.runtime.data, "
@@ -70,11 +58,11 @@ def test_runtime_imports_without_torch():
     assert "torch unavailable" in done.stdout
 
 
-def test_classifies_a_real_jpeg_without_torch(artifact, cifar_jpeg):
+def test_classifies_a_real_jpeg_without_torch(trained_digits_onnx, cifar_jpeg):
     """Same logits as PyTorch on the pixels the data pipeline decodes from the same file."""
     from edgeprune.data.decode import decode_files
 
-    ckpt, onnx_path = artifact
+    ckpt, onnx_path = trained_digits_onnx
     jpeg = sorted((cifar_jpeg / "test" / "cat").glob("*.jpg"))[0]
     done = run_without_torch(
         "import json\n"
@@ -107,8 +95,8 @@ def _image_tree(digits, root: Path, per_class: int = 3) -> tuple[np.ndarray, np.
     return images[keep], labels[keep]
 
 
-def test_runtime_bench_without_torch_and_compare(artifact, digits, tmp_path):
-    ckpt, onnx_path = artifact
+def test_runtime_bench_without_torch_and_compare(trained_digits_onnx, digits, tmp_path):
+    ckpt, onnx_path = trained_digits_onnx
     images, labels = _image_tree(digits, tmp_path / "tree")
     edge_csv = tmp_path / "edge.csv"
     run_without_torch(
@@ -163,8 +151,8 @@ def _cli(args: list[str]) -> int:
     return exc.value.code
 
 
-def test_bench_checkpoint_and_onnx_side_by_side(artifact, tmp_path, capsys):
-    ckpt, onnx_path = artifact
+def test_bench_checkpoint_and_onnx_side_by_side(trained_digits_onnx, tmp_path, capsys):
+    ckpt, onnx_path = trained_digits_onnx
     out_csv = tmp_path / "bench.csv"
     code = _cli(["bench", str(ckpt), str(onnx_path), "--data", "digits", "--threads", "1",
                  "--budget", "0.2", "--csv", str(out_csv), "--device-label", "server"])
@@ -204,10 +192,10 @@ def test_bench_rejects_unknown_artifacts(tmp_path, capsys):
     assert _cli(["bench", str(tmp_path / "missing.onnx")]) == 2
 
 
-def test_edgeprune_command_benches_onnx_with_torch_unavailable(artifact, tmp_path):
+def test_edgeprune_command_benches_onnx_with_torch_unavailable(trained_digits_onnx, tmp_path):
     """With the runtime install alone (no torch), the `edgeprune` command itself starts and
     `edgeprune bench` measures an ONNX artifact; commands that need torch are not reached."""
-    _, onnx_path = artifact
+    _, onnx_path = trained_digits_onnx
     csv_path = tmp_path / "edge.csv"
     done = run_without_torch(
         "import sys\n"
