@@ -57,18 +57,24 @@ TRAINED_MIN_ACCURACY = 0.5  # chance is 0.1
 
 
 @pytest.fixture(scope="session")
-def trained_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits32():
+    """scikit-learn's digits at 32x32 with the default split (the shared trained model's data)."""
+    from edgeprune.data import load_data
+
+    return load_data("digits", image_size=32)
+
+
+@pytest.fixture(scope="session")
+def trained_digits_checkpoint(digits32, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MobileNetV2 trained briefly on digits at 32x32 (~25 s on one core), saved once per session.
 
     Read-only for the tests: copy it before changing it."""
-    from edgeprune.data import load_data
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows import train_baseline
 
-    data = load_data("digits", image_size=32)
     out = tmp_path_factory.mktemp("trained") / "mnv2-digits"
     torch.manual_seed(0)
-    _, _, result = train_baseline(data, arch="mobilenet_v2", recipe=TrainRecipe(**TRAINED_RECIPE),
+    _, _, result = train_baseline(digits32, arch="mobilenet_v2", recipe=TrainRecipe(**TRAINED_RECIPE),
                                   out=out, progress=False)
     assert result.accuracy >= TRAINED_MIN_ACCURACY, (
         f"the shared MobileNetV2 reached only {result.accuracy:.1%} test accuracy: tests that "
@@ -78,14 +84,13 @@ def trained_digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_digits_onnx(trained_digits_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+def trained_digits_onnx(trained_digits_checkpoint: Path, digits32, tmp_path_factory: pytest.TempPathFactory):
     """(checkpoint, FP32 ONNX file) of the shared trained MobileNetV2, the export verified on
     digits' test images. (An untrained MobileNetV2 at 32x32 outputs logits of ~1e-9: every image
     a tie, so comparisons would prove nothing.)"""
-    from edgeprune.data import load_data
     from edgeprune.workflows import export_checkpoint
 
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     result = export_checkpoint(trained_digits_checkpoint, "onnx", out,
-                               data=load_data("digits", image_size=32), max_verify_images=100)
+                               data=digits32, max_verify_images=100)
     return trained_digits_checkpoint, result.path

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
+
+BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
+NO_TORCH = ("torch", "torchvision", "torch_pruning")
+
+
+def run_blocked(code: str, *args: str, block=NO_TORCH, check: bool = True) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter where the modules in `block` cannot be imported (by default
+    torch: what an edge device with only the runtime extra has)."""
+    done = subprocess.run([sys.executable, "-c", BLOCK.format(names=tuple(block)) + code, *args],
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def kept_filters(dense: torch.Tensor, pruned: torch.Tensor) -> list[int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,24 +20,7 @@ from edgeprune.runtime.classifier import Classifier
 from edgeprune.runtime.measure import cpu_isa, preferred_channel_multiple, time_round_robin
 from edgeprune.runtime.preprocess import normalize
 
-BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
-NO_TORCH = ("torch", "torchvision", "torch_pruning")
-
-
-def run_blocked(code: str, *args: str, block=NO_TORCH, check: bool = True) -> subprocess.CompletedProcess:
-    """`code` in a fresh interpreter where the modules in `block` cannot be imported."""
-    done = subprocess.run([sys.executable, "-c", BLOCK.format(names=tuple(block)) + code, *args],
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from edgeprune.data import load_data
-
-    return load_data("digits", image_size=32)
+from helpers import NO_TORCH, run_blocked  # noqa: E402
 
 
 def test_openvino_is_installed_for_these_tests():
@@ -50,10 +31,10 @@ def test_openvino_is_installed_for_these_tests():
 
 
 @pytest.mark.parametrize("runtime", backends.BACKENDS)
-def test_backends_agree_with_pytorch_on_real_images(trained_digits_onnx, digits, runtime):
+def test_backends_agree_with_pytorch_on_real_images(trained_digits_onnx, digits32, runtime):
     ckpt, onnx_path = trained_digits_onnx
     model, meta = load_checkpoint(ckpt)
-    images, labels = digits.test.images.numpy(), digits.test.labels.numpy()
+    images, labels = digits32.test.images.numpy(), digits32.test.labels.numpy()
     with torch.inference_mode():
         expected = model(torch.from_numpy(normalize(images, meta.mean, meta.std))).numpy()
     assert expected.std() > 0.5, "near-zero logits: agreeing with them proves nothing"
@@ -67,9 +48,9 @@ def test_backends_agree_with_pytorch_on_real_images(trained_digits_onnx, digits,
     np.testing.assert_allclose(one[0], expected[0], atol=1e-3, rtol=1e-4)
 
 
-def test_openvino_classifier_without_torch(trained_digits_onnx, digits):
+def test_openvino_classifier_without_torch(trained_digits_onnx, digits32):
     _, onnx_path = trained_digits_onnx
-    image = digits.test.images.numpy()[0]
+    image = digits32.test.images.numpy()[0]
     npy = Path(onnx_path).with_name("one.npy")
     np.save(npy, image)
     done = run_blocked(

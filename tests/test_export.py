@@ -40,13 +40,6 @@ def _logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from edgeprune.data import load_data
-
-    return load_data("digits", image_size=32)
-
-
 def _zero_smallest(model: nn.Module, sparsity: float) -> None:
     with torch.no_grad():
         for m in model.modules():
@@ -58,7 +51,7 @@ def _zero_smallest(model: nn.Module, sparsity: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def mobilenet_checkpoints(trained_digits_checkpoint, digits, tmp_path_factory):
+def mobilenet_checkpoints(trained_digits_checkpoint, digits32, tmp_path_factory):
     """The trained MobileNetV2 and a channel-pruned copy of it (batch norms re-estimated, so its
     logits are not near zero), whose pruning record names its source by absolute path."""
     from edgeprune.pruning.batchnorm import recalibrate_batchnorm
@@ -71,7 +64,7 @@ def mobilenet_checkpoints(trained_digits_checkpoint, digits, tmp_path_factory):
         pruning_ratio=0.5, ignored_layers=[slim.classifier[1]],
     )
     pruner.step()
-    x = torch.from_numpy(normalize(digits.train.images.numpy()[:512], digits.mean, digits.std))
+    x = torch.from_numpy(normalize(digits32.train.images.numpy()[:512], digits32.mean, digits32.std))
     recalibrate_batchnorm(slim, x.split(128))
     record = {"source_checkpoint": str(dense.resolve()),
               "previous": {"source_checkpoint": "/home/trainer/runs/base-ckpt"}}
@@ -80,18 +73,18 @@ def mobilenet_checkpoints(trained_digits_checkpoint, digits, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dense_onnx(mobilenet_checkpoints, digits, tmp_path_factory):
+def dense_onnx(mobilenet_checkpoints, digits32, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "dense.onnx"
-    return export_checkpoint(mobilenet_checkpoints[0], "onnx", out, data=digits, max_verify_images=200)
+    return export_checkpoint(mobilenet_checkpoints[0], "onnx", out, data=digits32, max_verify_images=200)
 
 
 @pytest.mark.parametrize("which", ["dense", "slim"])
-def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dense_onnx, digits, tmp_path):
+def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dense_onnx, digits32, tmp_path):
     ckpt = mobilenet_checkpoints[0 if which == "dense" else 1]
     if which == "dense":
         result = dense_onnx
     else:
-        result = export_checkpoint(ckpt, "onnx", tmp_path / "slim.onnx", data=digits, max_verify_images=200)
+        result = export_checkpoint(ckpt, "onnx", tmp_path / "slim.onnx", data=digits32, max_verify_images=200)
     out = result.path
     report = result.verification
     assert report.real_images and report.n_images == 200
@@ -99,7 +92,7 @@ def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dens
 
     model, meta = load_checkpoint(ckpt)
     clf = Classifier(out, threads=1)
-    real = normalize(digits.test.images.numpy()[:64], meta.mean, meta.std)
+    real = normalize(digits32.test.images.numpy()[:64], meta.mean, meta.std)
     np.testing.assert_allclose(clf.predict(real), _logits(model, real), atol=1e-3, rtol=1e-4)
     for batch in (1, 7):  # dynamic batch: sizes other than the export example
         x = real[:batch] if batch == 1 else torch.randn(batch, 3, 32, 32).numpy()
@@ -110,7 +103,7 @@ def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dens
         assert out.stat().st_size < 0.5 * dense_onnx.path.stat().st_size
 
     meta_onnx = read_metadata(out)
-    assert meta_onnx.class_names == list(digits.class_names)
+    assert meta_onnx.class_names == list(digits32.class_names)
     assert meta_onnx.input_size == 32 and meta_onnx.layout == "NCHW"
     assert meta_onnx.mean == pytest.approx(list(meta.mean)) and meta_onnx.std == pytest.approx(list(meta.std))
     assert meta_onnx.architecture == "mobilenet_v2" and meta_onnx.format == "onnx"
@@ -135,25 +128,25 @@ def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dens
         assert "/home/trainer" not in json.dumps(meta_onnx.raw)
 
 
-def test_verification_catches_a_wrong_artifact(dense_onnx, digits):
+def test_verification_catches_a_wrong_artifact(dense_onnx, digits32):
     out = dense_onnx.path
     other = create_model("mobilenet_v2", 10).eval()  # different random weights
     with torch.no_grad():
         other.classifier[1].bias.copy_(torch.arange(10.0))  # predicts class 9 everywhere
-    report = verify_onnx(out, other, digits.test.images.numpy()[:100], min_agreement=0.999)
+    report = verify_onnx(out, other, digits32.test.images.numpy()[:100], min_agreement=0.999)
     assert not report.passed and report.max_abs_diff > 1.0
 
 
 @pytest.fixture(scope="module")
-def trained_resnet(digits, tmp_path_factory):
-    """ResNet-18 trained 4 epochs on digits (~90% test accuracy, ~30 s on one core)."""
+def trained_resnet(digits32, tmp_path_factory):
+    """ResNet-18 trained 4 epochs on digits32 (~90% test accuracy, ~30 s on one core)."""
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows import train_baseline
 
     root = tmp_path_factory.mktemp("resnet")
     torch.manual_seed(0)
     model, meta, _ = train_baseline(
-        digits, arch="resnet18", recipe=TrainRecipe(epochs=4, batch_size=64, seed=0),
+        digits32, arch="resnet18", recipe=TrainRecipe(epochs=4, batch_size=64, seed=0),
         out=root / "dense", progress=False,
     )
     pruned, _ = load_checkpoint(root / "dense")
@@ -163,12 +156,12 @@ def trained_resnet(digits, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_int8_accuracy_within_a_few_points_and_zeros_kept(trained_resnet, digits, tmp_path):
+def test_int8_accuracy_within_a_few_points_and_zeros_kept(trained_resnet, digits32, tmp_path):
     dense_ckpt, pruned_ckpt = trained_resnet
-    result = export_checkpoint(dense_ckpt, "onnx-int8", tmp_path / "dense-int8.onnx", data=digits,
+    result = export_checkpoint(dense_ckpt, "onnx-int8", tmp_path / "dense-int8.onnx", data=digits32,
                                calibration_images=300, max_drop=3.0)
     report = result.verification
-    assert report.real_images and report.n_images == len(digits.test.labels)
+    assert report.real_images and report.n_images == len(digits32.test.labels)
     assert report.reference_accuracy > 0.6, "the FP32 model did not train: the test proves nothing"
     assert abs(report.artifact_accuracy - report.reference_accuracy) <= 0.03
     assert result.info["accuracy_gate"]["max_drop_points"] == 3.0 and report.max_accuracy_drop == 3.0
@@ -179,7 +172,7 @@ def test_int8_accuracy_within_a_few_points_and_zeros_kept(trained_resnet, digits
     fp32_bytes = (dense_ckpt / "model.safetensors").stat().st_size
     assert result.path.stat().st_size < 0.3 * fp32_bytes  # INT8 weights: ~4x smaller than FP32
 
-    pruned = export_checkpoint(pruned_ckpt, "onnx-int8", tmp_path / "l1-int8.onnx", data=digits,
+    pruned = export_checkpoint(pruned_ckpt, "onnx-int8", tmp_path / "l1-int8.onnx", data=digits32,
                                calibration_images=100, max_drop=3.0)
     sparsity = pruned.info["int8"]
     assert sparsity["zeros_kept"] and sparsity["tensors_matched"] > 0
@@ -224,9 +217,9 @@ INT8_CALIBRATION = 100  # images: enough for ranges, quick to calibrate on one c
 
 
 @pytest.fixture(scope="module")
-def int8_minmax(trained_digits_checkpoint, digits, tmp_path_factory):
+def int8_minmax(trained_digits_checkpoint, digits32, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "minmax.onnx"
-    return export_checkpoint(trained_digits_checkpoint, "onnx-int8", out, data=digits,
+    return export_checkpoint(trained_digits_checkpoint, "onnx-int8", out, data=digits32,
                              calibration_images=INT8_CALIBRATION, max_drop=3.0)
 
 
@@ -242,7 +235,7 @@ def _activation_scales(path) -> dict[str, float]:
 
 
 # Allowed INT8 drop in points. Entropy (KL) calibration clips activation ranges hard: measured on
-# this digits MobileNetV2 (3 epochs, 88.6%), it loses 8.1 points with 100 calibration images and
+# this digits32 MobileNetV2 (3 epochs, 88.6%), it loses 8.1 points with 100 calibration images and
 # 6.7 with 300, where minmax and percentile lose none. Its file works; the default --max-drop 1
 # gate is what keeps such a file from shipping (test_int8_accuracy_gate_*).
 CALIBRATION_DROP = {"entropy": 10.0, "percentile": 3.0}
@@ -250,14 +243,14 @@ CALIBRATION_DROP = {"entropy": 10.0, "percentile": 3.0}
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_int8_calibration_methods_give_working_files_near_fp32(method, int8_minmax, trained_digits_checkpoint,
-                                                                digits, tmp_path):
+                                                                digits32, tmp_path):
     # 100 images: batches must come out equal (ORT's histogram calibrators fail on a short last one).
     allowed = CALIBRATION_DROP[method]
     result = export_checkpoint(trained_digits_checkpoint, "onnx-int8", tmp_path / f"{method}.onnx",
-                               data=digits, calibration_images=INT8_CALIBRATION,
+                               data=digits32, calibration_images=INT8_CALIBRATION,
                                calibrate_method=method, max_drop=allowed)
     report = result.verification
-    assert report.real_images and report.n_images == len(digits.test.labels)
+    assert report.real_images and report.n_images == len(digits32.test.labels)
     assert report.reference_accuracy >= 0.5
     assert report.accuracy_drop <= allowed and report.top1_agreement >= 0.8
     assert read_metadata(result.path).raw[md.CALIBRATION]["method"] == method
@@ -268,7 +261,7 @@ def test_int8_calibration_methods_give_working_files_near_fp32(method, int8_minm
     assert changed >= len(ours) // 4, f"{method}: only {changed}/{len(ours)} ranges differ from minmax"
     # A working file: the runtime classifies real images with it.
     model, meta = load_checkpoint(trained_digits_checkpoint)
-    x = normalize(digits.test.images.numpy()[:32], meta.mean, meta.std)
+    x = normalize(digits32.test.images.numpy()[:32], meta.mean, meta.std)
     logits = Classifier(result.path, threads=1).predict(x)
     assert (logits.argmax(1) == _logits(model, x).argmax(1)).mean() >= 0.7
 
@@ -376,14 +369,14 @@ def test_max_drop_is_checked(mobilenet_checkpoints, tmp_path, capsys):
 # --- verification failures and random inputs ---------------------------------------------
 
 
-def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits, tmp_path, monkeypatch, capsys):
+def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits32, tmp_path, monkeypatch, capsys):
     real = verify_module.verify_onnx
     monkeypatch.setattr(verify_module, "verify_onnx",
                         lambda *a, **k: dataclasses.replace(real(*a, **k), top1_agreement=0.5))
     ckpt = mobilenet_checkpoints[0]
     out = tmp_path / "fp32.onnx"
     with pytest.raises(EdgepruneError, match=r"top-1 agreement 50\.0000% is below the required 99\.9%"):
-        export_checkpoint(ckpt, "onnx", out, data=digits, max_verify_images=50)
+        export_checkpoint(ckpt, "onnx", out, data=digits32, max_verify_images=50)
     assert not out.exists() and (tmp_path / "fp32.onnx.rejected").is_file()
     side = json.loads(sidecar_path(tmp_path / "fp32.onnx.rejected").read_text())
     assert side["rejected"] and not side["verification"]["passed"]

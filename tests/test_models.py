@@ -17,13 +17,6 @@ def _meta(arch: str = "mobilenet_v2", n: int = 10) -> CheckpointMeta:
     return CheckpointMeta(arch, [f"c{i}" for i in range(n)], 32, [0.5] * 3, [0.25] * 3)
 
 
-@pytest.fixture(scope="module")
-def digits32():
-    from edgeprune.data import load_data
-
-    return load_data("digits", image_size=32)
-
-
 def _inputs(data, split: str, n: int) -> torch.Tensor:
     from edgeprune.runtime.preprocess import normalize
 

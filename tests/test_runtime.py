@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +20,7 @@ from edgeprune.runtime.measure import cpu_isa
 from edgeprune.runtime.preprocess import normalize
 
 # Makes `import torch` (and torchvision) fail in the child, as on a device without them.
-BLOCK_TORCH = (
-    "import sys\n"
-    "for name in ('torch', 'torchvision', 'torch_pruning'):\n"
-    "    sys.modules[name] = None\n"
-)
-
-
-def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH + code, *args], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from edgeprune.data import load_data
-
-    return load_data("digits", image_size=32)
+from helpers import run_blocked as run_without_torch  # noqa: E402
 
 
 def test_runtime_imports_without_torch():
@@ -84,20 +63,20 @@ def test_classifies_a_real_jpeg_without_torch(trained_digits_onnx, cifar_jpeg):
     assert 0.0 < out["confidence"] <= 1.0
 
 
-def _image_tree(digits, root: Path, per_class: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """TREE/test/<class>/<n>.png from digits test images (already 32x32, so decoding is exact)."""
-    images, labels = digits.test.images.numpy(), digits.test.labels.numpy()
+def _image_tree(digits32, root: Path, per_class: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """TREE/test/<class>/<n>.png from digits32 test images (already 32x32, so decoding is exact)."""
+    images, labels = digits32.test.images.numpy(), digits32.test.labels.numpy()
     keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
     for i in keep:
-        folder = root / "test" / digits.class_names[labels[i]]
+        folder = root / "test" / digits32.class_names[labels[i]]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i].transpose(1, 2, 0)).save(folder / f"{i}.png")
     return images[keep], labels[keep]
 
 
-def test_runtime_bench_without_torch_and_compare(trained_digits_onnx, digits, tmp_path):
+def test_runtime_bench_without_torch_and_compare(trained_digits_onnx, digits32, tmp_path):
     ckpt, onnx_path = trained_digits_onnx
-    images, labels = _image_tree(digits, tmp_path / "tree")
+    images, labels = _image_tree(digits32, tmp_path / "tree")
     edge_csv = tmp_path / "edge.csv"
     run_without_torch(
         "import runpy\n"

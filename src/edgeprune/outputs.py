@@ -286,17 +286,23 @@ def publish_folder(tmp: Path, target: Path, *, overwrite: bool, what: str = "out
         _fsync(parent, folder=True)
 
 
+def _temp_folder_beside(target: Path, what: str) -> Path:
+    """A fresh, uniquely named folder in target's parent (created if missing): same file system,
+    so a rename can publish it atomically."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=_temp_name(target), dir=target.parent))
+    except OSError as exc:
+        raise EdgepruneError(f"cannot write {what}: {exc.strerror or exc}") from None
+
+
 @contextlib.contextmanager
 def atomic_folder(target: PathLike, *, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; when the block ends without an error, its
     contents are fsynced and it becomes `target` whole (see publish_folder). On an error it is
     removed and `target` is untouched."""
     target = Path(os.path.abspath(target))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_name(target), dir=target.parent))
-    except OSError as exc:
-        raise EdgepruneError(f"cannot write {what} {target}: {exc.strerror or exc}") from None
+    tmp = _temp_folder_beside(target, f"{what} {target}")
     _default_mode(tmp, folder=True)
     try:
         yield tmp
@@ -345,11 +351,7 @@ def staging_folder(beside: PathLike) -> Iterator[Path]:
     """A fresh temporary folder next to `beside` for several files that are published together
     with publish_files; removed (with whatever is left in it) when the block ends."""
     beside = Path(os.path.abspath(beside))
-    try:
-        beside.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_name(beside), dir=beside.parent))
-    except OSError as exc:
-        raise EdgepruneError(f"cannot write beside {beside}: {exc.strerror or exc}") from None
+    tmp = _temp_folder_beside(beside, f"beside {beside}")
     try:
         yield tmp
     finally:

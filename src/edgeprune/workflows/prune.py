@@ -78,7 +78,8 @@ def prune_checkpoint(
         check_output_folder(out, inputs=(checkpoint,), overwrite=overwrite, what="checkpoint folder")
     model = Model.load(checkpoint, device)
     outcome = prune_model(model, data, job, device=device, progress=progress, log=log,
-                          allow_other_split=allow_other_split, source=Path(checkpoint).name)
+                          allow_other_split=allow_other_split, source=Path(checkpoint).name,
+                          in_place=True)  # freshly loaded: nobody else holds it
     if out is not None:
         save_checkpoint(outcome.model.cpu(), outcome.meta, out, overwrite=overwrite, inputs=(checkpoint,))
         reloaded, _ = load_checkpoint(out)  # the saved checkpoint must load as is
@@ -98,8 +99,10 @@ def prune_model(
     log: Callable[[str], None] | None = None,
     allow_other_split: bool = False,
     source: str | None = None,
+    in_place: bool = False,
 ) -> PruneOutcome:
-    """Prune a copy of `model` along job's schedule, fine-tuning and deciding on `data`'s validation
+    """Prune a copy of `model` (with in_place, the model itself: no second copy of the weights)
+    along job's schedule, fine-tuning and deciding on `data`'s validation
     split and reporting on its test split. `data` must be the model's own split of its data (or
     other data), never another split of the same data unless allow_other_split."""
     started = time.perf_counter()
@@ -113,7 +116,7 @@ def prune_model(
                                   what=checkpoint) if data.split is not None else None
     # Recalibration, Taylor's gradients and fine-tuning all run batch norm in training mode.
     check_batch_norm_batches(model.module, recipe.batch_size, len(data.train.labels))
-    model = copy.deepcopy(model.module).to(device)
+    model = (model.module if in_place else copy.deepcopy(model.module)).to(device)
     teacher = copy.deepcopy(model).eval() if job.distill else None
     # Always the checkpoint's normalisation, whatever the data loader would compute.
     data = dataclasses.replace(data, mean=tuple(meta.mean), std=tuple(meta.std))
