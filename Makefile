@@ -4,15 +4,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench-input clean
+.PHONY: install system-packages demo test test-fast lint bench-input clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
-install: $(STAMP)
+install: $(STAMP) system-packages
+
+# The station's tests run a real MQTT broker (mosquitto) and the dashboard's a real browser
+# (Debian's chromium + chromium-driver). Installed when missing and we are root; otherwise say how.
+SYSTEM_PACKAGES := mosquitto chromium chromium-driver
+system-packages:
+	@if command -v mosquitto >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	else echo "note: install $(SYSTEM_PACKAGES) (e.g. sudo apt-get install $(SYSTEM_PACKAGES)) for the station and dashboard tests"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[full,test,openvino]"
+	$(BIN)/python -m pip install --quiet -e ".[full,test,openvino,station,ray]"
 	$(BIN)/python -c "import torch, torchvision, torch_pruning, onnxruntime, openvino; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| torch-pruning', torch_pruning.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__)"
 	touch $(STAMP)
 
