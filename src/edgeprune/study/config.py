@@ -1,0 +1,474 @@
+"""A study config: one TOML file read with tomllib into dataclasses, validated before anything runs.
+
+    name = "digits-quick"
+    folds = 1                      # > 1: every experiment per fold (see plan.py), mean and spread
+    [data]        spec, image_size, val_fraction, test_fraction, seed, normalization, max_per_class
+    [baseline]    arch, weights, width_mult, epochs, optimizer, lr, ... | checkpoint = "PATH"
+    [finetune]    the fine-tune recipe (optimizer, lr, ...; epochs come from each experiment)
+    [[experiments]] name, method, target, target_kind, schedule, steps, finetune_epochs, distill,
+                  max_drop, seed, options = {...}   (options: the method config's own fields)
+    [grid]        method, schedule, target, target_kind, steps, finetune_epochs, distill: lists
+    [measure]     threads, train_threads, runtimes, budget_s
+    [ray]         cpus_per_task, gpus_per_task
+    [recommend]   max_drop, metric, max_latency_ms, max_size_mb, prefer, batch
+
+Every key is checked: an unknown key, method or schedule, a target outside (0, 1), a missing
+data folder give an EdgepruneError naming the key and its line in the file. The numbers go
+through the same objects the CLI builds (TrainRecipe, the pruning configs, Schedule, DataOptions),
+so a study and a command reject the same values with the same words.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+
+METRICS = ("accuracy", "balanced_accuracy")  # or "recall:<class name>"
+PREFER = ("fastest", "smallest")
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    archs: tuple[str, ...] = ("mobilenet_v2",)  # `arch = [...]`: a baseline per architecture
+    weights: str = "none"
+    width_mult: float = 1.0
+    checkpoint: str | None = None  # load this instead of training (its own split must match)
+    recipe: dict[str, Any] = field(default_factory=lambda: {"epochs": 3})
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    method: str
+    target: float
+    target_kind: str = "params"  # channel methods only
+    schedule: str = "oneshot"
+    steps: int = 1
+    finetune_epochs: int = 1
+    distill: bool = False
+    max_drop: float | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    threads: int = 1  # latency threads
+    train_threads: int = 1  # torch threads for training and fine-tuning in each experiment
+    runtimes: tuple[str, ...] | None = None  # None: every installed ONNX backend
+    budget_s: float = 1.0  # timing seconds per backend and batch size
+    memory: bool = True  # peak memory of inference, in a fresh process per backend (~2 s each)
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecommendRule:
+    max_drop: float = 1.0  # percentage points below the baseline, in `metric`
+    metric: str = "accuracy"  # accuracy | balanced_accuracy | recall:<class>
+    max_latency_ms: float | None = None  # per image, ONNX Runtime, at `batch`
+    max_size_mb: float | None = None  # ONNX file, MB = 10^6 bytes
+    prefer: str = "fastest"  # fastest | smallest
+    batch: int = 1  # the batch size whose latency counts (1 or 64)
+
+    def __post_init__(self) -> None:
+        from edgeprune.validation import check_number
+
+        check_number(self.max_drop, "recommend.max_drop", min=0)
+        if self.max_latency_ms is not None:
+            check_number(self.max_latency_ms, "recommend.max_latency_ms", min=0, min_open=True)
+        if self.max_size_mb is not None:
+            check_number(self.max_size_mb, "recommend.max_size_mb", min=0, min_open=True)
+        if self.metric not in METRICS and not self.metric.startswith("recall:"):
+            raise EdgepruneError(f"recommend.metric {self.metric!r}: accuracy, balanced_accuracy or "
+                                 "recall:<class name>")
+        if self.prefer not in PREFER:
+            raise EdgepruneError(f"recommend.prefer {self.prefer!r}: fastest or smallest")
+        if self.batch not in (1, 64):
+            raise EdgepruneError(f"recommend.batch must be 1 or 64, got {self.batch!r}")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    data: Any  # edgeprune.data.DataOptions
+    baseline: BaselineSpec
+    finetune: dict[str, Any]
+    experiments: tuple[ExperimentSpec, ...]
+    folds: int = 1
+    measure: MeasureSpec = MeasureSpec()
+    ray: RaySpec = RaySpec()
+    recommend: RecommendRule = RecommendRule()
+    path: str | None = None
+    text: str = ""  # the TOML as read: stored in RUN_DIR beside the results
+
+
+# ----------------------------------------------------------------------------- parsing
+
+TOP_KEYS = {"name", "folds", "data", "baseline", "finetune", "experiments", "grid", "measure", "ray",
+            "recommend"}
+DATA_KEYS = {"spec", "image_size", "val_fraction", "test_fraction", "seed", "normalization",
+             "max_per_class", "download", "skip_bad"}
+RECIPE_KEYS = {"epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "batch_size", "schedule",
+               "seed"}
+BASELINE_KEYS = {"arch", "weights", "width_mult", "checkpoint"} | RECIPE_KEYS
+EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
+GRID_KEYS = {"method", "schedule", "target", "target_kind", "steps", "finetune_epochs", "distill",
+             "max_drop", "seed"}
+MEASURE_KEYS = {f.name for f in fields(MeasureSpec)}
+RAY_KEYS = {f.name for f in fields(RaySpec)}
+RECOMMEND_KEYS = {f.name for f in fields(RecommendRule)}
+
+
+class _Lines:
+    """Where a key sits in the TOML text, for messages: tomllib gives values, not positions, so
+    the tables' headers and `key =` lines are found by a small scan (comments and strings that
+    merely contain a key name do not start a line with `key =`)."""
+
+    def __init__(self, text: str):
+        self.entries: list[tuple[str, int, int]] = []  # (table, occurrence, key) ... by line
+        self.found: dict[tuple[str, int, str], int] = {}
+        table, counts = "", {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            header = re.match(r"^\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?", stripped)
+            if header:
+                table = header.group(1)
+                counts[table] = counts.get(table, -1) + 1
+                self.found.setdefault((table, counts[table], ""), number)
+                continue
+            key = re.match(r"^([A-Za-z0-9_\-]+|\"[^\"]+\")\s*=", stripped)
+            if key:
+                self.found.setdefault((table, counts.get(table, 0), key.group(1).strip('"')), number)
+
+    def line(self, table: str, key: str = "", index: int = 0) -> int | None:
+        return self.found.get((table, index, key)) or self.found.get((table, index, ""))
+
+
+def _where(path: str | None, lines: _Lines, table: str, key: str = "", index: int = 0) -> str:
+    line = lines.line(table, key, index)
+    name = ".".join(p for p in (table + (f"[{index}]" if table == "experiments" else ""), key) if p)
+    at = f"{path or 'config'}" + (f", line {line}" if line else "")
+    return f"{at}: {name}"
+
+
+def _fail(message: str, path, lines, table, key="", index=0) -> EdgepruneError:
+    return EdgepruneError(f"{_where(path, lines, table, key, index)}: {message}")
+
+
+def _check_keys(values: dict, allowed: set[str], path, lines, table, index=0) -> None:
+    for key in values:
+        if key not in allowed:
+            raise _fail(f"unknown key {key!r}; allowed: {', '.join(sorted(allowed))}", path, lines,
+                        table, key, index)
+
+
+def _table(raw: dict, name: str, path, lines) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise _fail("must be a table", path, lines, "", name)
+    return value
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file (nothing is loaded, trained or written)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgepruneError(f"study config not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    return parse_config(text, path=str(p))
+
+
+def parse_config(text: str, *, path: str | None = None) -> StudyConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgepruneError(f"{path or 'config'}: not valid TOML: {exc}") from None
+    lines = _Lines(text)
+    base_dir = Path(path).resolve().parent if path else Path.cwd()
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise _fail(f"unknown key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}", path, lines, "", key)
+
+    def guarded(table: str, key: str, build, index: int = 0):
+        """Build an object; its EdgepruneError gets the key's place in the file."""
+        try:
+            return build()
+        except EdgepruneError as exc:
+            raise _fail(str(exc), path, lines, table, key, index) from None
+        except TypeError as exc:
+            raise _fail(f"wrong type: {exc}", path, lines, table, key, index) from None
+
+    name = raw.get("name", Path(path).stem if path else "study")
+    folds = raw.get("folds", 1)
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 1 <= folds <= 20:
+        raise _fail(f"folds must be an integer in [1, 20], got {folds!r}", path, lines, "", "folds")
+
+    data = _parse_data(_table(raw, "data", path, lines), base_dir, path, lines, guarded)
+    baseline = _parse_baseline(_table(raw, "baseline", path, lines), base_dir, path, lines, guarded)
+    finetune = _table(raw, "finetune", path, lines)
+    _check_keys(finetune, RECIPE_KEYS - {"epochs"}, path, lines, "finetune")
+    from edgeprune.train import TrainRecipe
+
+    for key in finetune:
+        guarded("finetune", key, lambda key=key: TrainRecipe(epochs=1, **{key: finetune[key]}))
+    guarded("finetune", "", lambda: TrainRecipe(epochs=1, **finetune))
+
+    experiments = _parse_experiments(raw, path, lines, guarded)
+    if not experiments:
+        raise _fail("no experiments: add [[experiments]] entries or a [grid]", path, lines, "")
+    names = [e.name for e in experiments]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _fail(f"experiment names repeat: {', '.join(duplicates)}", path, lines, "experiments")
+
+    measure_raw = _table(raw, "measure", path, lines)
+    _check_keys(measure_raw, MEASURE_KEYS, path, lines, "measure")
+    measure = _parse_measure(measure_raw, path, lines, guarded)
+    ray_raw = _table(raw, "ray", path, lines)
+    _check_keys(ray_raw, RAY_KEYS, path, lines, "ray")
+    ray = RaySpec(**ray_raw)
+    for key in ray_raw:
+        from edgeprune.validation import check_number
+
+        guarded("ray", key, lambda key=key: check_number(ray_raw[key], f"ray.{key}", min=0))
+    rec_raw = _table(raw, "recommend", path, lines)
+    _check_keys(rec_raw, RECOMMEND_KEYS, path, lines, "recommend")
+    for key, value in rec_raw.items():  # name the exact key when one value is wrong
+        guarded("recommend", key, lambda key=key, value=value: RecommendRule(**{key: value}))
+    recommend = guarded("recommend", "", lambda: RecommendRule(**rec_raw))
+    return StudyConfig(name=str(name), data=data, baseline=baseline, finetune=dict(finetune),
+                       experiments=tuple(experiments), folds=folds, measure=measure, ray=ray,
+                       recommend=recommend, path=path, text=text)
+
+
+def expand_path(value: str, base_dir: Path) -> Path:
+    """A path from a config: environment variables expanded (the shipped configs name the shared
+    data sets and weights by $EDGEPRUNE_SHARED, which, unset, means the `shared` folder next to
+    the project, as for the tests), then relative to the config file's folder, or failing that
+    to the working directory."""
+    if "$EDGEPRUNE_SHARED" in value.replace("{", "") and not os.environ.get("EDGEPRUNE_SHARED"):
+        value = re.sub(r"\$\{?EDGEPRUNE_SHARED\}?", "../shared", value)
+    path = Path(os.path.expandvars(value))
+    if path.is_absolute():
+        return path
+    here = base_dir / path
+    return here.resolve() if here.exists() or not path.exists() else path.resolve()
+
+
+def _parse_data(values, base_dir: Path, path, lines, guarded):
+    from edgeprune.data import DataOptions
+
+    _check_keys(values, DATA_KEYS, path, lines, "data")
+    values = dict(values)
+    spec = values.get("spec", "digits")
+    if not isinstance(spec, str):
+        raise _fail(f"must be a string, got {spec!r}", path, lines, "data", "spec")
+    if spec not in ("digits", "cifar10"):
+        spec = str(expand_path(spec, base_dir))
+    if spec != "digits" and not values.get("download") and not Path(spec).exists():
+        shared = os.environ.get("EDGEPRUNE_SHARED")
+        hint = f" (EDGEPRUNE_SHARED={shared})" if shared else ""
+        raise _fail(f"data folder not found: {spec}{hint}", path, lines, "data", "spec")
+    values["spec"] = spec
+    for key in values:
+        guarded("data", key, lambda key=key: DataOptions(**{"spec": "digits", key: values[key]})
+                if key != "spec" else None)
+    return guarded("data", "", lambda: DataOptions(**values))
+
+
+def _parse_baseline(values, base_dir: Path, path, lines, guarded) -> BaselineSpec:
+    from edgeprune.models.zoo import ARCHITECTURES
+    from edgeprune.train import TrainRecipe
+
+    _check_keys(values, BASELINE_KEYS, path, lines, "baseline")
+    archs = values.get("arch", "mobilenet_v2")
+    archs = tuple(archs) if isinstance(archs, list) else (archs,)
+    for arch in archs:
+        if arch not in ARCHITECTURES:
+            raise _fail(f"unknown architecture {arch!r}: {', '.join(ARCHITECTURES)}", path, lines, "baseline",
+                        "arch")
+    if not archs or len(set(archs)) != len(archs):
+        raise _fail("list each architecture once", path, lines, "baseline", "arch")
+    checkpoint = values.get("checkpoint")
+    if checkpoint is not None:
+        if len(archs) > 1:
+            raise _fail("a checkpoint is one architecture: give one arch", path, lines, "baseline", "checkpoint")
+        ckpt = expand_path(checkpoint, base_dir)
+        if not (ckpt / "model.json").is_file():
+            raise _fail(f"checkpoint folder not found (no model.json): {ckpt}", path, lines, "baseline",
+                        "checkpoint")
+        checkpoint = str(ckpt)
+    recipe = {k: v for k, v in values.items() if k in RECIPE_KEYS}
+    recipe.setdefault("epochs", 3)
+    for key in recipe:
+        guarded("baseline", key, lambda key=key: TrainRecipe(**{"epochs": 1, key: recipe[key]}))
+    width = values.get("width_mult", 1.0)
+    from edgeprune.validation import check_option
+
+    guarded("baseline", "width_mult", lambda: check_option("width_mult", width))
+    weights = values.get("weights", "none")
+    if not isinstance(weights, str):
+        raise _fail(f"must be none, imagenet or a path, got {weights!r}", path, lines, "baseline", "weights")
+    if weights not in ("none", "imagenet"):
+        if len(archs) > 1:
+            raise _fail("a weights file is one architecture: give one arch, or none / imagenet", path, lines,
+                        "baseline", "weights")
+        weights_path = expand_path(weights, base_dir)
+        if not weights_path.is_file():
+            raise _fail(f"weights file not found: {weights_path}", path, lines, "baseline", "weights")
+        weights = str(weights_path)
+    return BaselineSpec(archs=archs, weights=weights, width_mult=float(width), checkpoint=checkpoint,
+                        recipe=recipe)
+
+
+def _method_config(spec: ExperimentSpec):
+    """The pruning config and schedule an experiment asks for (built: that is the validation)."""
+    from edgeprune.pruning import Schedule
+    from edgeprune.pruning.config import METHODS, make_config
+
+    if spec.method not in METHODS:
+        raise EdgepruneError(f"unknown pruning method {spec.method!r}: choose one of {', '.join(METHODS)}")
+    options = dict(spec.options)
+    if METHODS[spec.method].structured:
+        options.setdefault("target_kind", spec.target_kind)
+    return make_config(spec.method, spec.target, **options), Schedule(spec.schedule, spec.steps)
+
+
+def _check_experiment(spec: ExperimentSpec, path, lines, guarded, table: str, index: int) -> None:
+    from edgeprune.pruning import Schedule
+    from edgeprune.pruning.config import METHODS, check_fraction
+    from edgeprune.pruning.schedule import SCHEDULES
+    from edgeprune.validation import check_option
+
+    if spec.method not in METHODS:
+        raise _fail(f"unknown method {spec.method!r}: choose one of {', '.join(METHODS)}", path, lines,
+                    table, "method", index)
+    if spec.schedule not in SCHEDULES:
+        raise _fail(f"unknown schedule {spec.schedule!r}: choose one of {', '.join(SCHEDULES)}", path,
+                    lines, table, "schedule", index)
+    guarded(table, "target", lambda: check_fraction(spec.target, "target"), index)
+    guarded(table, "steps", lambda: Schedule(spec.schedule, spec.steps), index)
+    guarded(table, "finetune_epochs", lambda: check_option("epochs", spec.finetune_epochs,
+                                                           name="finetune_epochs"), index)
+    guarded(table, "max_drop", lambda: check_option("max_drop", spec.max_drop, optional=True), index)
+    guarded(table, "seed", lambda: check_option("seed", spec.seed), index)
+    if not isinstance(spec.distill, bool):
+        raise _fail(f"distill must be true or false, got {spec.distill!r}", path, lines, table, "distill", index)
+    guarded(table, "options" if spec.options else "method", lambda: _method_config(spec), index)
+
+
+def _parse_experiments(raw: dict, path, lines, guarded) -> list[ExperimentSpec]:
+    out: list[ExperimentSpec] = []
+    entries = raw.get("experiments", [])
+    if not isinstance(entries, list):
+        raise _fail("must be an array of tables ([[experiments]])", path, lines, "", "experiments")
+    for index, entry in enumerate(entries):
+        _check_keys(entry, EXPERIMENT_KEYS, path, lines, "experiments", index)
+        for required in ("method", "target"):
+            if required not in entry:
+                raise _fail(f"missing key {required!r}", path, lines, "experiments", "", index)
+        values = dict(entry)
+        values.setdefault("name", _default_name(values))
+        try:
+            spec = ExperimentSpec(**values)
+        except TypeError as exc:
+            raise _fail(f"wrong type: {exc}", path, lines, "experiments", "", index) from None
+        _check_experiment(spec, path, lines, guarded, "experiments", index)
+        out.append(spec)
+    grid = raw.get("grid")
+    if grid is not None:
+        out.extend(_expand_grid(grid, path, lines, guarded))
+    return out
+
+
+def _default_name(v: dict) -> str:
+    parts = [str(v["method"]), str(v.get("schedule", "oneshot"))]
+    parts.append(f"{round(float(v['target']) * 100):g}")
+    if v.get("target_kind", "params") != "params" and "channel" in str(v["method"]):
+        parts.append(str(v["target_kind"]))
+    if v.get("schedule", "oneshot") != "oneshot":
+        parts.append(f"s{v.get('steps', 1)}")
+    parts.append(f"ft{v.get('finetune_epochs', 1)}")
+    if v.get("distill"):
+        parts.append("kd")
+    if v.get("max_drop") is not None:
+        parts.append(f"md{v['max_drop']:g}")
+    if v.get("seed", 0):
+        parts.append(f"seed{v['seed']}")
+    return "-".join(parts)
+
+
+def _expand_grid(grid: dict, path, lines, guarded) -> list[ExperimentSpec]:
+    """method x schedule x target x target_kind x steps x finetune_epochs x distill (x max_drop
+    x seed). A one-shot schedule has one step whatever `steps` lists, and target kinds apply to
+    channel methods only, so those combinations are folded instead of repeated."""
+    import itertools
+
+    from edgeprune.pruning.config import METHODS
+
+    if not isinstance(grid, dict):
+        raise _fail("must be a table", path, lines, "", "grid")
+    _check_keys(grid, GRID_KEYS, path, lines, "grid")
+    for required in ("method", "target"):
+        if required not in grid:
+            raise _fail(f"missing key {required!r}", path, lines, "grid")
+    axes = {}
+    defaults = {"schedule": "oneshot", "target_kind": "params", "steps": 1, "finetune_epochs": 1,
+                "distill": False, "max_drop": None, "seed": 0}
+    for key in ("method", "schedule", "target", "target_kind", "steps", "finetune_epochs", "distill",
+                "max_drop", "seed"):
+        value = grid.get(key, defaults.get(key))
+        axes[key] = value if isinstance(value, list) else [value]
+        if not axes[key]:
+            raise _fail("empty list", path, lines, "grid", key)
+    out, seen = [], set()
+    for combo in itertools.product(*axes.values()):
+        v = dict(zip(axes, combo))
+        if v["schedule"] == "oneshot":
+            v["steps"] = 1
+        if v["method"] in METHODS and not METHODS[v["method"]].structured:
+            v["target_kind"] = "params"
+        signature = tuple(sorted((k, str(x)) for k, x in v.items()))
+        if signature in seen:
+            continue
+        seen.add(signature)
+        try:
+            spec = ExperimentSpec(name=_default_name(v), **v)
+        except (TypeError, ValueError) as exc:
+            raise _fail(f"wrong type: {exc}", path, lines, "grid") from None
+        _check_experiment(spec, path, lines, guarded, "grid", 0)
+        out.append(spec)
+    return out
+
+
+def _parse_measure(values: dict, path, lines, guarded) -> MeasureSpec:
+    from edgeprune.validation import check_option
+
+    runtimes = values.get("runtimes")
+    if runtimes is not None:
+        if isinstance(runtimes, str):
+            runtimes = [r for r in runtimes.split(",") if r]
+        from edgeprune.runtime.backends import BACKENDS as KNOWN_RUNTIMES
+
+        for r in runtimes:
+            if r not in KNOWN_RUNTIMES:
+                raise _fail(f"unknown runtime {r!r}: {', '.join(KNOWN_RUNTIMES)}", path, lines, "measure",
+                            "runtimes")
+        runtimes = tuple(runtimes)
+    for key, range_key in (("threads", "threads"), ("train_threads", "threads"), ("budget_s", "budget_s")):
+        if key in values:
+            guarded("measure", key, lambda key=key, range_key=range_key:
+                    check_option(range_key, values[key], name=f"measure.{key}"))
+    return MeasureSpec(**{**values, "runtimes": runtimes})

@@ -1,0 +1,161 @@
+"""One experiment, start to finish, on the library's workflows: train (or load) the baseline or
+prune it, save the checkpoint, export a verified FP32 ONNX file, measure. The same function
+runs in the driver (local executor) and inside a Ray task (where RUN_DIR is a temporary folder
+on the worker and the driver receives the files).
+
+Figures are what was achieved: parameters and MACs counted on the saved model, accuracy on the
+fold's test split, latency of the exported ONNX file on every installed backend at batch 1 and
+64 (edgeprune's bench: round-robin, pinned threads), peak memory in a fresh process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeprune.errors import EdgepruneError
+
+Log = Callable[[str], None]
+CHECKPOINT = "checkpoint"
+ONNX_FILE = "model.onnx"
+MAX_VERIFY_IMAGES = 500  # ONNX vs PyTorch agreement is checked on this many test images
+
+
+def load_fold_data(config: dict[str, Any], log: Log | None = None):
+    """The fold's data, refused when its fingerprint is not the one the experiment was keyed on
+    (the files changed since the study was planned: its results would describe other data)."""
+    from edgeprune.data import DataOptions, load_data
+
+    options = {k: v for k, v in config["data"].items() if k != "fingerprint"}
+    data = load_data(DataOptions(**options), log=log)
+    if data.split is not None and data.split.fingerprint != config["data"]["fingerprint"]:
+        raise EdgepruneError(
+            f"the data at {options['spec']} changed since the study was planned (fingerprint "
+            f"{data.split.fingerprint[:12]}, planned {config['data']['fingerprint'][:12]})")
+    return data
+
+
+def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpoint: str | Path | None = None,
+            data=None, log: Log | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run one experiment (an `Experiment.to_dict()`) into RUN_DIR/<folder>; returns its result
+    (JSON-ready). Whatever an earlier, unfinished attempt left in the folder is removed first."""
+    from edgeprune.hardware import device_label, set_threads
+
+    say = log or (lambda _m: None)
+    config = experiment["config"]
+    from edgeprune.study.plan import Experiment
+
+    exp = Experiment.from_dict(experiment)
+    folder = Path(run_dir) / exp.folder
+    if folder.exists():
+        say(f"{exp.label}: removing the unfinished attempt in {folder}")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    set_threads(config["measure"]["train_threads"])
+    data = data if data is not None else load_fold_data(config, log=say)
+    started = time.perf_counter()
+    checkpoint = folder / CHECKPOINT
+    if exp.kind == "baseline":
+        record = _baseline(config, data, checkpoint, say, progress)
+    else:
+        if baseline_checkpoint is None:
+            raise EdgepruneError(f"internal: {exp.label} needs its baseline's checkpoint")
+        record = _prune(config, data, Path(baseline_checkpoint), checkpoint, say, progress)
+    train_s = time.perf_counter() - started
+    from edgeprune.workflows import export_checkpoint
+
+    say(f"{exp.label}: exporting and verifying {ONNX_FILE}")
+    export = export_checkpoint(checkpoint, "onnx", folder / ONNX_FILE, data=data,
+                               threads=config["measure"]["threads"], max_verify_images=MAX_VERIFY_IMAGES)
+    result = measure_checkpoint(checkpoint, folder / ONNX_FILE, data, config["measure"], log=say)
+    result.update(record)
+    result["train_s"] = train_s
+    result["trained_on"] = device_label()
+    result["onnx_agreement"] = export.verification.top1_agreement
+    return result
+
+
+def _baseline(config, data, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+    from edgeprune.models import Model
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import train_baseline
+
+    spec = config["baseline"]
+    if spec["checkpoint"]:
+        model = Model.load(spec["checkpoint"])
+        from edgeprune.data import check_same_split
+        from edgeprune.models import ensure_same_classes
+
+        ensure_same_classes(model.meta, data.class_names, data.name)
+        if data.split is not None:
+            check_same_split(model.split, data.split, allow_other_split=False, what=spec["checkpoint"])
+        model.save(out)
+        say(f"baseline: loaded {spec['checkpoint']}")
+        return {"method": "baseline", "source": Path(spec["checkpoint"]).name}
+    recipe = TrainRecipe(**spec["recipe"])
+    say(f"baseline: training {spec['arch']} for {recipe.epochs} epoch(s)")
+    _, meta, _ = train_baseline(data, arch=spec["arch"], recipe=recipe, weights=spec["weights"],
+                                width_mult=spec["width_mult"], out=out, progress=progress, log=say)
+    history = meta.training.get("history") or []
+    return {"method": "baseline", "history": [
+        {"epoch": i + 1, "val_accuracy": h.get("val_accuracy")} for i, h in enumerate(history)]}
+
+
+def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+    from edgeprune.pruning import Schedule
+    from edgeprune.study.config import ExperimentSpec, _method_config
+    from edgeprune.train import TrainRecipe
+    from edgeprune.workflows import PruneJob, prune_checkpoint
+
+    prune = config["prune"]
+    spec = ExperimentSpec(name="-", **{k: prune[k] for k in ExperimentSpec.__dataclass_fields__ if k != "name"})
+    pruning, schedule = _method_config(spec)
+    job = PruneJob(config=pruning, schedule=Schedule(schedule.kind, schedule.steps),
+                   finetune=TrainRecipe(**config["finetune"]), max_drop=spec.max_drop, seed=spec.seed,
+                   distill=spec.distill)
+    outcome = prune_checkpoint(baseline, data, job, out=out, progress=progress, log=say)
+    rec = outcome.record
+    return {
+        "method": rec["method"], "asked": rec["asked"], "achieved": rec["achieved"],
+        "achieved_kind": rec["achieved_kind"], "stopped_reason": rec.get("stopped_reason"),
+        "steps": [{"step": s["step"], "asked": s["asked"], "achieved": s["achieved"],
+                   "val_accuracy": s.get("val_accuracy"), "accuracy_after_prune": s.get("accuracy_after_prune"),
+                   "accepted": s.get("accepted", True)} for s in rec["steps"]],
+        "layers": [{"layer": r["layer"], "params_before": r["params_before"], "params_after": r["params_after"],
+                    "zeros": r["zeros"]} for r in rec["layers"]],
+    }
+
+
+def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[str, Any],
+                       log: Log | None = None) -> dict[str, Any]:
+    """Counts on the saved model, accuracy on the test split, and each backend's bench row."""
+    from edgeprune.metrics import count_macs, count_macs_nonzero, count_params, evaluate, weight_file_sizes
+    from edgeprune.models import load_checkpoint
+    from edgeprune.runtime.measure import cpu_isa, file_size, gzip_size
+    from edgeprune.workflows.bench import bench_artifacts
+
+    model, meta = load_checkpoint(checkpoint)
+    counts = count_params(model)
+    macs, _ = count_macs(model, meta.input_size)
+    size_bytes, size_gzip = weight_file_sizes(model)
+    ev = evaluate(model, data.test, mean=meta.mean, std=meta.std, class_names=meta.class_names)
+    rows = bench_artifacts([onnx_path], data=data, threads=measure["threads"], budget_s=measure["budget_s"],
+                           runtimes=list(measure["runtimes"]) if measure["runtimes"] else None,
+                           memory=measure.get("memory", True), log=log)
+    latency = {row["runtime"]: {"b1_ms": row["b1_median_ms"], "b64_ms": row["b64_median_ms"],
+                                "b1_p90_ms": row["b1_p90_ms"], "b64_p90_ms": row["b64_p90_ms"],
+                                "accuracy": row["accuracy"], "peak_memory_bytes": row["peak_memory_bytes"],
+                                "software": row["software"]} for row in rows}
+    return {
+        "params": counts["params"], "nonzero_params": counts["nonzero_params"], "sparsity": counts["sparsity"],
+        "weight_sparsity": counts["weight_sparsity"], "macs": macs,
+        "macs_nonzero": count_macs_nonzero(model, meta.input_size, macs=macs),
+        "size_bytes": size_bytes, "size_gzip_bytes": size_gzip,
+        "onnx_bytes": file_size(onnx_path), "onnx_gzip_bytes": gzip_size(onnx_path),
+        "accuracy": ev.accuracy, "balanced_accuracy": ev.balanced_accuracy,
+        "per_class_recall": ev.per_class_recall, "n_test": ev.n,
+        "latency": latency, "threads": measure["threads"], "device": rows[0]["device"] if rows else None,
+        "isa": cpu_isa(),
+    }

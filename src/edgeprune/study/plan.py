@@ -1,0 +1,108 @@
+"""A study's experiments, resolved: one baseline per fold, then every [[experiments]] / [grid]
+entry per fold, each keyed by a hash of its full resolved config (data options, the data's
+fingerprint, the baseline it starts from, the pruning job, the fine-tune recipe, the measurement
+settings). The key is what `--resume` trusts: an experiment whose key is in the database ran with
+exactly this config on exactly this data, so it is not run again; change anything and it runs.
+
+Folds: `folds = N` gives N stratified splits of the data, fold f using split seed `seed + f`
+(repeated stratified hold-out, as `DataOptions.seed` splits; the test sets of two folds may
+overlap, unlike textbook k-fold). Every experiment runs on every fold, from that fold's own
+baseline, and the results table reports mean and standard deviation over folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from edgeprune.study.config import ExperimentSpec, StudyConfig
+
+PLAN_VERSION = 1  # bump when the meaning of a resolved config changes: every key changes with it
+
+
+@dataclass(frozen=True)
+class Experiment:
+    key: str
+    name: str  # "baseline" or the experiment's name
+    kind: str  # "baseline" | "prune"
+    fold: int
+    config: dict[str, Any]  # the full resolved config (JSON-ready); its hash is `key`
+    baseline_key: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The experiment's folder in RUN_DIR (checkpoint/ and model.onnx inside)."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)
+        return f"experiments/{safe}-f{self.fold}-{self.key[:10]}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.config["folds"] == 1 else f"{self.name} (fold {self.fold})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Experiment:
+        return cls(**values)
+
+
+def config_key(resolved: dict[str, Any]) -> str:
+    text = json.dumps({"plan_version": PLAN_VERSION, **resolved}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def fold_data(config: StudyConfig, fold: int):
+    """The DataOptions of one fold (fold 0 is the config's own split)."""
+    return config.data.replace(seed=config.data.seed + fold) if fold else config.data
+
+
+def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
+    """Baselines first (one per fold), then each experiment per fold, in config order."""
+    from edgeprune.train import TrainRecipe
+
+    measure = dataclasses.asdict(config.measure)
+    baselines: list[Experiment] = []
+    experiments: list[Experiment] = []
+    archs = config.baseline.archs
+    several = len(archs) > 1
+    for fold in range(config.folds):
+        data = {**dataclasses.asdict(fold_data(config, fold)), "fingerprint": fingerprint}
+        baseline_recipe = TrainRecipe(**config.baseline.recipe).to_dict()
+        for arch in archs:
+            spec_values = {k: v for k, v in dataclasses.asdict(config.baseline).items() if k != "archs"}
+            base = {
+                "kind": "baseline", "folds": config.folds, "fold": fold, "data": data, "arch": arch,
+                "baseline": {**spec_values, "arch": arch, "recipe": baseline_recipe},
+                "measure": measure,
+            }
+            name = f"baseline-{arch}" if several else "baseline"
+            baseline = Experiment(config_key(base), name, "baseline", fold, base)
+            baselines.append(baseline)
+            for spec in config.experiments:
+                resolved = {
+                    "kind": "prune", "folds": config.folds, "fold": fold, "data": data, "arch": arch,
+                    "baseline_key": baseline.key, "prune": _prune_dict(spec),
+                    "finetune": TrainRecipe(epochs=spec.finetune_epochs, **config.finetune).to_dict(),
+                    "measure": measure,
+                }
+                experiments.append(Experiment(config_key(resolved), f"{spec.name}-{arch}" if several else spec.name,
+                                              "prune", fold, resolved, baseline_key=baseline.key))
+    return baselines + experiments
+
+
+def _prune_dict(spec: ExperimentSpec) -> dict[str, Any]:
+    """The experiment's pruning job as the config objects resolve it (defaults filled in, e.g.
+    round_to="auto" becomes this machine's multiple: a different multiple is a different job)."""
+    from edgeprune.study.config import _method_config
+
+    pruning, schedule = _method_config(spec)
+    values = dataclasses.asdict(spec)
+    values.pop("name")  # renaming an experiment does not change what it computes
+    values["config"] = pruning.to_dict()
+    values["schedule_resolved"] = schedule.to_dict()
+    return values
