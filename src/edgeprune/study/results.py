@@ -90,6 +90,9 @@ def results(run_dir: str | Path, *, per_fold: bool = False):
         if column in table and table[column].notna().all():
             table[column] = table[column].round().astype("int64")
     table = table.sort_values("kind_order", kind="stable").drop(columns="kind_order").reset_index(drop=True)
+    for column in COLUMNS:  # not measured in this study (a backend not installed, memory off)
+        if column not in table:
+            table[column] = None
     return table[COLUMNS + recall]
 
 
