@@ -1,199 +1,47 @@
-"""Pruning frontier on CIFAR-10 (JPEG copy), 32x32, MobileNetV2 — resumable (not a test).
+"""Pruning frontier on CIFAR-10 (JPEG copy), 32x32, MobileNetV2 — a thin call of the study
+`configs/frontier.toml` (resumable; not a test).
 
-    python benchmarks/frontier.py [--only baseline,l1-oneshot-50,...] [--threads 2]
+    python benchmarks/frontier.py [--executor local|ray] [--ray-address ADDR] [--dry-run]
 
-A baseline is trained by edgeprune itself from the ImageNet V1 weights (../shared/weights), then
-each pruning run starts from it. Every finished run leaves its checkpoint and a result.json under
-benchmarks/work/frontier/<run>/ and is skipped when the script is started again, so the study can
-be spread over several sessions. The summary CSV/JSON, with the issue's targets checked against
-the baseline B of the same run, goes to benchmarks/results/frontier_<hardware>_<software>.*.
+The study (baseline from the ImageNet V1 weights in ../shared, then every pruning run from it)
+keeps its database, checkpoints and ONNX files in benchmarks/work/frontier-study/ and resumes
+there when started again. The summary CSV/JSON, with the targets of the frontier issue checked
+against the baseline B of the same run, goes to benchmarks/results/frontier_<hardware>_<software>.*.
+Latencies are the study's: each model's ONNX file timed when its experiment finished (ONNX
+Runtime, 1 thread, median), not one round-robin over all models as the earlier script did.
+The earlier script's width-matched dense model is not a pruning experiment and is not rerun;
+its figures stay in the committed result file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK, imagenet_hub_cache, result_path, shared_root  # noqa: E402
+from common import PROJECT_ROOT, WORK, result_path, run_main  # noqa: E402
 
-from edgeprune.hardware import device_label, resolve_device, set_threads  # noqa: E402
-
-RUN_DIR = WORK / "frontier"
-
-BASELINE_RECIPE = dict(
-    epochs=5, optimizer="sgd", lr=0.01, weight_decay=4e-5, label_smoothing=0.1, batch_size=128,
-)
+CONFIG = PROJECT_ROOT / "configs" / "frontier.toml"
+RUN_DIR = WORK / "frontier-study"
 
 
 def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)
 
 
-def load_cifar(args):
-    from edgeprune.data import load_data
-
-    return load_data(
-        str(shared_root() / "datasets" / "cifar10-jpeg"), image_size=32, val_fraction=0.1,
-        seed=0, max_per_class=args.max_per_class, log=log,
-    )
-
-
-def run_baseline(args, data, out: Path) -> dict:
-    from edgeprune.train import TrainRecipe
-    from edgeprune.workflows import train_baseline
-
-    os.environ["TORCH_HOME"] = str(imagenet_hub_cache(WORK / "torch-home"))
-    recipe = TrainRecipe(**{**BASELINE_RECIPE, "epochs": args.baseline_epochs})
-    started = time.perf_counter()
-    _, meta, result = train_baseline(
-        data, arch="mobilenet_v2", recipe=recipe, weights="imagenet",
-        device=resolve_device(args.device), out=out, log=log,
-    )
-    return {"test_accuracy": result.accuracy, "train_seconds": time.perf_counter() - started,
-            "epochs": recipe.epochs}
-
-
-FINETUNE_RECIPE = dict(
-    epochs=1, optimizer="sgd", lr=0.01, weight_decay=4e-5, label_smoothing=0.1, batch_size=128,
-)
-
-
-def _prune_run(config_factory, schedule: str, steps: int, finetune_epochs: int = 1,
-               distill: bool = False):
-    """A run that prunes the baseline checkpoint with the shared prune job."""
-
-    def run(args, data, out: Path) -> dict:
-        from edgeprune.workflows.prune import PruneJob, prune_checkpoint
-        from edgeprune.pruning import Schedule
-        from edgeprune.train import TrainRecipe
-
-        job = PruneJob(
-            config=config_factory(),
-            schedule=Schedule(schedule, steps),
-            finetune=TrainRecipe(**{**FINETUNE_RECIPE, "epochs": finetune_epochs}),
-            distill=distill,
-        )
-        outcome = prune_checkpoint(
-            RUN_DIR / "baseline", data, job, out=out, device=resolve_device(args.device), log=log,
-        )
-        rec = outcome.record
-        return {
-            "test_accuracy": rec["test_accuracy"], "train_seconds": rec["seconds"],
-            "epochs": finetune_epochs * len(rec["steps"]), "method": rec["method"],
-            "asked": rec["asked"], "achieved": rec["achieved"], "achieved_kind": rec["achieved_kind"],
-            "schedule": f"{schedule} x{steps}", "distill": distill,
-        }
-
-    return run
-
-
-def run_width_matched(args, data, out: Path) -> dict:
-    """A dense MobileNetV2 whose width multiplier gives the structured model's MACs, trained from
-    scratch (ImageNet weights exist only at width 1.0) for the structured run's total epochs."""
-    from edgeprune.metrics import count_macs
-    from edgeprune.models import create_model, load_checkpoint
-    from edgeprune.train import TrainRecipe
-    from edgeprune.workflows import train_baseline
-
-    structured = json.loads((RUN_DIR / "l2-channel-geometric-50" / "result.json").read_text())
-    target_macs = count_macs(load_checkpoint(RUN_DIR / "l2-channel-geometric-50")[0], 32)[0]
-    widths = [round(0.30 + 0.01 * i, 2) for i in range(71)]
-    macs = {w: count_macs(create_model("mobilenet_v2", 10, width_mult=w), 32)[0] for w in widths}
-    width = min(widths, key=lambda w: abs(macs[w] - target_macs))
-    epochs = args.baseline_epochs + structured["epochs"]
-    log(f"width {width}: {macs[width]:,} MACs vs structured {target_macs:,}; {epochs} epochs from scratch")
-    recipe = TrainRecipe(**{**BASELINE_RECIPE, "epochs": epochs, "lr": 0.05})
-    started = time.perf_counter()
-    _, _, result = train_baseline(
-        data, arch="mobilenet_v2", recipe=recipe, weights="none", width_mult=width,
-        device=resolve_device(args.device), out=out, log=log,
-    )
-    return {"test_accuracy": result.accuracy, "train_seconds": time.perf_counter() - started,
-            "epochs": epochs, "width_mult": width}
-
-
-def runs() -> dict:
-    from edgeprune.pruning import L1Unstructured, L2Channel, RandomUnstructured, TaylorChannel
-
-    return {
-        "baseline": run_baseline,
-        "l1-oneshot-50": _prune_run(lambda: L1Unstructured(sparsity=0.5), "oneshot", 1),
-        "l1-oneshot-90": _prune_run(lambda: L1Unstructured(sparsity=0.9), "oneshot", 1),
-        "random-oneshot-90": _prune_run(lambda: RandomUnstructured(sparsity=0.9), "oneshot", 1),
-        "l2-channel-geometric-50": _prune_run(
-            lambda: L2Channel(target=0.5, target_kind="params"), "geometric", 3),
-        "taylor-channel-geometric-50": _prune_run(
-            lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3),
-        "width-matched": run_width_matched,
-        "l1-geometric-90": _prune_run(lambda: L1Unstructured(sparsity=0.9), "geometric", 10),
-        # The same structured target with three times the fine-tuning (3 epochs a step).
-        "taylor-channel-geometric-50-ft3": _prune_run(
-            lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, finetune_epochs=3),
-        # A deeper cut for the deployment targets (INT8 file >= 8x smaller than dense FP32).
-        "taylor-channel-geometric-70-ft3": _prune_run(
-            lambda: TaylorChannel(target=0.7, target_kind="params"), "geometric", 3, finetune_epochs=3),
-        # ... and with the dense model as a distillation teacher, 1 epoch a step.
-        "taylor-channel-geometric-50-kd": _prune_run(
-            lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 3, distill=True),
-    }
-
-
-def measure_all(threads: int, timed_runs: int, rounds: int) -> list[dict]:
-    """Measure every finished run side by side in this one process, round-robin: each round
-    times every model once and a model's latency is the median over rounds, so neither a slow
-    start (the first model measured) nor drift during the run favours one model."""
-    import statistics
-
-    from edgeprune.workflows import measure
-    from edgeprune.models import load_checkpoint
-
-    finished = [name for name in runs() if (RUN_DIR / name / "result.json").is_file()]
-    models = {name: load_checkpoint(RUN_DIR / name) for name in finished}
-    measured: dict[str, list[dict]] = {name: [] for name in finished}
-    for round_index in range(rounds):
-        for name in finished:
-            model, meta = models[name]
-            log(f"measuring {name} (round {round_index + 1}/{rounds})")
-            measured[name].append(
-                measure(model, input_size=meta.input_size, threads=threads, memory=False, runs=timed_runs)
-            )
-
-    def latency(name: str, runtime: str, batch: str) -> float:
-        return statistics.median(m["latency_ms"][runtime][batch]["median"] for m in measured[name])
-
-    rows = []
-    for name in finished:
-        record = json.loads((RUN_DIR / name / "result.json").read_text())
-        m = measured[name][0]  # counts and sizes are the same every round
-        rows.append({
-            "run": name,
-            "test_accuracy": record["test_accuracy"],
-            "achieved": record.get("achieved"),
-            "achieved_kind": record.get("achieved_kind"),
-            "params": m["params"],
-            "nonzero_params": m["nonzero_params"],
-            "weight_sparsity": m["weight_sparsity"],
-            "macs": m["macs"],
-            "size_gzip_bytes": m["size_gzip_bytes"],
-            "ort_b1_ms": latency(name, "onnxruntime", "batch1"),
-            "ort_b64_ms": latency(name, "onnxruntime", "batch64"),
-            "torch_b1_ms": latency(name, "torch", "batch1"),
-            "torch_b64_ms": latency(name, "torch", "batch64"),
-            "epochs": record.get("epochs"),
-            "train_seconds": record.get("train_seconds"),
-            "trained_on": record.get("device"),
-            "measured_on": m["device"],
-            "threads": threads,
-            "timed_runs": timed_runs,
-            "rounds": rounds,
-        })
-    return rows
+def summary_rows(table) -> list[dict]:
+    """The study's table in the earlier script's column names (check_targets reads them)."""
+    return [{
+        "run": row["name"], "test_accuracy": row["accuracy"], "achieved": row["achieved"],
+        "achieved_kind": row["achieved_kind"], "params": row["params"], "nonzero_params": row["nonzero_params"],
+        "weight_sparsity": row["weight_sparsity"], "macs": row["macs"], "size_gzip_bytes": row["gzip_bytes"],
+        "onnx_bytes": row["onnx_bytes"], "ort_b1_ms": row["onnxruntime_b1_ms"],
+        "ort_b64_ms": row["onnxruntime_b64_ms"], "wall_s": row["wall_s"], "measured_on": row["device"],
+        "threads": row["threads"],
+    } for _, row in table.iterrows()]
 
 
 def check_targets(rows: list[dict]) -> list[dict]:
@@ -234,66 +82,45 @@ def check_targets(rows: list[dict]) -> list[dict]:
     return checks
 
 
-def write_summary(rows: list[dict], checks: list[dict]) -> None:
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executor", default="local", choices=("local", "ray"))
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="list the experiments and an estimate")
+    parser.add_argument("--work-dir", type=Path, default=RUN_DIR, help="the study's RUN_DIR (resumable)")
+    args = parser.parse_args()
+
     import pandas as pd
 
-    base = next((r for r in rows if r["run"] == "baseline"), None)
+    from edgeprune.study import load_config, results, run_study
+    from edgeprune.study.runner import print_plan
+    from edgeprune.workflows import software_versions
+
+    outcome = run_study(load_config(CONFIG), args.work_dir, resume=True, executor=args.executor,
+                        ray_address=args.ray_address, dry_run=args.dry_run, log=log)
+    if args.dry_run:
+        print_plan(outcome)
+        return 0
+    rows = summary_rows(results(args.work_dir))
+    checks = check_targets(rows)
     table = pd.DataFrame(rows)
+    base = next((r for r in rows if r["run"] == "baseline"), None)
     if base is not None:
         table["ort_b1_speedup"] = base["ort_b1_ms"] / table["ort_b1_ms"]
         table["ort_b64_speedup"] = base["ort_b64_ms"] / table["ort_b64_ms"]
         table["gzip_ratio"] = table["size_gzip_bytes"] / base["size_gzip_bytes"]
         table["accuracy_drop_points"] = 100 * (base["test_accuracy"] - table["test_accuracy"])
-    from edgeprune.workflows import software_versions
-
     csv_path = result_path("frontier", "csv")
     table.to_csv(csv_path, index=False, float_format="%.6g")
-    result_path("frontier", "json").write_text(
-        json.dumps({"runs": rows, "targets": checks, "versions": software_versions()}, indent=2,
-                   default=str) + "\n")
+    result_path("frontier", "json").write_text(json.dumps(
+        {"runs": rows, "targets": checks, "versions": software_versions(), "study": str(CONFIG.name)},
+        indent=2, default=str) + "\n")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for c in checks:
         print(f"{'PASS' if c['passed'] else 'MISS'}  {c['target']}: {c['detail']}")
     log(f"wrote {csv_path}")
-
-
-def main() -> None:
-    global RUN_DIR
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--measure-threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds")
-    parser.add_argument("--timed-runs", type=int, default=200,
-                        help="timed runs per batch size (batch 1 takes ~0.2 ms: many runs tame the noise)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--baseline-epochs", type=int, default=BASELINE_RECIPE["epochs"])
-    parser.add_argument("--max-per-class", type=int, default=None, help="quick dry run on a subset")
-    parser.add_argument("--work-dir", type=Path, default=RUN_DIR, help="where runs are kept (resumable)")
-    parser.add_argument("--summary-only", action="store_true", help="measure finished runs, train nothing")
-    args = parser.parse_args()
-    RUN_DIR = args.work_dir
-    set_threads(args.threads)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    only = {name for name in args.only.split(",") if name}
-    if not args.summary_only:
-        data = load_cifar(args)
-        for name, job in runs().items():
-            if only and name not in only:
-                continue
-            out = RUN_DIR / name
-            done = out / "result.json"
-            if done.is_file():
-                log(f"{name}: done already ({done}), skipped")
-                continue
-            log(f"{name}: starting on {device_label()} with {args.threads} threads")
-            record = job(args, data, out)
-            record.update({"run": name, "device": device_label(), "threads": args.threads})
-            done.write_text(json.dumps(record, indent=2) + "\n")
-            log(f"{name}: {record}")
-    rows = measure_all(args.measure_threads, args.timed_runs, args.rounds)
-    write_summary(rows, check_targets(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

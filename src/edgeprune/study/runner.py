@@ -102,7 +102,7 @@ def estimate_seconds(config: StudyConfig, experiments: list[Experiment], data,
         y = torch.zeros(batch, dtype=torch.long)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         timings = []
-        for _ in range(3):
+        for _ in range(4):  # the first is a warm-up (allocations): min() drops it
             started = time.perf_counter()
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
