@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a real study: ~1-2 min on 2 cores (ONNX export ~10 s a model)
 CONFIG = PROJECT_ROOT / "configs" / "digits-quick.toml"
 
 

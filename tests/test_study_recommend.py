@@ -68,3 +68,13 @@ def test_bad_rules():
         recommend(_table().iloc[1:], RecommendRule())
     with pytest.raises(EdgepruneError, match="prefer"):
         RecommendRule(prefer="cheapest")
+
+
+def test_api_names_stay_functions_after_their_modules_load():
+    import importlib
+
+    for module in ("report", "results", "recommend", "runner"):
+        importlib.import_module(f"edgeprune.study.{module}")
+    import edgeprune.study as study
+
+    assert callable(study.results) and callable(study.recommend)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a real study: ~1-2 min on 2 cores (ONNX export ~10 s a model)
 
 CONFIG = """
 name = "resume"
@@ -115,7 +116,6 @@ def test_killed_study_resumes_without_repeating(killed_and_resumed):
 RAY_SUBSET = 2  # the baseline and the first experiment: same keys as in the local study
 
 
-@pytest.mark.slow
 def test_ray_executor_matches_local(killed_and_resumed, tmp_path):
     pytest.importorskip("ray", reason="Ray is the edgeprune[ray] extra, installed by make install")
     from edgeprune.study import StudyStore, load_config, results, run_study

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import importlib
 
+# `results` and `recommend` are both modules and the functions users call. Importing a submodule
+# the first time sets the package attribute of its name to the module, so these two (light:
+# no torch, pandas only when called) are imported here, once, and the names bound to the functions.
+from edgeprune.study.recommend import Recommendation, recommend  # noqa: E402
+from edgeprune.study.results import results  # noqa: E402
+
 _WHERE = {
     "StudyConfig": "config", "RecommendRule": "config", "load_config": "config", "parse_config": "config",
     "Experiment": "plan", "plan_study": "plan",
     "StudyStore": "store",
     "run_study": "runner", "StudyRun": "runner",
-    "results": "results",
     "write_report": "report",
-    "recommend": "recommend", "Recommendation": "recommend",
 }
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "Recommendation", "recommend", "results"])
 
 
 def __getattr__(name: str):

@@ -65,6 +65,7 @@ class MeasureSpec:
     runtimes: tuple[str, ...] | None = None  # None: every installed ONNX backend
     budget_s: float = 1.0  # timing seconds per backend and batch size
     memory: bool = True  # peak memory of inference, in a fresh process per backend (~2 s each)
+    train_device: str = "auto"  # training and fine-tuning: auto (a GPU when the task has one) | cpu | cuda
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,9 @@ def parse_config(text: str, *, path: str | None = None) -> StudyConfig:
 
     data = _parse_data(_table(raw, "data", path, lines), base_dir, path, lines, guarded)
     baseline = _parse_baseline(_table(raw, "baseline", path, lines), base_dir, path, lines, guarded)
+    if baseline.checkpoint and folds > 1:
+        raise _fail("a baseline checkpoint holds one split; with folds > 1 each fold trains its own "
+                    "baseline (leave checkpoint out)", path, lines, "baseline", "checkpoint")
     finetune = _table(raw, "finetune", path, lines)
     _check_keys(finetune, RECIPE_KEYS - {"epochs"}, path, lines, "finetune")
     from edgeprune.train import TrainRecipe
@@ -467,6 +471,9 @@ def _parse_measure(values: dict, path, lines, guarded) -> MeasureSpec:
                 raise _fail(f"unknown runtime {r!r}: {', '.join(KNOWN_RUNTIMES)}", path, lines, "measure",
                             "runtimes")
         runtimes = tuple(runtimes)
+    if values.get("train_device", "auto") not in ("auto", "cpu", "cuda"):
+        raise _fail(f"train_device must be auto, cpu or cuda, got {values['train_device']!r}", path, lines,
+                    "measure", "train_device")
     for key, range_key in (("threads", "threads"), ("train_threads", "threads"), ("budget_s", "budget_s")):
         if key in values:
             guarded("measure", key, lambda key=key, range_key=range_key:

@@ -41,7 +41,7 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
             data=None, log: Log | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one experiment (an `Experiment.to_dict()`) into RUN_DIR/<folder>; returns its result
     (JSON-ready). Whatever an earlier, unfinished attempt left in the folder is removed first."""
-    from edgeprune.hardware import device_label, set_threads
+    from edgeprune.hardware import device_label, resolve_device, set_threads
 
     say = log or (lambda _m: None)
     config = experiment["config"]
@@ -57,12 +57,13 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
     data = data if data is not None else load_fold_data(config, log=say)
     started = time.perf_counter()
     checkpoint = folder / CHECKPOINT
+    device = resolve_device(config["measure"].get("train_device", "auto"))
     if exp.kind == "baseline":
-        record = _baseline(config, data, checkpoint, say, progress)
+        record = _baseline(config, data, checkpoint, say, progress, device)
     else:
         if baseline_checkpoint is None:
             raise EdgepruneError(f"internal: {exp.label} needs its baseline's checkpoint")
-        record = _prune(config, data, Path(baseline_checkpoint), checkpoint, say, progress)
+        record = _prune(config, data, Path(baseline_checkpoint), checkpoint, say, progress, device)
     train_s = time.perf_counter() - started
     from edgeprune.workflows import export_checkpoint
 
@@ -72,12 +73,12 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
     result = measure_checkpoint(checkpoint, folder / ONNX_FILE, data, config["measure"], log=say)
     result.update(record)
     result["train_s"] = train_s
-    result["trained_on"] = device_label()
+    result["trained_on"] = device_label(device)
     result["onnx_agreement"] = export.verification.top1_agreement
     return result
 
 
-def _baseline(config, data, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+def _baseline(config, data, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
     from edgeprune.models import Model
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows import train_baseline
@@ -97,13 +98,14 @@ def _baseline(config, data, out: Path, say: Log, progress: bool) -> dict[str, An
     recipe = TrainRecipe(**spec["recipe"])
     say(f"baseline: training {spec['arch']} for {recipe.epochs} epoch(s)")
     _, meta, _ = train_baseline(data, arch=spec["arch"], recipe=recipe, weights=spec["weights"],
-                                width_mult=spec["width_mult"], out=out, progress=progress, log=say)
+                                width_mult=spec["width_mult"], device=device, out=out, progress=progress,
+                                log=say)
     history = meta.training.get("history") or []
     return {"method": "baseline", "history": [
         {"epoch": i + 1, "val_accuracy": h.get("val_accuracy")} for i, h in enumerate(history)]}
 
 
-def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
     from edgeprune.pruning import Schedule
     from edgeprune.study.config import ExperimentSpec, _method_config
     from edgeprune.train import TrainRecipe
@@ -115,7 +117,7 @@ def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool) ->
     job = PruneJob(config=pruning, schedule=Schedule(schedule.kind, schedule.steps),
                    finetune=TrainRecipe(**config["finetune"]), max_drop=spec.max_drop, seed=spec.seed,
                    distill=spec.distill)
-    outcome = prune_checkpoint(baseline, data, job, out=out, progress=progress, log=say)
+    outcome = prune_checkpoint(baseline, data, job, out=out, device=device, progress=progress, log=say)
     rec = outcome.record
     return {
         "method": rec["method"], "asked": rec["asked"], "achieved": rec["achieved"],
