@@ -229,6 +229,8 @@ def _first_conv(checkpoint: Path):
 
     from edgeprune.models import load_checkpoint
 
+    if not (checkpoint / "model.json").is_file():  # removed by hand since: drawn without it
+        return None
     model, _ = load_checkpoint(checkpoint)
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
@@ -244,8 +246,11 @@ def _filters_plot(plt, run_dir: Path, table, rows, tmp: Path, images: list[Path]
 
     shown = [r for r in rows if r["fold"] == 0]
     shown.sort(key=lambda r: r["kind"] != "baseline")
+    if shown:  # several architectures: the first one's models (their first convolutions compare)
+        shown = [r for r in shown if r["config"].get("arch") == shown[0]["config"].get("arch")]
     weights = {r["name"]: _first_conv(run_dir / r["folder"] / CHECKPOINT) for r in shown}
-    base = weights.get("baseline")
+    shown = [r for r in shown if weights[r["name"]] is not None]
+    base = next((weights[r["name"]] for r in shown if r["kind"] == "baseline"), None)
     if base is None:
         return None
     n = base.shape[0]
