@@ -124,6 +124,12 @@ def test_cli_results_recommend_and_refusals(quick_study, tmp_path, capsys):
     assert done.value.code == 2
     assert "--resume" in capsys.readouterr().err
     assert (run_dir / "study.db").read_bytes() == before
+    other = tmp_path / "other.toml"  # another study is not mixed into this one
+    other.write_text(CONFIG.read_text().replace('name = "digits-quick"', 'name = "other"'))
+    with pytest.raises(SystemExit) as done:
+        main(["study", "run", str(other), "--out", str(run_dir), "--resume"])
+    assert done.value.code == 2 and "holds the study 'digits-quick'" in capsys.readouterr().err
+    assert (run_dir / "study.db").read_bytes() == before
 
 
 def test_resume_of_a_finished_study_runs_nothing(quick_study):

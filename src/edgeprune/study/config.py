@@ -138,8 +138,7 @@ class _Lines:
     merely contain a key name do not start a line with `key =`)."""
 
     def __init__(self, text: str):
-        self.entries: list[tuple[str, int, int]] = []  # (table, occurrence, key) ... by line
-        self.found: dict[tuple[str, int, str], int] = {}
+        self.found: dict[tuple[str, int, str], int] = {}  # (table, occurrence, key) -> line
         table, counts = "", {}
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()

@@ -72,6 +72,11 @@ def check_run_dir(run_dir: Path, config: StudyConfig, *, resume: bool) -> None:
         if not resume:
             raise EdgepruneError(f"{run_dir} already holds a study: add --resume to continue it "
                                  "(finished experiments are kept), or choose another --out")
+        with StudyStore(run_dir) as store:
+            stored = store.value("name")
+        if stored is not None and stored != config.name:
+            raise EdgepruneError(f"{run_dir} holds the study {stored!r}, not {config.name!r}: resume it with "
+                                 "its own config, or choose another --out")
         return
     if any(run_dir.iterdir()):
         raise EdgepruneError(f"--out {run_dir} is a non-empty folder that holds no study; choose an "
@@ -205,9 +210,13 @@ def _run_local(config, todo, planned, run_dir, store, first, result, say, progre
         store.record_attempt(exp.key, exp.name)
         started_at = time.time()
         started = time.perf_counter()
-        outcome = execute(exp.to_dict(), run_dir, data=data_by_fold[exp.fold],
-                          baseline_checkpoint=_baseline_dir(run_dir, planned, exp.baseline_key),
-                          log=say, progress=progress)
+        try:
+            outcome = execute(exp.to_dict(), run_dir, data=data_by_fold[exp.fold],
+                              baseline_checkpoint=_baseline_dir(run_dir, planned, exp.baseline_key),
+                              log=say, progress=progress)
+        except EdgepruneError as exc:  # the study stops here; --resume keeps what finished
+            raise EdgepruneError(f"experiment {exp.label} failed: {exc} ({len(result.ran)} experiment(s) "
+                                 f"of this run are stored; fix the config and --resume)") from None
         wall = time.perf_counter() - started
         store.record_result(exp, outcome, wall_s=wall, started_at=started_at)
         result.ran.append(exp)
