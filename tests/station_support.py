@@ -41,8 +41,11 @@ class ModbusPlc:
         self.server = None
 
     async def _action(self, function_code, start_address, address, count, current_registers, set_values):
-        if set_values is not None:
+        if set_values is not None:  # mirrored, so a restart keeps exactly what was applied
             self.writes.append((function_code, address, list(set_values)))
+            table = "hr" if function_code in (6, 16) else "co"
+            for i, value in enumerate(set_values):
+                self.memory[table][address + i] = value
         return None
 
     def _device(self) -> SimDevice:
@@ -66,8 +69,6 @@ class ModbusPlc:
         """Down (connection refused), remembering its registers for the restart."""
         if self.server is None:
             return
-        self.memory["hr"] = self.registers(self.size)
-        self.memory["co"] = self.coils(self.size)
         asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
         self.server = None
         time.sleep(0.1)
