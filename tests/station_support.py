@@ -116,12 +116,12 @@ class ModbusPlc:
         return out
 
 
-def start_mosquitto(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+def start_mosquitto(tmp_path: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
     """A real mosquitto broker on a free loopback port (fails, never skips, when it is missing)."""
     binary = MOSQUITTO if Path(MOSQUITTO).is_file() else shutil.which("mosquitto")
     assert binary, (f"mosquitto not found at {MOSQUITTO}: `make install` installs it (Debian package "
                     "mosquitto; as root), or `sudo apt-get install mosquitto`")
-    port = free_port()
+    port = port or free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

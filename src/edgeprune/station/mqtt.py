@@ -76,7 +76,11 @@ class MqttPublisher:
         self.connected = False
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self._unacked: list = []  # paho MQTTMessageInfo of messages not yet acknowledged
+        # Message ids published but not yet acknowledged by the broker (QoS 1), for the flush at exit.
+        self._unacked: set[int] = set()
+        self._acked: set[int] = set()
+        self._lock = threading.Lock()
+        self.client.on_publish = self._on_publish
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgeprune-mqtt", daemon=True)
 
@@ -109,7 +113,17 @@ class MqttPublisher:
         self.published += 1
 
     def _track(self, info) -> None:
-        self._unacked = [i for i in self._unacked if not i.is_published()] + [info]
+        with self._lock:
+            if info.mid not in self._acked:
+                self._unacked.add(info.mid)
+            self._acked.discard(info.mid)
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
+        with self._lock:  # may run before publish() has returned the mid to _track
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._acked.add(mid)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -119,7 +133,8 @@ class MqttPublisher:
                 log.warning("MQTT summary failed: %s", exc)
 
     def stop(self, flush_s: float = 2.0) -> None:
-        """A last summary, then up to `flush_s` for the queue to reach the broker."""
+        """A last summary, then up to `flush_s` for the queue to reach the broker (what is still
+        queued after that is lost with the process: MQTT carries summaries, not the record)."""
         self._stop.set()
         self._thread.join(timeout=5)
         try:
@@ -127,7 +142,7 @@ class MqttPublisher:
         except Exception as exc:  # noqa: BLE001
             log.warning("MQTT summary failed: %s", exc)
         deadline = time.monotonic() + flush_s
-        while self.connected and time.monotonic() < deadline and not all(i.is_published() for i in self._unacked):
+        while time.monotonic() < deadline and self._unacked:
             time.sleep(0.02)
         self.client.disconnect()
         self.client.loop_stop()
