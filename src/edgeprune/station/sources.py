@@ -122,72 +122,99 @@ class FolderSource(Source):
     """New image files in DIR, as a camera drops them (watchdog), and at start every file that
     arrived while the station was down (already decided ones are skipped by the log).
 
-    A file is taken when its writer closes it (inotify's close-after-write, on Linux) or when it
-    is renamed into the folder (the safe way for a camera to drop a file); elsewhere, when its
-    size has stopped changing."""
+    A file is taken when it is complete: when its writer closes it (inotify's close-after-write,
+    on Linux), when it is renamed within the folder, or when it appears whole -- moved in from
+    elsewhere, the safe way for a camera to drop a file: created, not empty, and not written to
+    within QUIET_S. A file still being written (modify events) waits for its close. Without close
+    events (macOS, Windows) a created file is taken once its size stops changing for QUIET_S."""
 
-    SETTLE_S = 0.05
+    QUIET_S = 0.05
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.name = f"folder:{self.folder}"
         if not self.folder.is_dir():
             raise EdgepruneError(f"folder source: folder not found: {self.folder}")
-        self.queue: queue.Queue[tuple[Path, bool]] = queue.Queue()
+        self.events: queue.Queue[tuple[str, Path]] = queue.Queue()
         self.observer = None
+        self.has_close_events = sys.platform.startswith("linux")
 
     def _start_watching(self) -> None:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        closes = sys.platform.startswith("linux")
-        q = self.queue
+        events = self.events
 
         class Handler(FileSystemEventHandler):
             def on_closed(self, event):  # close after write only (not our own reads)
                 if not event.is_directory:
-                    q.put((Path(event.src_path), False))
+                    events.put(("ready", Path(event.src_path)))
 
             def on_moved(self, event):
                 if not event.is_directory:
-                    q.put((Path(event.dest_path), False))
+                    events.put(("ready", Path(event.dest_path)))
 
             def on_created(self, event):
-                if not event.is_directory and not closes:
-                    q.put((Path(event.src_path), True))
+                if not event.is_directory:
+                    events.put(("created", Path(event.src_path)))
+
+            def on_modified(self, event):
+                if not event.is_directory:
+                    events.put(("modified", Path(event.src_path)))
 
         self.observer = Observer()
         self.observer.schedule(Handler(), str(self.folder), recursive=False)
         self.observer.start()
 
-    def _settled(self, path: Path) -> bool:
+    def _size(self, path: Path) -> int | None:
         try:
-            size = path.stat().st_size
-            time.sleep(self.SETTLE_S)
-            return path.stat().st_size == size
+            return path.stat().st_size
         except OSError:
-            return False
+            return None
 
     def items(self, stop: threading.Event) -> Iterator[Item]:
         self._start_watching()  # before the scan: a file dropped during the scan is not missed
         existing = sorted((p for p in self.folder.iterdir() if p.is_file() and is_image(p)),
                           key=lambda p: (p.stat().st_mtime_ns, p.name))
         for path in existing:
-            self.queue.put((path, False))
+            self.events.put(("ready", path))
+        # created files not yet known complete: path -> [last activity, size then, being written]
+        waiting: dict[Path, list] = {}
         while not stop.is_set():
             try:
-                path, settle = self.queue.get(timeout=0.05)
+                kind, path = self.events.get(timeout=self.QUIET_S / 2)
             except queue.Empty:
-                continue
-            if not is_image(path) or not path.is_file():
-                continue
-            while settle and not self._settled(path):
+                kind, path = "", None
+            now = time.perf_counter()
+            ready: list[Path] = []
+            if kind == "ready":
+                waiting.pop(path, None)
+                ready.append(path)
+            elif kind == "created":
+                waiting[path] = [now, self._size(path), False]
+            elif kind == "modified" and path in waiting:
+                entry = waiting[path]
+                entry[0], entry[2] = now, entry[2] or self.has_close_events
+            for candidate, (last, size, written) in list(waiting.items()):
+                if written or now - last < self.QUIET_S:
+                    continue  # a writer at work: its close event will say when it is done
+                current = self._size(candidate)
+                if current is None:
+                    waiting.pop(candidate)
+                elif current and current == size:
+                    waiting.pop(candidate)
+                    ready.append(candidate)
+                else:
+                    waiting[candidate] = [now, current, False]
+            for candidate in ready:
+                if not is_image(candidate) or not candidate.is_file():
+                    continue
+                data = _read(candidate)
+                if data is None:
+                    continue
+                yield Item(os.path.abspath(candidate), data, _hash(data), time.perf_counter())
                 if stop.is_set():
                     return
-            data = _read(path)
-            if data is None:
-                continue
-            yield Item(os.path.abspath(path), data, _hash(data), time.perf_counter())
 
     def close(self) -> None:
         if self.observer is not None:
