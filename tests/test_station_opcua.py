@@ -73,3 +73,22 @@ def test_unknown_opcua_node_is_a_clear_error(tile_model, tmp_path):
             adapter.close()
     finally:
         server.stop()
+
+
+def test_station_with_a_wrong_node_ends_with_a_clear_error(tile_model, tmp_path):
+    import pytest
+
+    from edgeprune.errors import EdgepruneError
+
+    port = free_port()
+    server, _ = start_opcua_server(port)
+    try:
+        replay = make_replay(tile_model, tmp_path / "replay", 3)
+        cfg = station_config(tile_model, replay, tmp_path / "station.db", plc=f"opcua://127.0.0.1:{port}/plc/",
+                             opcua=OpcUaMap(count_node="ns=2;s=line9.defects"), rate=20)
+        with pytest.raises(EdgepruneError, match="ns=2;s=line9.defects"):
+            Station(cfg).run()
+        rows = db_rows(tmp_path / "station.db")
+        assert rows and {r["plc_status"] for r in rows} == {"pending"}  # kept for a fixed config
+    finally:
+        server.stop()

@@ -215,6 +215,7 @@ class Forwarder:
         self.delivered = 0
         self.reconciled = 0  # rows found already delivered when reading back
         self.last_error: str | None = None
+        self.fatal: str | None = None  # why the forwarder stopped for good (the run ends with it)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgeprune-plc", daemon=True)
@@ -239,7 +240,7 @@ class Forwarder:
         deadline = time.monotonic() + timeout
         while True:
             left = self.log.backlog()
-            if left == 0 or time.monotonic() >= deadline:
+            if left == 0 or time.monotonic() >= deadline or self.fatal or not self._thread.is_alive():
                 return left
             self._wake.set()
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
@@ -293,6 +294,16 @@ class Forwarder:
             self.on_sent(signal.id, acked)
 
     def _run(self) -> None:
+        try:
+            self._deliver()
+        except Exception as exc:  # noqa: BLE001 - a wrong node id, a broken database: end the run, loudly
+            self.fatal = str(exc) if isinstance(exc, EdgepruneError) else f"{type(exc).__name__}: {exc}"
+            try:
+                self.log.alarm("plc_forwarder_failed", self.fatal)
+            except Exception:  # noqa: BLE001 - the database itself may be what failed
+                pass
+
+    def _deliver(self) -> None:
         delay = self.retry_min_s
         while not self._stop.is_set():
             if not self.connected and not self._connect():

@@ -126,6 +126,9 @@ class Station:
                     break
                 if self._stop.is_set():
                     break
+                if self.forwarder is not None and self.forwarder.fatal:
+                    raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
+                                         f"(the decisions so far are in {cfg.db}, their signals pending)")
                 if self.on_progress is not None and time.perf_counter() - last_progress >= self.progress_every_s:
                     last_progress = time.perf_counter()
                     self.on_progress(self.status())
@@ -149,6 +152,9 @@ class Station:
                 plc_latency_ms_p50=_percentile(self._plc_latency_ms, 50),
                 plc_latency_ms_p99=_percentile(self._plc_latency_ms, 99))
             self.log.close()
+        if self.forwarder is not None and self.forwarder.fatal:
+            raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
+                                 f"({result.pending_left} signal(s) pending in {cfg.db})")
         return result
 
     def _decide(self, item) -> None:
