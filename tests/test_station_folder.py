@@ -26,7 +26,7 @@ def test_folder_source_picks_up_old_and_new_files(tile_model, tmp_path):
     thread = threading.Thread(target=station.run)
     thread.start()
     try:
-        time.sleep(0.5)
+        time.sleep(1.0)  # watching (a file written while the start-up scan runs would be taken half-done)
         for i, path in enumerate(images[2:]):
             if i % 2:  # the safe way: write elsewhere, rename into the folder
                 shutil.copy(path, tmp_path / "tmp.part")

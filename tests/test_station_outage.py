@@ -33,7 +33,7 @@ def test_plc_outage_keeps_signals_and_delivers_them_in_order(tile_model, tmp_pat
         plc.stop()
         wait_for(lambda: len(db_rows(db)) == 24, what="all images decided")
         pending = sum(r["plc_status"] == "pending" for r in db_rows(db))
-        assert pending >= 10, "the images decided during the outage wait in the database"
+        assert pending >= 5, "the images decided during the outage wait in the database"
         assert station.status()["plc"]["connected"] is False
         time.sleep(0.3)
         plc.start()  # same port, same memory: the network came back

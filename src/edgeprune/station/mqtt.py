@@ -71,7 +71,7 @@ class MqttPublisher:
         self.build = build
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_queued_messages_set(MAX_QUEUED)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
         self.published = 0
         self.connected = False
         self.client.on_connect = self._on_connect
@@ -132,7 +132,7 @@ class MqttPublisher:
             except Exception as exc:  # noqa: BLE001 - a summary must never stop the station
                 log.warning("MQTT summary failed: %s", exc)
 
-    def stop(self, flush_s: float = 2.0) -> None:
+    def stop(self, flush_s: float = 3.0) -> None:
         """A last summary, then up to `flush_s` for the queue to reach the broker (what is still
         queued after that is lost with the process: MQTT carries summaries, not the record)."""
         self._stop.set()
