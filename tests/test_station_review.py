@@ -3,10 +3,8 @@ review_below, signalled to the PLC as decision 2, never counted as a reject."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from station_support import ModbusPlc, db_rows, make_replay, station_config
+from station_support import ModbusPlc, db_rows, make_replay, sharper_copy, station_config
 
 from edgeprune.station import Station
 
@@ -36,23 +34,6 @@ def test_low_confidence_becomes_review(tile_model, tmp_path):
         assert decisions_written.count(2) == reviews
     finally:
         plc.close()
-
-
-def sharper_copy(model: Path, out: Path, factor: float = 20.0) -> Path:
-    """The same network with its classifier's logits scaled by `factor`: the same top class,
-    a much higher top probability -- a fallback that is sure where the primary was not."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(model))
-    last = [n for n in graph.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
-    inits = {i.name: i for i in graph.graph.initializer}
-    for name in last.input[1:]:
-        if name in inits:
-            scaled = numpy_helper.to_array(inits[name]) * np.float32(factor)
-            inits[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
-    onnx.save(graph, str(out))
-    return out
 
 
 def test_fallback_model_rechecks_uncertain_parts(tile_model, tmp_path):

@@ -76,7 +76,11 @@ def run(
             f"{counts['REVIEW']} REVIEW, {counts['ERROR']} ERROR), p99 {status['latency_ms_p99'] or 0:.1f} ms"
             f"{plc_part}")
 
-    station = Station(cfg, on_progress=progress)
+    try:
+        station = Station(cfg, on_progress=progress)
+    except KeyboardInterrupt:  # Ctrl-C while the model loads: nothing decided yet
+        log("interrupted before the first image")
+        raise typer.Exit(130) from None
     log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {cfg.model.name} "
         f"({station.status()['model_sha256'][:12]}), log {cfg.db}")
     result = station.run()

@@ -9,7 +9,6 @@ one for the few hard parts.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,3 @@ def decode_frame(item: Frame, size: int) -> np.ndarray:
             return to_rgb_resized(image, size)
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, ...
         raise EdgepruneError(f"not a readable image: {exc}") from None
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -9,6 +9,7 @@ written in the decision's own transaction, so a restart resumes exactly after th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import random
@@ -38,8 +39,6 @@ class Item:
 
 
 def _hash(data: bytes | np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
