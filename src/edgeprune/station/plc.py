@@ -29,6 +29,11 @@ things close the window:
    does not match and is simply written again.
 (The low 16 bits of the sequence id could only collide if 65536 consecutive rows needed no
 signal, i.e. were all ERRORs; the count and decision are compared too.)
+
+The reject coil cannot be in the same Modbus request as the registers, so it is written first: a
+reject is never lost, but if the register write then fails, the retry sets the coil again. A PLC
+program that must never act twice on one part keys on the sequence register changing (exactly
+once per part), and reads the count and decision registers with it; the coil is a convenience.
 """
 
 from __future__ import annotations
