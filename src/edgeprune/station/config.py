@@ -10,7 +10,7 @@ directory, as a shell user expects.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.validation import check_number
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser as the `tomli` backport (the station extra installs it)
+    import tomli as tomllib
 
 SOURCE_KINDS = ("replay", "folder", "camera")
 PLC_SCHEMES = ("modbus", "opcua")
