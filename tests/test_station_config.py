@@ -3,6 +3,7 @@ file or on the command line -- ends with `error: ...` naming the key, exit code 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,9 @@ def test_bad_flags_are_clear_errors(tile_model, tmp_path, capsys):
         (["--source", f"replay:{tmp_path / 'missing'}"], "folder not found"),
         (["--http", "127.0.0.1:8080"], "not yet available"),
         (["--model", tmp_path / "missing.onnx"], "not found"),
+        # No camera here: without OpenCV the install hint, with it the device that is missing.
+        (["--source", "camera:0"], "camera 0 cannot be opened" if importlib.util.find_spec("cv2")
+         else "pip install opencv-python-headless"),
     ]
     for extra, needle in cases:
         code, _, err = run_cli(base + extra, capsys)
