@@ -47,6 +47,9 @@ def test_status_queries_and_model_swap_on_a_running_station(tile_model, tmp_path
     finally:
         station.stop()
         thread.join(10)
+    final = station.status()  # still answers after the run, until close()
+    assert final["state"] == "stopped" and final["decided_this_run"] == 30
+    station.close()
     rows = db_rows(db)
     assert len(rows) == 30
     shas = [r["model_sha256"] for r in rows]

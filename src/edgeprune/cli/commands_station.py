@@ -83,7 +83,10 @@ def run(
         raise typer.Exit(130) from None
     log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {cfg.model.name} "
         f"({station.status()['model_sha256'][:12]}), log {cfg.db}")
-    result = station.run()
+    try:
+        result = station.run()
+    finally:
+        station.close()
     if json_out:
         console.print_json(json.dumps(result.to_dict()))
         return

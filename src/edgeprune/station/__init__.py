@@ -4,7 +4,8 @@ Torch-free: it runs exported ONNX artifacts through `edgeprune.runtime` (ONNX Ru
 OpenVINO); `pip install edgeprune[station]` adds pymodbus, asyncua, paho-mqtt and watchdog.
 
     from edgeprune.station import Station, load_config
-    result = Station(load_config("station.toml", {"max_images": 100})).run()
+    with Station(load_config("station.toml", {"max_images": 100})) as station:
+        result = station.run()
 
 One module per concern: config (the settings), sources (replay, folder, camera), decision (the
 rule and the cascade), log (SQLite: decisions and the PLC's outbox), plc (Modbus TCP, OPC UA,

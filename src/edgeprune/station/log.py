@@ -110,7 +110,7 @@ class DecisionLog:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._db.close()  # idempotent in sqlite3
 
     # ------------------------------------------------------------------------- writing
 

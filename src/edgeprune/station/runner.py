@@ -1,7 +1,7 @@
 """The Station: images in, decisions logged, signals to the PLC, summaries upstream.
 
-    station = Station(load_config("station.toml"))
-    result = station.run()          # until the source ends, --max-images, or SIGINT/SIGTERM
+    with Station(load_config("station.toml")) as station:
+        result = station.run()      # until the source ends, --max-images, or SIGINT/SIGTERM
 
 The main loop runs in the calling thread: take the next image, skip it if the log already holds
 it (same path and sha256), decide, log (with its pending PLC signal and the source's position, in
@@ -10,7 +10,7 @@ run in their own threads, so a PLC or broker outage never slows the conveyor.
 
 For the dashboard (issue 12) the Station exposes what a web layer needs, all thread-safe:
 `status()` (a JSON-ready snapshot), `decisions(since, limit)`, `review_queue(limit)` and
-`swap_model(path, gate=...)`, which loads and checks the new model beside the running one and
+`swap_model(path, gate=...)` (and `close()`: they keep answering after `run()` returns), which loads and checks the new model beside the running one and
 swaps it between two images, so no image is decided by half of each.
 """
 
@@ -102,6 +102,16 @@ class Station:
         """Ask the loop to end after the image in flight (thread- and signal-safe)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Close the database (status and queries keep working until then, after run() too)."""
+        self.log.close()
+
+    def __enter__(self) -> Station:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def run(self) -> RunResult:
         cfg = self.config
         self._started = time.perf_counter()
@@ -151,7 +161,6 @@ class Station:
                 latency_ms_p50=_percentile(self._latency_ms, 50), latency_ms_p99=_percentile(self._latency_ms, 99),
                 plc_latency_ms_p50=_percentile(self._plc_latency_ms, 50),
                 plc_latency_ms_p99=_percentile(self._plc_latency_ms, 99))
-            self.log.close()
         if self.forwarder is not None and self.forwarder.fatal:
             raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
                                  f"({result.pending_left} signal(s) pending in {cfg.db})")
