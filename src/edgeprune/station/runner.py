@@ -9,9 +9,10 @@ one transaction), wake the PLC forwarder. The forwarder (plc.py) and the MQTT pu
 run in their own threads, so a PLC or broker outage never slows the conveyor.
 
 For the dashboard (issue 12) the Station exposes what a web layer needs, all thread-safe:
-`status()` (a JSON-ready snapshot), `decisions(since, limit)`, `review_queue(limit)` and
-`swap_model(path, gate=...)` (and `close()`: they keep answering after `run()` returns), which loads and checks the new model beside the running one and
-swaps it between two images, so no image is decided by half of each.
+`status()` (a JSON-ready snapshot), `decisions(since, limit)`, `review_queue(since, limit)` and
+`swap_model(path, gate=...)`, which loads and checks the new model beside the running one and
+swaps it between two images, so no image is decided by half of each. They keep answering after
+`run()` returns, until `close()`.
 """
 
 from __future__ import annotations
