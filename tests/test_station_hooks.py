@@ -32,6 +32,7 @@ def test_status_queries_and_model_swap_on_a_running_station(tile_model, tmp_path
         status = station.status()
         assert status["state"] == "running" and status["model_sha256"] == file_sha256(tile_model[0])
         assert sum(status["total"].values()) >= 8 and status["latency_ms_p99"] > 0
+        assert 0 <= status["ok_defect_accuracy"] <= 1 and status["labelled_this_run"] > 0  # replay labels
         first = station.decisions(since=0, limit=3)
         assert [r["id"] for r in first] == [1, 2, 3]
         assert [r["id"] for r in station.decisions(since=3, limit=2)] == [4, 5]

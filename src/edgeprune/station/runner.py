@@ -93,6 +93,8 @@ class Station:
         self._run_counts = {d: 0 for d in ("OK", "DEFECT", "REVIEW", "ERROR")}
         self._decided = 0
         self._skipped = 0
+        self._judged = 0
+        self._correct = 0
         self._started: float | None = None
         self._mqtt_since = 0
         self.state = "ready"
@@ -186,6 +188,9 @@ class Station:
             self.log.alarm("image_error", f"{item.path}: {verdict.error}")
         self._decided += 1
         self._run_counts[verdict.decision] += 1
+        if item.true_class is not None and verdict.decision in ("OK", "DEFECT"):
+            self._judged += 1  # live OK/DEFECT accuracy where the source knows the truth
+            self._correct += (verdict.decision == "OK") == (item.true_class in decider.ok_classes)
         self._latency_ms.append(latency_ms)
         if needs_signal:
             self._arrivals[row_id] = item.arrival
@@ -247,6 +252,8 @@ class Station:
             "total": self.log.counts(),
             "latency_ms_p50": _percentile(self._latency_ms, 50),
             "latency_ms_p99": _percentile(self._latency_ms, 99),
+            "ok_defect_accuracy": self._correct / self._judged if self._judged else None,
+            "labelled_this_run": self._judged,
             "plc": None if fwd is None else {
                 "adapter": fwd.adapter.name, "connected": fwd.connected, "backlog": self.log.backlog(),
                 "delivered_this_run": fwd.delivered, "reconciled": fwd.reconciled,
