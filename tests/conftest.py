@@ -94,3 +94,53 @@ def trained_digits_onnx(trained_digits_checkpoint: Path, digits32, tmp_path_fact
     result = export_checkpoint(trained_digits_checkpoint, "onnx", out,
                                data=digits32, max_verify_images=100)
     return trained_digits_checkpoint, result.path
+
+
+# ----------------------------------------------------------------------------- the station's tests
+# A small model trained on the real magnetic-tile data, as two classes (free = OK, every defect
+# folder = defect), from the shared ImageNet MobileNetV2 at 48x48: ~30 s on one core, ~75% balanced
+# test accuracy (chance 50%). The station tests replay images of its own test split.
+TILE_SIZE, TILE_PER_CLASS, TILE_MIN_BALANCED_ACCURACY = 48, 300, 0.65
+
+
+@pytest.fixture(scope="session")
+def tile_tree(magnetic_tile: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """magnetic-tile as free/ and defect/ (links to the shared files, never copies)."""
+    tree = tmp_path_factory.mktemp("tiles2")
+    for cls in sorted(p.name for p in magnetic_tile.iterdir() if p.is_dir()):
+        dest = tree / ("free" if cls == "free" else "defect")
+        dest.mkdir(exist_ok=True)
+        for file in sorted((magnetic_tile / cls).iterdir()):
+            (dest / f"{cls}_{file.name}").symlink_to(file)
+    assert len(list((tree / "defect").iterdir())) > 100, f"magnetic-tile at {magnetic_tile} is incomplete"
+    return tree
+
+
+@pytest.fixture(scope="session")
+def tile_model(tile_tree: Path, shared_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(FP32 ONNX file, test-split image paths by class) of the two-class tile model."""
+    import edgeprune as ep
+    from edgeprune.train import TrainRecipe
+
+    hub = tmp_path_factory.mktemp("hub")
+    (hub / "checkpoints").mkdir()
+    (hub / "checkpoints" / "mobilenet_v2-b0353104.pth").symlink_to(shared_weights / "mobilenet_v2-b0353104.pth")
+    previous_hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    try:
+        data = ep.load_data(ep.DataOptions(spec=str(tile_tree), image_size=TILE_SIZE, normalization="imagenet",
+                                           max_per_class=TILE_PER_CLASS))
+        torch.manual_seed(0)
+        model = ep.train_model(data, TrainRecipe(epochs=3, seed=0), weights="imagenet", device="cpu")
+    finally:
+        torch.hub.set_dir(previous_hub)
+    balanced = model.metrics["test_balanced_accuracy"]
+    assert balanced >= TILE_MIN_BALANCED_ACCURACY, (
+        f"the station's tile model reached only {balanced:.1%} balanced test accuracy (chance 50%)")
+    out = tmp_path_factory.mktemp("tile-onnx") / "tiles.onnx"
+    result = ep.export_model(model, out, data=data)
+    by_class: dict[str, list[Path]] = {name: [] for name in data.class_names}
+    for path, label in zip(data.test.paths, data.test.labels):
+        by_class[data.class_names[int(label)]].append(Path(path))
+    return result.path, by_class
+

@@ -1,0 +1,116 @@
+"""Image -> OK / DEFECT / REVIEW, with the artifact's own preprocessing and class names.
+
+The model's classes map to OK (`ok_classes`) or DEFECT (every other class); a top probability
+below `review_below` routes the part to a person (REVIEW). With a `fallback_model` (a larger, more
+accurate model) an uncertain part is first re-checked by it, and goes to a person only when the
+fallback is uncertain too: the cascade keeps the fast model on the conveyor's pace and the slow
+one for the few hard parts.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.runtime import Classifier, softmax
+from edgeprune.runtime.backends import file_sha256
+from edgeprune.runtime.preprocess import decode_image, normalize, to_rgb_resized
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str  # OK | DEFECT | REVIEW | ERROR
+    predicted_class: str | None
+    probability: float | None
+    model_sha256: str | None  # the model that made the call (the fallback's when it decided)
+    error: str | None = None
+
+
+class LoadedModel:
+    """A Classifier with its file's sha256 (what the log records per decision)."""
+
+    def __init__(self, path: str | Path, *, runtime: str = "onnxruntime", threads: int = 1):
+        self.path = Path(path)
+        self.classifier = Classifier(self.path, runtime=runtime, threads=threads)
+        self.sha256 = file_sha256(self.path)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classifier.class_names
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Softmax over the classes for one decoded uint8 (3, S, S) image."""
+        meta = self.classifier.metadata
+        x = normalize(image[None], meta.mean, meta.std, meta.scale)
+        return softmax(self.classifier.predict(x))[0]
+
+
+def check_ok_classes(model: LoadedModel, ok_classes: Sequence[str]) -> None:
+    names = model.class_names
+    unknown = [c for c in ok_classes if c not in names]
+    if unknown:
+        raise EdgepruneError(
+            f"ok_classes names {', '.join(map(repr, unknown))}, which {model.path.name} does not "
+            f"know: its classes are {', '.join(names)}"
+        )
+    if set(ok_classes) >= set(names):
+        raise EdgepruneError(f"ok_classes covers every class of {model.path.name} ({', '.join(names)}): "
+                             "nothing could ever be a DEFECT")
+
+
+class Decider:
+    """The decision rule over a primary model and an optional fallback."""
+
+    def __init__(self, model: LoadedModel, ok_classes: Sequence[str], review_below: float,
+                 fallback: LoadedModel | None = None):
+        check_ok_classes(model, ok_classes)
+        if fallback is not None:
+            check_ok_classes(fallback, ok_classes)
+        self.model = model
+        self.fallback = fallback
+        self.ok_classes = frozenset(ok_classes)
+        self.review_below = review_below
+
+    def _call(self, model: LoadedModel, image: np.ndarray) -> tuple[str, float]:
+        probs = model.probabilities(image)
+        index = int(probs.argmax())
+        return model.class_names[index], float(probs[index])
+
+    def decide(self, item: Frame) -> Verdict:
+        """The verdict for one image (the file's bytes or a camera frame); a bad image is ERROR."""
+        model = self.model
+        try:
+            image = decode_frame(item, model.classifier.input_size)
+            label, prob = self._call(model, image)
+            if prob < self.review_below and self.fallback is not None:
+                model = self.fallback
+                label, prob = self._call(model, decode_frame(item, model.classifier.input_size))
+        except EdgepruneError as exc:
+            return Verdict("ERROR", None, None, model.sha256, str(exc))
+        if prob < self.review_below:
+            decision = "REVIEW"
+        else:
+            decision = "OK" if label in self.ok_classes else "DEFECT"
+        return Verdict(decision, label, prob, model.sha256)
+
+
+Frame = Union[bytes, np.ndarray]
+
+
+def decode_frame(item: Frame, size: int) -> np.ndarray:
+    """An image file's bytes (read once: hashed and decoded from the same bytes, so a file
+    rewritten in between cannot be logged under the other version's hash) or a camera frame
+    -> uint8 (3, size, size), by the runtime's one decoding rule."""
+    if isinstance(item, np.ndarray):
+        return decode_image(item, size)
+    try:
+        with Image.open(io.BytesIO(item)) as image:
+            return to_rgb_resized(image, size)
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, ...
+        raise EdgepruneError(f"not a readable image: {exc}") from None

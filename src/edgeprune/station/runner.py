@@ -1,0 +1,290 @@
+"""The Station: images in, decisions logged, signals to the PLC, summaries upstream.
+
+    with Station(load_config("station.toml")) as station:
+        result = station.run()      # until the source ends, --max-images, or SIGINT/SIGTERM
+
+The main loop runs in the calling thread: take the next image, skip it if the log already holds
+it (same path and sha256), decide, log (with its pending PLC signal and the source's position, in
+one transaction), wake the PLC forwarder. The forwarder (plc.py) and the MQTT publisher (mqtt.py)
+run in their own threads, so a PLC or broker outage never slows the conveyor.
+
+For the dashboard (issue 12) the Station exposes what a web layer needs, all thread-safe:
+`status()` (a JSON-ready snapshot), `decisions(since, limit)`, `review_queue(since, limit)` and
+`swap_model(path, gate=...)`, which loads and checks the new model beside the running one and
+swaps it between two images, so no image is decided by half of each. They keep answering after
+`run()` returns, until `close()`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.station.config import StationConfig
+from edgeprune.station.decision import Decider, LoadedModel, check_ok_classes
+from edgeprune.station.log import Decision, DecisionLog
+from edgeprune.station.mqtt import MqttPublisher, pick_samples, summarize
+from edgeprune.station.plc import Forwarder, open_adapter
+from edgeprune.station.sources import open_source
+
+RECENT = 10_000  # latencies kept for the status percentiles
+
+
+@dataclass
+class RunResult:
+    decided: int  # new decisions in this run
+    skipped: int  # images the log already held
+    counts: dict[str, int]  # this run's decisions by kind
+    pending_left: int  # PLC signals still pending at exit (delivered first at the next start)
+    ended_by: str  # "max_images" | "source ended" | "signal" | "stop"
+    elapsed_s: float
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    plc_latency_ms_p50: float | None  # image arrival to PLC acknowledgement
+    plc_latency_ms_p99: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentile(values, q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, dtype=float), q)) if len(values) else None
+
+
+class Station:
+    def __init__(self, config: StationConfig, *, on_progress: Callable[[dict], None] | None = None,
+                 progress_every_s: float = 10.0):
+        if config.http is not None:
+            raise EdgepruneError("--http: the dashboard is not yet available in this version "
+                                 "(planned: issue 12); run without http")
+        self.config = config
+        model = LoadedModel(config.model, runtime=config.runtime, threads=config.threads)
+        fallback = (LoadedModel(config.fallback_model, runtime=config.runtime, threads=config.threads)
+                    if config.fallback_model is not None else None)
+        self._decider = Decider(model, config.ok_classes, config.review_below, fallback)
+        self.log = DecisionLog(config.db, config.db_synchronous)
+        try:
+            self.source = open_source(config.source, rate=config.rate, log=self.log)
+            self.forwarder = None
+            if config.plc is not None:
+                self.forwarder = Forwarder(self.log, open_adapter(config.plc, config.modbus, config.opcua),
+                                           retry_min_s=config.retry_min_s, retry_max_s=config.retry_max_s,
+                                           on_sent=self._on_sent)
+            self.mqtt = (MqttPublisher(config.mqtt, config.mqtt_interval_s, self._mqtt_message)
+                         if config.mqtt is not None else None)
+        except BaseException:
+            self.log.close()
+            raise
+        self.on_progress = on_progress
+        self.progress_every_s = progress_every_s
+        self._stop = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._arrivals: dict[int, float] = {}
+        self._latency_ms: deque[float] = deque(maxlen=RECENT)
+        self._plc_latency_ms: deque[float] = deque(maxlen=RECENT)
+        self._run_counts = {d: 0 for d in ("OK", "DEFECT", "REVIEW", "ERROR")}
+        self._decided = 0
+        self._skipped = 0
+        self._judged = 0
+        self._correct = 0
+        self._started: float | None = None
+        self._mqtt_since = 0
+        self.state = "ready"
+
+    # ------------------------------------------------------------------------- main loop
+
+    def stop(self) -> None:
+        """Ask the loop to end after the image in flight (thread- and signal-safe)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Close the database (status and queries keep working until then, after run() too)."""
+        self.log.close()
+
+    def __enter__(self) -> Station:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self) -> RunResult:
+        cfg = self.config
+        self._started = time.perf_counter()
+        self._mqtt_since = self.log.last_id()
+        ended_by = "source ended"
+        restore = self._install_signal_handlers()
+        self.state = "running"
+        if self.forwarder is not None:
+            self.forwarder.start()  # pending signals of an earlier run go first
+        if self.mqtt is not None:
+            self.mqtt.start()
+        last_progress = time.perf_counter()
+        pending_left = 0
+        try:
+            for item in self.source.items(self._stop):
+                if self.log.seen(item.path, item.sha256):
+                    self._skipped += 1
+                else:
+                    self._decide(item)
+                if cfg.max_images is not None and self._decided >= cfg.max_images:
+                    ended_by = "max_images"
+                    break
+                if self._stop.is_set():
+                    break
+                if self.forwarder is not None and self.forwarder.fatal:
+                    raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
+                                         f"(the decisions so far are in {cfg.db}, their signals pending)")
+                if self.on_progress is not None and time.perf_counter() - last_progress >= self.progress_every_s:
+                    last_progress = time.perf_counter()
+                    self.on_progress(self.status())
+            if self._stop.is_set() and ended_by != "max_images":
+                ended_by = "signal" if self._signalled else "stop"
+        finally:
+            self.state = "stopping"
+            self.source.close()
+            restore()
+            if self.forwarder is not None:
+                pending_left = self.forwarder.drain(cfg.drain_timeout)
+                self.forwarder.stop()
+            if self.mqtt is not None:
+                self.mqtt.stop()
+            self.state = "stopped"
+            result = RunResult(
+                decided=self._decided, skipped=self._skipped, counts=dict(self._run_counts),
+                pending_left=pending_left, ended_by=ended_by,
+                elapsed_s=time.perf_counter() - self._started,
+                latency_ms_p50=_percentile(self._latency_ms, 50), latency_ms_p99=_percentile(self._latency_ms, 99),
+                plc_latency_ms_p50=_percentile(self._plc_latency_ms, 50),
+                plc_latency_ms_p99=_percentile(self._plc_latency_ms, 99))
+        if self.forwarder is not None and self.forwarder.fatal:
+            raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
+                                 f"({result.pending_left} signal(s) pending in {cfg.db})")
+        return result
+
+    def _decide(self, item) -> None:
+        with self._swap_lock:
+            decider = self._decider
+        verdict = decider.decide(item.data)
+        latency_ms = (time.perf_counter() - item.arrival) * 1000.0
+        needs_signal = self.forwarder is not None and verdict.decision != "ERROR"
+        row_id = self.log.add(
+            Decision(ts=time.time(), source=self.source.name, path=item.path, sha256=item.sha256,
+                     predicted_class=verdict.predicted_class, probability=verdict.probability,
+                     decision=verdict.decision, latency_ms=latency_ms, model_sha256=verdict.model_sha256,
+                     true_class=item.true_class),
+            needs_signal=needs_signal, state=item.state)
+        if row_id is None:  # decided meanwhile by another process on the same database
+            self._skipped += 1
+            return
+        if verdict.decision == "ERROR":
+            self.log.alarm("image_error", f"{item.path}: {verdict.error}")
+        self._decided += 1
+        self._run_counts[verdict.decision] += 1
+        if item.true_class is not None and verdict.decision in ("OK", "DEFECT"):
+            self._judged += 1  # live OK/DEFECT accuracy where the source knows the truth
+            self._correct += (verdict.decision == "OK") == (item.true_class in decider.ok_classes)
+        self._latency_ms.append(latency_ms)
+        if needs_signal:
+            self._arrivals[row_id] = item.arrival
+            self.forwarder.wake()
+
+    def _on_sent(self, row_id: int, acked: float) -> None:
+        arrival = self._arrivals.pop(row_id, None)
+        if arrival is not None:  # None: a signal of an earlier run
+            self._plc_latency_ms.append((acked - arrival) * 1000.0)
+
+    _signalled = False
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, frame):
+            self._signalled = True
+            self._stop.set()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    # ------------------------------------------------------------------------- for MQTT and the dashboard
+
+    def _mqtt_message(self) -> tuple[dict, list[dict]]:
+        rows = self.log.rows(since=self._mqtt_since, limit=-1)
+        if rows:
+            self._mqtt_since = rows[-1]["id"]
+        with self._swap_lock:
+            decider = self._decider
+        summary = summarize(rows, ok_classes=decider.ok_classes, class_names=decider.model.class_names)
+        summary.update(
+            ts=time.time(), source=self.source.name, interval_s=self.config.mqtt_interval_s,
+            total=self.log.counts(), plc_backlog=self.log.backlog() if self.forwarder else None,
+            plc_connected=self.forwarder.connected if self.forwarder else None,
+            model=str(decider.model.path), model_sha256=decider.model.sha256)
+        return summary, pick_samples(rows, self.config.mqtt_samples)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: what the dashboard's /api/status shows."""
+        with self._swap_lock:
+            decider = self._decider
+        fwd = self.forwarder
+        elapsed = time.perf_counter() - self._started if self._started else 0.0
+        return {
+            "state": self.state,
+            "source": self.source.name,
+            "model": str(decider.model.path),
+            "model_sha256": decider.model.sha256,
+            "fallback_model_sha256": decider.fallback.sha256 if decider.fallback else None,
+            "ok_classes": sorted(decider.ok_classes),
+            "review_below": decider.review_below,
+            "elapsed_s": elapsed,
+            "decided_this_run": self._decided,
+            "skipped_this_run": self._skipped,
+            "rate_per_s": self._decided / elapsed if elapsed > 0 else None,
+            "this_run": dict(self._run_counts),
+            "total": self.log.counts(),
+            "latency_ms_p50": _percentile(self._latency_ms, 50),
+            "latency_ms_p99": _percentile(self._latency_ms, 99),
+            "ok_defect_accuracy": self._correct / self._judged if self._judged else None,
+            "labelled_this_run": self._judged,
+            "plc": None if fwd is None else {
+                "adapter": fwd.adapter.name, "connected": fwd.connected, "backlog": self.log.backlog(),
+                "delivered_this_run": fwd.delivered, "reconciled": fwd.reconciled,
+                "last_error": fwd.last_error, "outage_since": fwd.outage_since,
+                "latency_ms_p50": _percentile(self._plc_latency_ms, 50),
+                "latency_ms_p99": _percentile(self._plc_latency_ms, 99)},
+            "mqtt": None if self.mqtt is None else {"connected": self.mqtt.connected,
+                                                    "summaries": self.mqtt.published},
+            "alarms": self.log.alarms(5),
+        }
+
+    def decisions(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self.log.rows(since=since, limit=limit)
+
+    def review_queue(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self.log.rows(since=since, limit=limit, decision="REVIEW")
+
+    def swap_model(self, path: str | Path, gate: Callable[[LoadedModel], str | None] | None = None) -> str:
+        """Load `path`, check it (its classes must cover ok_classes; `gate(model)` returns None to
+        accept or the reason to refuse), then swap it in between two images. Returns the new
+        model's sha256; on any refusal the running model stays and EdgepruneError says why."""
+        cfg = self.config
+        candidate = LoadedModel(path, runtime=cfg.runtime, threads=cfg.threads)
+        check_ok_classes(candidate, cfg.ok_classes)
+        if gate is not None:
+            reason = gate(candidate)
+            if reason:
+                raise EdgepruneError(f"model {path} refused by the gate: {reason}")
+        with self._swap_lock:
+            old = self._decider
+            self._decider = Decider(candidate, cfg.ok_classes, old.review_below, old.fallback)
+        self.log.alarm("model_swap", f"{old.model.path} ({old.model.sha256[:12]}) -> {candidate.path} "
+                       f"({candidate.sha256[:12]})")
+        return candidate.sha256
