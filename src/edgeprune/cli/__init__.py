@@ -20,6 +20,7 @@ from edgeprune.cli import commands_prune as _commands_prune  # noqa: F401,E402
 from edgeprune.cli import commands_export as _commands_export  # noqa: F401,E402
 from edgeprune.cli import commands_demo as _commands_demo  # noqa: F401,E402
 from edgeprune.cli import commands_station as _commands_station  # noqa: F401,E402
+from edgeprune.cli import commands_station_dashboard as _commands_station_dashboard  # noqa: F401,E402
 # isort: on
 
 
