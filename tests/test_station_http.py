@@ -48,7 +48,7 @@ def scaled_copy(model: Path, out: Path, factor: float) -> Path:
 @pytest.fixture()
 def gate_set(tile_model, tmp_path) -> Path:
     """Test-split images the replays below never show (an offset past them)."""
-    return make_replay(tile_model, tmp_path / "gate", GATE_PER_CLASS, offset=25)
+    return make_replay(tile_model, tmp_path / "gate", GATE_PER_CLASS, offset=30)
 
 
 def dashboard(gate: Path | None, **changes) -> DashboardConfig:
@@ -89,6 +89,15 @@ def test_token_and_upload_checks(tile_model, gate_set, tmp_path, monkeypatch):
         # The tile model is ~9 MB: over this station's 1 MB limit, refused before it is parsed.
         big = client.post("/api/models", files={"file": ("m.onnx", model_bytes)}, headers=AUTH)
         assert big.status_code == 413 and "max_upload_mb" in big.json()["detail"]
+        # A streamed body without a Content-Length is cut off as soon as it passes the limit.
+        def chunks():
+            yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.onnx\"\r\n\r\n"
+            for _ in range(40):
+                yield b"\0" * 65536
+
+        streamed = client.post("/api/models", content=chunks(),
+                               headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"})
+        assert streamed.status_code == 413, streamed.text
         # Other requests' bodies are capped too.
         assert client.post("/api/review/1", content=b"x" * 100_000, headers=AUTH).status_code == 413
         # Labels: one of the model's classes, for a decision the log holds.
@@ -110,7 +119,7 @@ def test_token_and_upload_checks(tile_model, gate_set, tmp_path, monkeypatch):
     attempts = rollout_rows(db)
     assert [(a["action"], a["status_code"]) for a in attempts] == [
         ("upload", 401), ("upload", 401), ("rollback", 401), ("upload", 415), ("upload", 415),
-        ("upload", 413), ("rollback", 409)]
+        ("upload", 413), ("upload", 413), ("rollback", 409)]
     assert not any(a["accepted"] for a in attempts)
 
     # Without a configured token nothing can be changed; EDGEPRUNE_STATION_TOKEN sets one.
@@ -136,14 +145,14 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def test_gate_refuses_a_worse_model_switches_a_good_one_mid_replay_and_rolls_back(tile_model, gate_set, tmp_path):
-    replay = make_replay(tile_model, tmp_path / "replay", 25)
+    replay = make_replay(tile_model, tmp_path / "replay", 30)
     original = Path(tile_model[0])
     worse = scaled_copy(original, tmp_path / "upload-worse.onnx", -1.0)
     better = scaled_copy(original, tmp_path / "upload-good.onnx", 2.0)
     plc = ModbusPlc().start()
     db = tmp_path / "station.db"
     try:
-        cfg = station_config(tile_model, replay, db, rate=30, plc=f"modbus://127.0.0.1:{plc.port}",
+        cfg = station_config(tile_model, replay, db, rate=20, plc=f"modbus://127.0.0.1:{plc.port}",
                              dashboard=dashboard(gate_set))
         station = Station(cfg)
         order = [str(Path(p).absolute()) for _, p in station.source.files]
@@ -289,3 +298,28 @@ def test_dashboard_settings_are_checked(tmp_path):
         with pytest.raises(EdgepruneError):
             load_config(toml)
     assert replace(DashboardConfig(), max_upload_mb=2).max_upload_bytes == 2 * 1024 * 1024
+
+
+def test_dashboard_modules_are_torch_free():
+    from helpers import run_blocked
+
+    run_blocked("import edgeprune.station.web, edgeprune.station.rollout, edgeprune.station.review")
+
+
+def test_busy_port_is_an_error_line_not_a_traceback(tile_model, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    replay = make_replay(tile_model, tmp_path / "replay", 2)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeprune", "station", "run", "--model", str(tile_model[0]),
+             "--source", f"replay:{replay}", "--ok-classes", "free", "--db", str(tmp_path / "s.db"),
+             "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "error:" in done.stderr and "cannot listen" in done.stderr and "Traceback" not in done.stderr
+    assert db_rows(tmp_path / "s.db") == []  # nothing decided without its dashboard

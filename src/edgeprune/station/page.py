@@ -193,7 +193,8 @@ async function refreshStatus() {
     text('mqtt-summaries', s.mqtt.summaries + ' summaries sent');
   } else { link('mqtt-state', null, 'none configured'); text('mqtt-summaries', ''); }
   const m = s.model_info;
-  text('model-name', m.name + (m.architecture ? ' (' + m.architecture + ')' : '') + ', ' + m.runtime);
+  text('model-name', m.name + ' (' + [m.architecture, m.source_checkpoint && 'from ' + m.source_checkpoint, m.runtime]
+    .filter(Boolean).join(', ') + ')');
   text('model-accuracy', m.test_accuracy == null ? 'not recorded' : pct(m.test_accuracy));
   text('model-sha', m.sha256);
   const g = s.gate;

@@ -209,7 +209,7 @@ def make_app(station, config: DashboardConfig | None = None) -> FastAPI:
         model = station.current_model()
         meta = model.classifier.metadata
         out["model_info"] = {
-            "name": meta.raw.get("edgeprune.source_checkpoint") or model.path.name, "file": model.path.name,
+            "name": model.path.name, "source_checkpoint": meta.raw.get("edgeprune.source_checkpoint"),
             "sha256": model.sha256, "architecture": meta.architecture, "test_accuracy": meta.test_accuracy,
             "accuracy_data": meta.raw.get("edgeprune.accuracy_data"), "class_names": model.class_names,
             "runtime": model.classifier.runtime}
