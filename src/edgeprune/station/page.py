@@ -91,7 +91,7 @@ const $ = (id) => document.getElementById(id);
 const SHOWN = 12;
 let lastId = null;
 let recent = [];
-let reviewKey = '';
+let reviewClasses = '';
 let classes = [];
 
 const tokenBox = $('token');
@@ -163,9 +163,7 @@ async function refreshStatus() {
   text('state', s.state);
   text('source', s.source);
   const pts = s.timeline.points;
-  const lastTwo = pts.slice(-3, -1);  // the current bucket is still filling
-  const images = lastTwo.reduce((a, p) => a + p.images, 0);
-  text('throughput', s.state === 'running' && lastTwo.length ? (images / (lastTwo.length * s.timeline.bucket_s)).toFixed(1) : '0');
+  text('throughput', s.throughput_per_s == null ? '–' : s.throughput_per_s.toFixed(1));
   const total = s.total;
   text('decided', String(total.OK + total.DEFECT + total.REVIEW + total.ERROR));
   const judged = pts.reduce((a, p) => a + p.judged, 0);
@@ -238,41 +236,52 @@ async function sendLabel(id, label) {
   const answer = await r.json().catch(() => ({}));
   text('message', r.ok ? 'part ' + id + ' labelled ' + label : 'not saved (' + r.status + '): ' + (answer.detail || ''));
   $('message').className = r.ok ? 'up' : 'down';
-  if (r.ok) { reviewKey = ''; await refreshReview(); }
+  if (r.ok) await refreshReview();
 }
 
+function reviewItem(item, classes) {
+  const div = document.createElement('div');
+  div.className = 'review-item';
+  div.dataset.id = item.id;
+  div.appendChild(thumb(item.id));
+  const info = document.createElement('span');
+  info.textContent = '#' + item.id + ' model says ' + item.predicted_class + ' (' + (item.probability || 0).toFixed(2) + ')';
+  div.appendChild(info);
+  const select = document.createElement('select');
+  select.className = 'review-label';
+  for (const c of classes) {
+    const opt = document.createElement('option');
+    opt.value = c; opt.textContent = c;
+    if (c === item.predicted_class) opt.selected = true;
+    select.appendChild(opt);
+  }
+  div.appendChild(select);
+  const button = document.createElement('button');
+  button.className = 'review-submit';
+  button.textContent = 'Label';
+  button.addEventListener('click', () => sendLabel(item.id, select.value));
+  div.appendChild(button);
+  return div;
+}
+
+// Items are updated in place (gone ones removed, new ones appended), so the one a person is
+// labelling never jumps or loses its choice while parts keep arriving.
 async function refreshReview() {
   const q = await getJSON('/api/review?limit=8');
-  const key = q.items.map((i) => i.id).join(',') + '|' + q.classes.join(',');
-  if (key === reviewKey) return;  // unchanged: keep what the person is choosing
-  reviewKey = key;
   const box = $('review');
-  box.replaceChildren();
-  if (!q.items.length) { box.textContent = 'nothing to review'; return; }
-  for (const item of q.items) {
-    const div = document.createElement('div');
-    div.className = 'review-item';
-    div.dataset.id = item.id;
-    div.appendChild(thumb(item.id));
-    const info = document.createElement('span');
-    info.textContent = '#' + item.id + ' model says ' + item.predicted_class + ' (' + (item.probability || 0).toFixed(2) + ')';
-    div.appendChild(info);
-    const select = document.createElement('select');
-    select.className = 'review-label';
-    for (const c of q.classes) {
-      const opt = document.createElement('option');
-      opt.value = c; opt.textContent = c;
-      if (c === item.predicted_class) opt.selected = true;
-      select.appendChild(opt);
-    }
-    div.appendChild(select);
-    const button = document.createElement('button');
-    button.className = 'review-submit';
-    button.textContent = 'Label';
-    button.addEventListener('click', () => sendLabel(item.id, select.value));
-    div.appendChild(button);
-    box.appendChild(div);
+  const classKey = q.classes.join(',');
+  if (classKey !== reviewClasses) { box.replaceChildren(); reviewClasses = classKey; }  // a new model
+  const wanted = new Set(q.items.map((i) => String(i.id)));
+  for (const div of [...box.querySelectorAll('.review-item')]) {
+    if (!wanted.has(div.dataset.id)) div.remove();
   }
+  const shown = new Set([...box.querySelectorAll('.review-item')].map((d) => d.dataset.id));
+  for (const item of q.items) {
+    if (!shown.has(String(item.id))) box.appendChild(reviewItem(item, q.classes));
+  }
+  let empty = $('review-empty');
+  if (!empty) { empty = document.createElement('div'); empty.id = 'review-empty'; box.parentNode.appendChild(empty); }
+  empty.textContent = q.items.length ? (q.backlog > q.items.length ? (q.backlog - q.items.length) + ' more waiting' : '') : 'nothing to review';
 }
 
 async function tick() {

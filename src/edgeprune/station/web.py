@@ -50,6 +50,7 @@ SMALL_BODY = 64 * 1024  # every request but an upload
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the uploaded file
 THUMBNAIL_PX = 96
 CHART_WINDOW_S, CHART_BUCKET_S = 300, 5
+THROUGHPUT_S = 10.0
 LIVE_ACCURACY_ROWS = 1000  # live accuracy: over the latest decisions whose true class is known
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -131,6 +132,10 @@ class DashboardData:
                   for b in range(first, last + 1)]
         return {"bucket_s": CHART_BUCKET_S, "window_s": CHART_WINDOW_S, "points": points}
 
+    def count_since(self, ts: float) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM decisions WHERE ts >= ?", (ts,)).fetchone()[0])
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         keys = ("decision", "predicted_class", "true_class", "latency_ms")
         with self._lock:
@@ -151,9 +156,14 @@ def thumbnail(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def make_app(station, config: DashboardConfig | None = None) -> FastAPI:
-    """The FastAPI app over a Station (its status, log, swap hook). `app.state.close()` releases
-    the app's database connections."""
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The FastAPI app over a Station (its status, log, swap hook). `allowed_hosts`: the Host
+    headers answered (served on loopback: loopback names only, so a web page that rebinds its own
+    domain to 127.0.0.1 cannot read the station). `app.state.close()` releases the app's database
+    connections."""
     config = config or station.config.dashboard
     db_path = Path(station.config.db)
     reviews = ReviewLog(db_path)
@@ -164,6 +174,10 @@ def make_app(station, config: DashboardConfig | None = None) -> FastAPI:
     app = FastAPI(title="edgeprune station", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit + FORM_OVERHEAD
                        if path == "/api/models" else SMALL_BODY)
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.reviews, app.state.rollouts, app.state.data = reviews, rollouts, data
 
     def close() -> None:
@@ -219,7 +233,11 @@ def make_app(station, config: DashboardConfig | None = None) -> FastAPI:
         live = summarize(recent, ok_classes=frozenset(station.config.ok_classes), class_names=model.class_names)
         out["live"] = {"accuracy": live["accuracy"], "ok_defect_accuracy": live["ok_defect_accuracy"],
                        "labelled": live["labelled"], "over_last": len(recent)}
-        out["timeline"] = data.timeline(time.time())
+        now = time.time()
+        out["timeline"] = data.timeline(now)
+        # Images/s over the last THROUGHPUT_S (or the run so far, when shorter).
+        span = min(THROUGHPUT_S, out["elapsed_s"]) if station.state == "running" else 0.0
+        out["throughput_per_s"] = data.count_since(now - span) / span if span > 0.5 else None
         out["gate"] = rollouts.gate_thresholds()
         out["rollouts"] = rollouts.history(5)
         out["token_configured"] = config.bearer_token() is not None
@@ -345,7 +363,8 @@ class DashboardServer:
             raise EdgepruneError(f"--http {address}: cannot listen there ({exc.strerror or exc})") from None
         sock.listen(64)
         self.url = f"http://{host if family == socket.AF_INET else f'[{host}]'}:{sock.getsockname()[1]}/"
-        self.app = make_app(station)
+        loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+        self.app = make_app(station, allowed_hosts=LOOPBACK_NAMES + [host] if loopback else None)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False,
                                                     lifespan="off", timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
