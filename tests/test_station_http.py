@@ -82,6 +82,8 @@ def test_token_and_upload_checks(tile_model, gate_set, tmp_path, monkeypatch):
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
         assert client.post("/api/models/rollback").status_code == 401
         assert client.post("/api/review/1", json={"label": "free"}).status_code == 401
+        assert client.post("/api/review/1", content=b"{not json").status_code == 401
+        assert client.post("/api/review/1", content=b"{not json", headers=AUTH).status_code == 422
         # Refused by its content, never by its name: a text file called .onnx, a pickle.
         assert client.post("/api/models", files=files, headers=AUTH).status_code == 415
         pickle_bytes = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s."

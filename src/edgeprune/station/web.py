@@ -33,7 +33,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from edgeprune.errors import EdgepruneError
@@ -283,12 +283,17 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
     # ------------------------------------------------------------------------- changes (token)
 
     @app.post("/api/review/{decision_id}")
-    def label(decision_id: int, body: ReviewLabel, request: Request) -> dict[str, Any]:
-        if not authorized(request):
+    async def label(decision_id: int, request: Request) -> dict[str, Any]:
+        if not authorized(request):  # before the body is even read: 401 whatever was sent
             refuse_unauthorized()
+        try:
+            body = ReviewLabel.model_validate_json(await request.body())
+        except ValidationError:
+            raise HTTPException(422, 'send JSON {"label": CLASS}') from None
         model = station.current_model()
         try:
-            return reviews.label(decision_id, body.label, classes=model.class_names, model_sha256=model.sha256)
+            return await run_in_threadpool(reviews.label, decision_id, body.label, classes=model.class_names,
+                                           model_sha256=model.sha256)
         except UnknownDecision as exc:
             raise HTTPException(404, str(exc)) from None
         except EdgepruneError as exc:
