@@ -169,7 +169,9 @@ def test_gate_refuses_a_worse_model_switches_a_good_one_mid_replay_and_rolls_bac
                 assert refused.status_code == 422, refused.text
                 figures = refused.json()["figures"]
                 assert figures["images"] == 2 * GATE_PER_CLASS and figures["accuracy"] < 0.6
-                assert "accuracy" in refused.json()["detail"] and figures["latency_ms_p50"] > 0
+                assert refused.json()["detail"].startswith("worse.onnx (") and "accuracy" in refused.json()["detail"]
+                assert figures["latency_ms_p50"] > 0
+                assert not (db.with_name("station-models") / f"{file_sha256(worse)}.onnx").exists()
                 assert figures["threads"] == 1 and figures["device"].startswith("cpu-")
                 assert station.current_model().sha256 == file_sha256(original)
 

@@ -217,23 +217,29 @@ class Rollouts:
         previous = self.station.current_model()
         if sha == previous.sha256:
             raise RolloutRefused(f"model {sha[:12]} is already the one running", 409)
+        name = f"{facts['filename'] or 'the upload'} ({sha[:12]})"
+        kept_before = (self.models_dir / f"{sha}.onnx").is_file()
         path = self._store(data, sha)
-        measured: dict[str, GateFigures] = {}
+        measured: dict[str, Any] = {}
 
         def gate(candidate: LoadedModel) -> str | None:
             figures = evaluate_gate(candidate, Path(self.config.gate_set), self.station.config.ok_classes,
                                     max_per_class=self.config.gate_max_per_class)
             measured["figures"] = figures
-            failed = gate_failures(figures, self.config)
-            return "; ".join(failed) or None
+            measured["failed"] = gate_failures(figures, self.config)
+            return "; ".join(measured["failed"]) or None
 
         try:
             new_sha = self.station.swap_model(path, gate=gate)
-        except RolloutRefused:
-            raise
         except EdgepruneError as exc:  # no metadata, wrong classes, a graph that does not run, the gate
+            if not kept_before:  # a refused candidate is not kept (one that ran before stays)
+                path.unlink(missing_ok=True)
+            if isinstance(exc, RolloutRefused):
+                raise
             figures = measured.get("figures")
-            raise RolloutRefused(str(exc), 422, figures.to_dict() if figures else None) from None
+            message = (f"{name} refused by the gate: {'; '.join(measured['failed'])}" if measured.get("failed")
+                       else f"{name} refused: {str(exc).replace(str(path), 'it')}")
+            raise RolloutRefused(message, 422, figures.to_dict() if figures else None) from None
         self._history.append((previous.path, previous.sha256))
         figures = measured["figures"].to_dict()
         self.record("upload", accepted=True, status_code=200, figures=figures,
