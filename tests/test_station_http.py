@@ -327,3 +327,29 @@ def test_busy_port_is_an_error_line_not_a_traceback(tile_model, tmp_path):
     assert done.returncode == 2, done.stderr
     assert "error:" in done.stderr and "cannot listen" in done.stderr and "Traceback" not in done.stderr
     assert db_rows(tmp_path / "s.db") == []  # nothing decided without its dashboard
+
+
+def test_served_connections_send_small_responses_at_once(tile_model, tmp_path):
+    """The page polls over keep-alive connections: each must have TCP_NODELAY, or every small
+    response waits ~40 ms for the client's delayed ACK (Nagle)."""
+    import socket
+
+    import httpx
+    from station_support import free_port
+
+    from edgeprune.station.web import DashboardServer
+
+    replay = make_replay(tile_model, tmp_path / "replay", 1)
+    station = Station(station_config(tile_model, replay, tmp_path / "s.db", dashboard=dashboard(None)))
+    server = DashboardServer(station, f"127.0.0.1:{free_port()}")
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/app.js").status_code == 200
+            assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+            connections = list(server.server.server_state.connections)
+            assert connections
+            for connection in connections:
+                sock = connection.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.stop()
