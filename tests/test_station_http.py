@@ -221,7 +221,7 @@ def test_gate_refuses_a_worse_model_switches_a_good_one_mid_replay_and_rolls_bac
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == file_sha256(better)
 
 
-def test_review_queue_labels_and_export(tile_model, tmp_path):
+def test_review_queue_labels_and_export(tile_model, tmp_path, capsys):
     from edgeprune.cli import main
 
     replay = make_replay(tile_model, tmp_path / "replay", 10)
@@ -264,7 +264,7 @@ def test_review_queue_labels_and_export(tile_model, tmp_path):
     # An existing export is never overwritten.
     with pytest.raises(SystemExit) as again:
         main(["station", "export-labels", "--db", str(db), "--out", str(out)])
-    assert again.value.code == 2
+    assert again.value.code == 2 and "choose a new folder" in capsys.readouterr().err
 
 
 def test_thumbnail_only_while_the_file_is_what_was_decided(tile_model, tmp_path):

@@ -119,6 +119,9 @@ def export_labels(db_path: str | Path, out: str | Path) -> ExportResult:
     db_path = Path(db_path)
     if not db_path.is_file():
         raise EdgepruneError(f"station database not found: {db_path}")
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()):  # never merged into an earlier export: name a new folder
+        raise EdgepruneError(f"label export folder {out} already exists and is not empty: choose a new folder")
     out = check_output_folder(out, inputs=[db_path], what="label export folder")
     log = ReviewLog(db_path)
     try:
