@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Chromium (Selenium, Debian's chromium-driver) loads
-the page that `station run --http` serves while a replay runs, sees the counters increase and a
-thumbnail appear, labels one review item through the page, and saves a screenshot."""
+the page that `station run --http` serves while a replay runs (with a real Modbus PLC and a real
+mosquitto), sees the counters increase, both links up and a thumbnail appear, labels one review
+item through the page, and saves a screenshot."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from station_support import db_rows, free_port, make_replay, station_config
+from station_support import ModbusPlc, db_rows, free_port, make_replay, start_mosquitto, station_config
 
 from edgeprune.station import Station
 from edgeprune.station.dashboard_config import DashboardConfig
@@ -55,8 +56,11 @@ def test_dashboard_in_headless_chromium(tile_model, tmp_path):
     threshold = float(np.median([r["probability"] for r in db_rows(tmp_path / "plain.db")]))
     port = free_port()
     db = tmp_path / "station.db"
+    plc = ModbusPlc().start()
+    broker, mqtt_port = start_mosquitto(tmp_path)
     cfg = station_config(tile_model, replay, db, rate=RATE, review_below=threshold, http=f"127.0.0.1:{port}",
-                         dashboard=DashboardConfig(token=TOKEN))
+                         plc=f"modbus://127.0.0.1:{plc.port}", mqtt=f"mqtt://127.0.0.1:{mqtt_port}/line1",
+                         mqtt_interval_s=0.5, dashboard=DashboardConfig(token=TOKEN))
     station = Station(cfg)
     runner = threading.Thread(target=station.run)
     runner.start()
@@ -79,6 +83,10 @@ def test_dashboard_in_headless_chromium(tile_model, tmp_path):
         wait.until(lambda d: (number(d, "decided") or 0) >= first + 3)  # the counters move with the line
         assert driver.find_element("id", "state").text == "running"
         assert driver.find_element("id", "model-sha").text == station.current_model().sha256
+        # The links as the station sees them: a real Modbus PLC and a real mosquitto broker.
+        wait.until(lambda d: d.find_element("id", "plc-state").text == "modbus connected")
+        assert driver.find_element("id", "plc-backlog").text.isdigit()
+        wait.until(lambda d: d.find_element("id", "mqtt-state").text == "connected")
         # A thumbnail of a decided part, loaded through /api/images/{id}.
         wait.until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('#decisions img.thumb')].some(i => i.complete && i.naturalWidth > 0)"))
@@ -111,4 +119,7 @@ def test_dashboard_in_headless_chromium(tile_model, tmp_path):
             driver.quit()
         station.stop()
         runner.join(30)
+        plc.close()
+        broker.terminate()
+        broker.wait(10)
     assert not runner.is_alive()

@@ -302,6 +302,10 @@ def test_dashboard_settings_are_checked(tmp_path):
         with pytest.raises(EdgepruneError):
             load_config(toml)
     assert replace(DashboardConfig(), max_upload_mb=2).max_upload_bytes == 2 * 1024 * 1024
+    from edgeprune.station.dashboard_config import parse_http
+
+    assert parse_http("8080") == parse_http(":8080") == ("127.0.0.1", 8080)  # loopback unless told
+    assert parse_http("0.0.0.0:80") == ("0.0.0.0", 80) and parse_http("[::1]:8080") == ("::1", 8080)
 
 
 def test_dashboard_modules_are_torch_free():
