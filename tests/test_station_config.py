@@ -65,7 +65,7 @@ def test_bad_flags_are_clear_errors(tile_model, tmp_path, capsys):
         (["--plc", "modbus://127.0.0.1:502?unit=999"], "unit must be a Modbus device id"),
         (["--source", "camera:front"], "camera source takes a device index"),
         (["--source", f"replay:{tmp_path / 'missing'}"], "folder not found"),
-        (["--http", "127.0.0.1:8080"], "not yet available"),
+        (["--http", "127.0.0.1:99999"], "port 1..65535"),
         (["--model", tmp_path / "missing.onnx"], "not found"),
         # No camera here: without OpenCV the install hint, with it the device that is missing.
         (["--source", "camera:0"], "camera 0 cannot be opened" if importlib.util.find_spec("cv2")

@@ -51,7 +51,9 @@ def run(
         "--runtime", help="onnxruntime (default), openvino or auto.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads (default 1).")] = None,
     http: Annotated[Optional[str], typer.Option(
-        "--http", help="HOST:PORT for the dashboard (not yet available).")] = None,
+        "--http", help="HOST:PORT for the dashboard and its API, e.g. 127.0.0.1:8080 (loopback "
+        "unless you name another address); the token for changes comes from [dashboard] token or "
+        "EDGEPRUNE_STATION_TOKEN.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON.")] = False,
 ) -> None:
     """Run the station until the source ends, --max-images, or Ctrl-C / SIGTERM (the image in flight
@@ -83,6 +85,8 @@ def run(
         raise typer.Exit(130) from None
     log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {cfg.model.name} "
         f"({station.status()['model_sha256'][:12]}), log {cfg.db}")
+    if cfg.http is not None:  # dashboard (issue 12)
+        log(f"dashboard: http://{cfg.http}/")
     try:
         result = station.run()
     finally:

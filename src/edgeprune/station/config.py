@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.station.dashboard_config import DashboardConfig, parse_http  # dashboard (issue 12)
 from edgeprune.validation import check_number
 
 if sys.version_info >= (3, 11):
@@ -75,7 +76,8 @@ class StationConfig:
     mqtt_samples: int = 1  # images attached to each summary (the latest DEFECT/REVIEW first)
     drain_timeout: float = 5.0  # on exit, wait this long for pending PLC signals
     db_synchronous: str = "NORMAL"  # SQLite: NORMAL survives a crash of the process, FULL a power cut
-    http: str | None = None  # HOST:PORT of the dashboard (not yet available)
+    http: str | None = None  # HOST:PORT of the dashboard (issue 12)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)  # [dashboard] table
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -110,6 +112,8 @@ class StationConfig:
             raise EdgepruneError(f"modbus registers must differ, got {registers}")
         check_number(self.modbus.timeout_s, "modbus.timeout_s", min=0.01, max=60)
         check_number(self.opcua.timeout_s, "opcua.timeout_s", min=0.01, max=60)
+        if self.http is not None:  # dashboard (issue 12)
+            parse_http(self.http)
 
     def replace(self, **changes: Any) -> StationConfig:
         return replace(self, **changes)
@@ -172,8 +176,8 @@ def parse_mqtt_url(url: str) -> Endpoint:
 # ----------------------------------------------------------------------------- reading the file
 
 _PATH_KEYS = ("model", "db", "fallback_model")
-_TOP_KEYS = {f.name for f in fields(StationConfig)} - {"modbus", "opcua"}
-_TABLES = {"modbus": ModbusMap, "opcua": OpcUaMap}
+_TOP_KEYS = {f.name for f in fields(StationConfig)} - {"modbus", "opcua", "dashboard"}
+_TABLES = {"modbus": ModbusMap, "opcua": OpcUaMap, "dashboard": DashboardConfig}
 
 
 def _table(cls, values: Any, where: str) -> Any:
@@ -209,6 +213,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             if not isinstance(values[key], str):
                 raise EdgepruneError(f"{p}: {key} must be a path string, got {values[key]!r}")
             values[key] = (p.parent / values[key]) if not Path(values[key]).is_absolute() else Path(values[key])
+    if "dashboard" in values:  # dashboard (issue 12): its gate_set relative to the file too
+        values["dashboard"] = values["dashboard"].resolved(p.parent)
     source = values.get("source")
     if isinstance(source, str) and source.partition(":")[0] in ("replay", "folder"):
         kind, _, folder = source.partition(":")

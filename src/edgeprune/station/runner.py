@@ -62,9 +62,6 @@ def _percentile(values, q: float) -> float | None:
 class Station:
     def __init__(self, config: StationConfig, *, on_progress: Callable[[dict], None] | None = None,
                  progress_every_s: float = 10.0):
-        if config.http is not None:
-            raise EdgepruneError("--http: the dashboard is not yet available in this version "
-                                 "(planned: issue 12); run without http")
         self.config = config
         model = LoadedModel(config.model, runtime=config.runtime, threads=config.threads)
         fallback = (LoadedModel(config.fallback_model, runtime=config.runtime, threads=config.threads)
@@ -117,6 +114,15 @@ class Station:
 
     def run(self) -> RunResult:
         cfg = self.config
+        dashboard = None
+        if cfg.http is not None:  # dashboard (issue 12): served while the loop runs
+            from edgeprune.station.web import start_dashboard
+
+            try:
+                dashboard = start_dashboard(self)  # a busy port fails here, before any work
+            except BaseException:
+                self.log.close()
+                raise
         self._started = time.perf_counter()
         self._mqtt_since = self.log.last_id()
         ended_by = "source ended"
@@ -149,6 +155,8 @@ class Station:
                 ended_by = "signal" if self._signalled else "stop"
         finally:
             self.state = "stopping"
+            if dashboard is not None:  # dashboard (issue 12): gone before the log closes
+                dashboard.stop()
             self.source.close()
             restore()
             if self.forwarder is not None:
@@ -270,6 +278,11 @@ class Station:
 
     def review_queue(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         return self.log.rows(since=since, limit=limit, decision="REVIEW")
+
+    def current_model(self) -> LoadedModel:
+        """The model deciding now (its class names and metadata, for the dashboard)."""
+        with self._swap_lock:
+            return self._decider.model
 
     def swap_model(self, path: str | Path, gate: Callable[[LoadedModel], str | None] | None = None) -> str:
         """Load `path`, check it (its classes must cover ok_classes; `gate(model)` returns None to
