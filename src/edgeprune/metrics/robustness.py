@@ -21,8 +21,9 @@ image for every shift; severities 1-3 (mild, clear, strong) use the parameters i
     jpeg            JPEG re-encoding at quality 40, 20, 10 (a compressed camera stream)
 
 The operations are torchvision's (`transforms.v2.functional`: adjust_brightness, adjust_contrast,
-gaussian_noise, gaussian_blur) and Pillow's JPEG encoder (torchvision's is deprecated). Blur and JPEG act on the already resized images, so their
-strength is relative to the model's input, not the camera's resolution.
+gaussian_noise, gaussian_blur) and Pillow's JPEG encoder (torchvision's is deprecated). Blur and
+JPEG act on the already resized images, so their strength is relative to the model's input, not
+the camera's resolution.
 
     result = evaluate_shifted(model, data)          # a Model and a DataBundle: its test split
     result.accuracy("gaussian_noise", 3), result.mean_accuracy_by_shift(), result.mean_relative_drop
