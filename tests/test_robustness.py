@@ -110,3 +110,34 @@ def test_cli_bad_shift_is_an_error_exit_2(trained_digits_checkpoint, capsys, arg
     captured = capsys.readouterr()
     assert "error:" in captured.err and message in captured.err
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("line, message", [
+    ('robustness = "yes"', "measure.robustness: robustness must be true, false or"),
+    ('robustness_shifts = ["fog"]', "measure.robustness_shifts: unknown shift 'fog'"),
+    ("robustness_severities = [1, 7]", "measure.robustness_severities: severity must be"),
+])
+def test_study_config_checks_the_robustness_keys(line, message):
+    from pathlib import Path
+
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.study import parse_config
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "digits-quick.toml").read_text()
+    with pytest.raises(EdgepruneError, match=message) as caught:
+        parse_config(text.replace("[measure]", f"[measure]\n{line}"), path="quick.toml")
+    assert "line " in str(caught.value)
+
+
+def test_study_keys_change_only_with_non_default_robustness_settings():
+    from pathlib import Path
+
+    from edgeprune.study import parse_config
+    from edgeprune.study.plan import plan_study
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "digits-quick.toml").read_text()
+    keys = lambda extra: [e.key for e in plan_study(  # noqa: E731
+        parse_config(text.replace("[measure]", f"[measure]\n{extra}")), "fingerprint")]
+    default = keys("")
+    assert keys('robustness = "auto"\nrobustness_severities = [3, 2, 1]') == default  # studies planned before keep their keys
+    assert keys("robustness = false") != default and keys('robustness_shifts = "jpeg"') != default

@@ -170,16 +170,13 @@ def robustness_table(result, title: str, device, threads: int) -> Table:
 
     table = Table(title=f"{title} ({result.n} images; {device_label(device)}, {threads} thread(s))")
     table.add_column("shift")
-    table.add_column("parameter at severity " + ", ".join(str(s) for s in result.severities))
+    table.add_column("parameter at severity 1, 2, 3")
     for severity in result.severities:
         table.add_column(f"severity {severity}", justify="right")
     table.add_column("mean", justify="right")
     means = result.mean_accuracy_by_shift()
     for name in result.shifts:
-        shift = SHIFTS[name]
-        values = ", ".join("clean" if (v := shift.parameter_at(s)) is None else f"{v:.3g}"
-                           for s in result.severities)
-        table.add_row(name, f"{shift.parameter}: {values}",
+        table.add_row(name, SHIFTS[name].describe_levels(),
                       *(f"{result.accuracy(name, s):.2%}" for s in result.severities), f"{means[name]:.2%}")
     drop = result.mean_relative_drop
     table.caption = (f"clean accuracy {result.clean_accuracy:.2%} (balanced {result.clean_balanced_accuracy:.2%}); "

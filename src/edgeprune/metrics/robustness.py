@@ -56,6 +56,11 @@ class ImageShift:
     parameter: str  # what the numbers in `levels` are
     levels: tuple[float, ...]  # the parameter at severity 1, 2, 3, ...
     apply_fn: ApplyFn = field(repr=False, compare=False)
+    labels: tuple[str, ...] | None = None  # how to print `levels` where the number reads badly
+
+    def describe_levels(self) -> str:
+        """E.g. "JPEG quality: 40, 20, 10" (severity 1, 2, 3)."""
+        return f"{self.parameter}: " + ", ".join(self.labels or (f"{v:.3g}" for v in self.levels))
 
     def parameter_at(self, severity: int) -> float | None:
         """The parameter applied at `severity` (None at 0: the clean image)."""
@@ -149,7 +154,8 @@ for _shift in (
     ImageShift("darkness", "a dim or aged lamp", "pixel factor", (0.6, 0.4, 0.25), _brightness),
     ImageShift("contrast", "haze, a dirty cover", "contrast factor", (0.6, 0.4, 0.25), _contrast),
     ImageShift("gaussian_noise", "sensor noise", "sigma / 255", (0.05, 0.10, 0.20), _noise),
-    ImageShift("gaussian_blur", "defocus", "sigma / image side", (1 / 64, 1 / 32, 1 / 16), _blur),
+    ImageShift("gaussian_blur", "defocus", "sigma / image side", (1 / 64, 1 / 32, 1 / 16), _blur,
+               labels=("1/64", "1/32", "1/16")),
     ImageShift("jpeg", "a compressed camera stream", "JPEG quality", (40, 20, 10), _jpeg),
 ):
     register_shift(_shift)

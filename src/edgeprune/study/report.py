@@ -262,7 +262,7 @@ def _robustness_plot(plt, table, rows, tmp: Path, images: list[Path], captions: 
                 dict(marker="o", markersize=4)
             ax.plot([p[0] for p in points], [p[1] for p in points], label=n, **style)
         known = SHIFTS.get(shift)
-        levels = f"{known.parameter}: " + ", ".join(f"{v:.3g}" for v in known.levels) if known else ""
+        levels = known.describe_levels() if known else ""
         ax.set_title(f"{shift}\n({levels})" if levels else shift, fontsize=8)
         ax.set_xlabel("severity (0 = clean)", fontsize=8)
         ax.set_xticks(range(0, 1 + max(sev for n in names for (s, sev) in per_model[n] if s == shift)))
