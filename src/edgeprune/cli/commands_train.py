@@ -170,7 +170,7 @@ def robustness_table(result, title: str, device, threads: int) -> Table:
 
     table = Table(title=f"{title} ({result.n} images; {device_label(device)}, {threads} thread(s))")
     table.add_column("shift")
-    table.add_column("parameter at severity 1, 2, 3")
+    table.add_column("parameter at severity 1, 2, ...")
     for severity in result.severities:
         table.add_column(f"severity {severity}", justify="right")
     table.add_column("mean", justify="right")
