@@ -60,6 +60,11 @@ def test_results_table(quick_study):
         assert (table[column] > 0).all(), column
     assert (table["folds"] == 1).all()
     assert "recall:0" in table
+    # robustness ("auto": digits' 360 test images): every model under every shift, and strong
+    # shifts cost the baseline accuracy on average
+    shift_columns = [c for c in table if c.startswith("shift:")]
+    assert len(shift_columns) == 6 and table[shift_columns].notna().all().all()
+    assert base[shift_columns].mean() < base["accuracy"] and base["shift_relative_drop"] > 0
 
 
 class _Images(HTMLParser):
@@ -81,7 +86,7 @@ def test_report_embeds_every_plot(quick_study):
     run_dir, _, _ = quick_study
     written = write_report(run_dir)
     expected = {"accuracy_vs_sparsity", "latency_vs_sparsity", "params_vs_sparsity", "accuracy_vs_latency",
-                "first_conv_filters", "pruned_per_layer", "accuracy_per_step"}
+                "first_conv_filters", "pruned_per_layer", "accuracy_per_step", "robustness"}
     assert {p.stem for p in written.images} == expected
     parser = _Images()
     parser.feed(written.html.read_text())

@@ -1,9 +1,9 @@
 """edgeprune: prune image classifiers for edge CPUs and prove the gains with honest measurements.
 
 The Python API (see README "Python API"): `load_data`, `train_model`, `prune_model`, `evaluate`,
-`measure`, `export_model`, `bench`, `load_model`, over `Model` objects and dataclass configs
-(`DataOptions`, `TrainRecipe`, the pruning configs, `Schedule`). Names are resolved lazily, so
-`import edgeprune.runtime` on an edge device never imports torch."""
+`evaluate_shifted`, `measure`, `export_model`, `bench`, `load_model`, over `Model` objects and
+dataclass configs (`DataOptions`, `TrainRecipe`, the pruning configs, `Schedule`). Names are
+resolved lazily, so `import edgeprune.runtime` on an edge device never imports torch."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from edgeprune.errors import EdgepruneError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "edgeprune.api": ["bench", "evaluate", "export_model", "load_data", "load_model", "measure",
+    "edgeprune.api": ["bench", "evaluate", "evaluate_shifted", "export_model", "load_data", "load_model", "measure",
                       "prune_model", "train_model"],
     "edgeprune.data": ["DataBundle", "DataOptions"],
     "edgeprune.models": ["Model"],
@@ -22,7 +22,7 @@ _LAZY = {
     "edgeprune.pruning": ["L1Channel", "L1Unstructured", "L2Channel", "RandomChannel",
                           "RandomUnstructured", "Schedule", "TaylorChannel", "ChannelPruning",
                           "UnstructuredPruning", "register_importance"],
-    "edgeprune.metrics": ["EvalResult"],
+    "edgeprune.metrics": ["EvalResult", "RobustnessResult"],
     "edgeprune.workflows": ["ExportResult", "Measurement"],
     "edgeprune.runtime": ["Classifier"],
     "edgeprune.runtime.bench": ["BenchRow", "rows_frame"],

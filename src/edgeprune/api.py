@@ -11,7 +11,8 @@
 
 Models are `edgeprune.Model` objects (network + classes, input size, normalisation, data split,
 pruning record); configs are dataclasses (`TrainRecipe`, the pruning configs, `Schedule`,
-`DataOptions`); results are typed (`EvalResult`, `Measurement`, `ExportResult`, `BenchRow`).
+`DataOptions`); results are typed (`EvalResult`, `RobustnessResult`, `Measurement`, `ExportResult`,
+`BenchRow`).
 Nothing is written to disk unless asked: `model.save(dir)` / `edgeprune.load(dir)`.
 """
 
@@ -23,6 +24,7 @@ from typing import Callable, Sequence
 from edgeprune.data import DataBundle, DataOptions, load_data
 from edgeprune.hardware import resolve_device, set_threads
 from edgeprune.metrics import EvalResult, evaluate as _evaluate
+from edgeprune.metrics.robustness import RobustnessResult
 from edgeprune.models import Model
 from edgeprune.pruning import PruningConfig, Schedule
 from edgeprune.runtime.bench import BenchRow
@@ -38,7 +40,7 @@ from edgeprune.workflows.train import train_baseline
 Log = Callable[[str], None] | None
 
 __all__ = [
-    "bench", "evaluate", "export_model", "load_data", "load_model", "measure", "prune_model", "train_model",
+    "bench", "evaluate", "evaluate_shifted", "export_model", "load_data", "load_model", "measure", "prune_model", "train_model",
 ]
 
 
@@ -112,6 +114,28 @@ def evaluate(model: Model, data: DataBundle, split: str = "test", *, allow_other
         check_same_split(model.split, data.split, allow_other_split=allow_other_split, what="the model")
     return _evaluate(model.module, getattr(data, split), mean=model.mean, std=model.std,
                      class_names=model.class_names)
+
+
+def evaluate_shifted(model: Model, data: DataBundle, shifts: str | Sequence[str] | None = None,
+                     severities: str | Sequence[int] | None = None, *, split: str = "test", seed: int = 0,
+                     allow_other_split: bool = False, log: Log = None) -> RobustnessResult:
+    """Accuracy on one split of `data` clean and under shifted images (brightness, darkness,
+    contrast, Gaussian noise, blur, JPEG; default all, severities 1-3), each shift applied to the
+    uint8 images before the model's normalisation, noise seeded by `seed`. Typed result: per
+    shift and severity, the clean accuracy and the mean relative drop (see
+    edgeprune.metrics.robustness for the parameters of each severity)."""
+    from edgeprune.data import check_same_split
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.metrics.robustness import evaluate_shifted as _evaluate_shifted
+    from edgeprune.models import ensure_same_classes
+
+    if split not in ("test", "val"):
+        raise EdgepruneError(f"split must be test or val, got {split!r}")
+    ensure_same_classes(model.meta, data.class_names, data.name)
+    if data.split is not None:
+        check_same_split(model.split, data.split, allow_other_split=allow_other_split, what="the model")
+    return _evaluate_shifted(model, getattr(data, split), shifts=shifts, severities=severities, seed=seed,
+                             log=log)
 
 
 def measure(model: Model, data: DataBundle | None = None, *, threads: int = 1, runs: int = 20,

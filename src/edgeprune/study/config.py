@@ -8,7 +8,8 @@
     [[experiments]] name, method, target, target_kind, schedule, steps, finetune_epochs, distill,
                   max_drop, seed, options = {...}   (options: the method config's own fields)
     [grid]        method, schedule, target, target_kind, steps, finetune_epochs, distill: lists
-    [measure]     threads, train_threads, runtimes, budget_s
+    [measure]     threads, train_threads, runtimes, budget_s, memory, train_device,
+                  robustness (true | false | "auto"), robustness_shifts, robustness_severities
     [ray]         cpus_per_task, gpus_per_task
     [recommend]   max_drop, metric, max_latency_ms, max_size_mb, prefer, batch
 
@@ -66,6 +67,12 @@ class MeasureSpec:
     budget_s: float = 1.0  # timing seconds per backend and batch size
     memory: bool = True  # peak memory of inference, in a fresh process per backend (~2 s each)
     train_device: str = "auto"  # training and fine-tuning: auto (a GPU when the task has one) | cpu | cuda
+    # Accuracy under shifted images (edgeprune.metrics.robustness) on the test split: true, false or
+    # "auto" = on when the test split has at most 2000 images (execute.ROBUSTNESS_AUTO_MAX_TEST):
+    # 18 evaluations a model, seconds on digits, minutes on CIFAR-10's 10 000 test images.
+    robustness: bool | str = "auto"
+    robustness_shifts: tuple[str, ...] | None = None  # None: every registered shift
+    robustness_severities: tuple[int, ...] = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -473,6 +480,19 @@ def _parse_measure(values: dict, path, lines, guarded) -> MeasureSpec:
     if values.get("train_device", "auto") not in ("auto", "cpu", "cuda"):
         raise _fail(f"train_device must be auto, cpu or cuda, got {values['train_device']!r}", path, lines,
                     "measure", "train_device")
+    robustness = values.get("robustness", "auto")
+    if robustness not in (True, False, "auto"):
+        raise _fail(f"robustness must be true, false or \"auto\", got {robustness!r}", path, lines, "measure",
+                    "robustness")
+    from edgeprune.metrics.robustness import parse_severities, parse_shifts
+
+    if values.get("robustness_shifts") is not None:
+        values = {**values, "robustness_shifts": tuple(
+            guarded("measure", "robustness_shifts",
+                    lambda: [s.name for s in parse_shifts(values["robustness_shifts"])]))}
+    if "robustness_severities" in values:
+        values = {**values, "robustness_severities": guarded(
+            "measure", "robustness_severities", lambda: parse_severities(values["robustness_severities"]))}
     for key, range_key in (("threads", "threads"), ("train_threads", "threads"), ("budget_s", "budget_s")):
         if key in values:
             guarded("measure", key, lambda key=key, range_key=range_key:

@@ -4,8 +4,9 @@ runs in the driver (local executor) and inside a Ray task (where RUN_DIR is a te
 on the worker and the driver receives the files).
 
 Figures are what was achieved: parameters and MACs counted on the saved model, accuracy on the
-fold's test split, latency of the exported ONNX file on every installed backend at batch 1 and
-64 (edgeprune's bench: round-robin, pinned threads), peak memory in a fresh process.
+fold's test split, clean and under shifted images (edgeprune.metrics.robustness), latency of the
+exported ONNX file on every installed backend at batch 1 and 64 (edgeprune's bench: round-robin,
+pinned threads), peak memory in a fresh process.
 """
 
 from __future__ import annotations
@@ -130,9 +131,20 @@ def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, de
     }
 
 
+ROBUSTNESS_AUTO_MAX_TEST = 2000  # `robustness = "auto"`: measured up to this many test images
+
+
+def robustness_enabled(measure: dict[str, Any], n_test: int) -> bool:
+    """Whether accuracy under shifted images is measured: `robustness` true or false as set;
+    "auto" (the default) on small test splits, where its 18 evaluations take seconds."""
+    setting = measure.get("robustness", "auto")
+    return n_test <= ROBUSTNESS_AUTO_MAX_TEST if setting == "auto" else bool(setting)
+
+
 def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[str, Any],
                        log: Log | None = None) -> dict[str, Any]:
-    """Counts on the saved model, accuracy on the test split, and each backend's bench row."""
+    """Counts on the saved model, accuracy on the test split (clean, and under shifted images
+    where robustness_enabled), and each backend's bench row."""
     from edgeprune.metrics import count_macs, count_macs_nonzero, count_params, evaluate, weight_file_sizes
     from edgeprune.models import load_checkpoint
     from edgeprune.runtime.measure import cpu_isa, file_size, gzip_size
@@ -150,7 +162,16 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
                                 "b1_p90_ms": row["b1_p90_ms"], "b64_p90_ms": row["b64_p90_ms"],
                                 "accuracy": row["accuracy"], "peak_memory_bytes": row["peak_memory_bytes"],
                                 "software": row["software"]} for row in rows}
+    robustness = None
+    if robustness_enabled(measure, len(data.test)):
+        from edgeprune.metrics.robustness import evaluate_shifted
+
+        robustness = evaluate_shifted(
+            model, data.test, shifts=measure.get("robustness_shifts"),
+            severities=measure.get("robustness_severities"), mean=meta.mean, std=meta.std,
+            class_names=meta.class_names, log=log).to_dict()
     return {
+        "robustness": robustness,
         "params": counts["params"], "nonzero_params": counts["nonzero_params"], "sparsity": counts["sparsity"],
         "weight_sparsity": counts["weight_sparsity"], "macs": macs,
         "macs_nonzero": count_macs_nonzero(model, meta.input_size, macs=macs),

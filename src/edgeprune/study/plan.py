@@ -65,7 +65,7 @@ def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
     """Baselines first (one per fold), then each experiment per fold, in config order."""
     from edgeprune.train import TrainRecipe
 
-    measure = dataclasses.asdict(config.measure)
+    measure = measure_key(config.measure)
     baselines: list[Experiment] = []
     experiments: list[Experiment] = []
     archs = config.baseline.archs
@@ -93,6 +93,20 @@ def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
                 experiments.append(Experiment(config_key(resolved), f"{spec.name}-{arch}" if several else spec.name,
                                               "prune", fold, resolved, baseline_key=baseline.key))
     return baselines + experiments
+
+
+def measure_key(measure) -> dict[str, Any]:
+    """The measurement settings as keyed. The robustness settings count only where they differ
+    from their defaults, so a study planned before robustness was measured keeps its keys on
+    --resume (its finished models then show no robustness figures; nothing is re-run)."""
+    from edgeprune.study.config import MeasureSpec
+
+    values = dataclasses.asdict(measure)
+    defaults = dataclasses.asdict(MeasureSpec())
+    for name in ("robustness", "robustness_shifts", "robustness_severities"):
+        if values[name] == defaults[name]:
+            del values[name]
+    return values
 
 
 def _prune_dict(spec: ExperimentSpec) -> dict[str, Any]:

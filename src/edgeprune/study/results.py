@@ -49,12 +49,27 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     out["peak_memory_bytes"] = min(peak) if peak else None  # the leanest backend's
     for cls, recall in (r.get("per_class_recall") or {}).items():
         out[f"recall:{cls}"] = recall
+    robustness = r.get("robustness")  # absent: not measured (robustness off, or an older study)
+    if robustness:
+        for shift, accuracy in robustness["mean_accuracy_by_shift"].items():
+            out[f"shift:{shift}"] = accuracy
+        out["shift_relative_drop"] = robustness["mean_relative_drop"]
     return out
+
+
+def _extra_columns(frame) -> list[str]:
+    """The columns whose names depend on the study: shift:<name> and the mean relative drop under
+    shifts (where robustness was measured), then recall:<class>."""
+    shift = [c for c in frame.columns if c.startswith("shift:")]
+    shift += ["shift_relative_drop"] if "shift_relative_drop" in frame else []
+    return shift + [c for c in frame.columns if c.startswith("recall:")]
 
 
 def results(run_dir: str | Path, *, per_fold: bool = False):
     """The study's table as a pandas DataFrame (baseline first, then in the order experiments
-    finished). Columns: COLUMNS, then `recall:<class>` per class."""
+    finished). Columns: COLUMNS; where robustness was measured `shift:<name>` (mean accuracy over
+    the severities of that shift) and `shift_relative_drop` (mean relative accuracy drop over
+    every shift and severity, see edgeprune.metrics.robustness); then `recall:<class>` per class."""
     import pandas as pd
 
     with StudyStore(run_dir) as store:
@@ -65,14 +80,16 @@ def results(run_dir: str | Path, *, per_fold: bool = False):
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
-    recall = [c for c in frame.columns if c.startswith("recall:")]
+    extra = _extra_columns(frame)
+    for column in extra:  # a model without robustness figures: NaN, so the column stays numeric
+        frame[column] = pd.to_numeric(frame[column])
     frame["kind_order"] = (frame["kind"] != "baseline").astype(int)
     if per_fold:
         frame["folds"] = 1
         frame["accuracy_std"] = 0.0
         frame["balanced_accuracy_std"] = 0.0
         return frame.sort_values(["kind_order", "fold"], kind="stable").drop(columns="kind_order")[
-            COLUMNS + ["fold", "key", "folder"] + recall].reset_index(drop=True)
+            COLUMNS + ["fold", "key", "folder"] + extra].reset_index(drop=True)
     numeric = [c for c in frame.columns if c not in ID_COLUMNS and c not in ("achieved_kind", "device", "key",
                                                                               "kind", "folder", "fold")
                and pd.api.types.is_numeric_dtype(frame[c])]
@@ -93,14 +110,14 @@ def results(run_dir: str | Path, *, per_fold: bool = False):
     for column in COLUMNS:  # not measured in this study (a backend not installed, memory off)
         if column not in table:
             table[column] = None
-    return table[COLUMNS + recall]
+    return table[COLUMNS + extra]
 
 
 def format_table(frame) -> str:
     """The table as text, the figures people compare first."""
     show = ["name", "achieved", "nonzero_params", "macs", "gzip_bytes", "onnx_bytes", "accuracy",
             "balanced_accuracy", "onnxruntime_b1_ms", "onnxruntime_b64_ms", "openvino_b1_ms", "openvino_b64_ms",
-            "wall_s"]
+            "shift_relative_drop", "wall_s"]
     if frame["folds"].max() > 1:
         show.insert(7, "accuracy_std")
     view = frame[[c for c in show if c in frame and frame[c].notna().any()]]
