@@ -168,9 +168,11 @@ def station_config(tile_model, replay: Path, db: Path, **changes):
     return load_config(None, values)
 
 
-def sharper_copy(model: Path, out: Path, factor: float = 20.0) -> Path:
-    """The same network with its classifier's logits scaled by `factor`: the same top class,
-    a much higher top probability -- a fallback that is sure where the primary was not."""
+def scaled_copy(model: Path, out: Path, factor: float) -> Path:
+    """The same network with its classifier's logits scaled by `factor`. factor > 1 keeps every
+    top class with a much higher top probability (a fallback that is sure where the primary was
+    not; or just a different file making the same calls); -1 swaps two classes' scores, so the
+    copy calls every part the opposite of the trained model: a real, clearly worse candidate."""
     import numpy as np
     import onnx
     from onnx import numpy_helper

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from station_support import db_rows, make_replay, sharper_copy, station_config
+from station_support import db_rows, make_replay, scaled_copy, station_config
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.backends import file_sha256
@@ -40,7 +40,7 @@ def test_status_queries_and_model_swap_on_a_running_station(tile_model, tmp_path
 
         with pytest.raises(EdgepruneError, match="refused by the gate: accuracy too low"):
             station.swap_model(tile_model[0], gate=lambda model: "accuracy too low")
-        sharper = sharper_copy(tile_model[0], tmp_path / "sharper.onnx")
+        sharper = scaled_copy(tile_model[0], tmp_path / "sharper.onnx", 20.0)
         new_sha = station.swap_model(sharper, gate=lambda model: None)
         swapped_at = station.status()["decided_this_run"]
         assert station.status()["model_sha256"] == new_sha == file_sha256(sharper)

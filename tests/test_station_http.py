@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from station_support import ModbusPlc, db_rows, make_replay, station_config
+from station_support import ModbusPlc, db_rows, make_replay, scaled_copy, station_config
 
 from edgeprune.runtime.backends import file_sha256
 from edgeprune.station import Station
@@ -25,24 +25,6 @@ from edgeprune.station.web import make_app
 TOKEN = "s3cret-line-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GATE_PER_CLASS = 20
-
-
-def scaled_copy(model: Path, out: Path, factor: float) -> Path:
-    """The same network with its classifier's logits scaled by `factor`: > 0 keeps every
-    prediction (a different file, the same calls); -1 swaps the two classes' scores, so the copy
-    calls every part the opposite of the trained model: a real, clearly worse candidate."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(model))
-    last = [n for n in graph.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
-    inits = {i.name: i for i in graph.graph.initializer}
-    for name in last.input[1:]:
-        if name in inits:
-            scaled = numpy_helper.to_array(inits[name]) * np.float32(factor)
-            inits[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
-    onnx.save(graph, str(out))
-    return out
 
 
 @pytest.fixture()

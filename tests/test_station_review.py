@@ -4,7 +4,7 @@ review_below, signalled to the PLC as decision 2, never counted as a reject."""
 from __future__ import annotations
 
 import numpy as np
-from station_support import ModbusPlc, db_rows, make_replay, sharper_copy, station_config
+from station_support import ModbusPlc, db_rows, make_replay, scaled_copy, station_config
 
 from edgeprune.station import Station
 
@@ -45,7 +45,7 @@ def test_fallback_model_rechecks_uncertain_parts(tile_model, tmp_path):
     Station(station_config(tile_model, replay, tmp_path / "plain.db")).run()
     plain = db_rows(tmp_path / "plain.db")
     threshold = float(np.median([r["probability"] for r in plain]))
-    fallback = sharper_copy(tile_model[0], tmp_path / "fallback.onnx")
+    fallback = scaled_copy(tile_model[0], tmp_path / "fallback.onnx", 20.0)
     cfg = station_config(tile_model, replay, tmp_path / "cascade.db", review_below=threshold,
                          fallback_model=fallback)
     Station(cfg).run()
