@@ -30,6 +30,7 @@ def _cut(checkpoint, config):
     return prune(model, config, X32)
 
 
+@pytest.mark.slow
 def test_latency_table_is_measured_once_then_read_from_the_cache(trained_digits_checkpoint, private_cache):
     config = L2Channel(target=0.4, target_kind="latency")
     first = _cut(trained_digits_checkpoint, config)
@@ -92,6 +93,7 @@ def test_latency_options_fail_clearly():
     assert config.target_kind == "latency" and config.target is None
 
 
+@pytest.mark.slow
 def test_cli_latency_cut_reports_predicted_and_measured(trained_digits_checkpoint, tmp_path, capsys):
     from edgeprune.cli import main
 

@@ -440,7 +440,19 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
         values[md.CALIBRATION] = calibration
         info.update(calibration=calibration)
         if fmt == "onnx-int8":  # the zeros' fate in the QDQ file (NNCF's IR stores its own weights)
+            from edgeprune.export.int8 import optimized_graph
+
             info.update(int8=sparsity.to_dict())
+            # What ONNX Runtime runs after optimisation: integer or float, conv by conv.
+            graph = optimized_graph(out, threads=threads)
+            info["optimized_graph"] = {k: v for k, v in graph.items() if k != "ops"}
+            head = ", ".join(f"{h['op']} ({'integer' if h['integer'] else 'float'})" for h in graph["classifier"])
+            say(f"ONNX Runtime optimised graph: {graph['integer_convs']} of {graph['convs']} convolutions "
+                f"integer (depthwise {graph['depthwise_integer']} integer, {graph['depthwise_float']} float; "
+                f"first conv {'integer' if graph['first_conv_integer'] else 'float'}), classifier {head or 'none'}")
+            if graph["float_convs"]:
+                say(f"NOTE: {len(graph['float_convs'])} convolution(s) stay float after optimisation "
+                    f"(DequantizeLinear feeding FP32 kernels): {', '.join(graph['float_convs'][:8])}")
         say(f"weight sparsity FP32 {sparsity.fp32_sparsity:.4f} -> INT8 {sparsity.int8_sparsity:.4f} "
             f"(every FP32 zero still zero: {sparsity.zeros_kept})")
         set_artifact_metadata(out, values)
