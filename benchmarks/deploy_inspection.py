@@ -281,6 +281,9 @@ def write_results(args, rows: list[dict]) -> None:
         "batches": list(BATCHES), "image_size": args.image_size, "data": str(args.data),
         "ok_class": OK_CLASS, "versions": software_versions(),
         "timing": "round-robin per batch size over every row, pinned to the same core(s), median/p90 per image",
+        # The CI machine's 2 cores are shared with other jobs: absolute times carry their load,
+        # ratios within one round-robin much less so.
+        "load_average_1_5_15": list(os.getloadavg()),
     }, indent=2, default=str) + "\n")
     show = ["artifact", "runtime", "b1_median_ms", "b8_median_ms", "speedup_b1_vs_dense_ort",
             "speedup_b1_vs_dense_same_backend", "file_bytes", "accuracy", "ok_defect_accuracy",
