@@ -96,7 +96,7 @@ def runs() -> dict:
     return {
         "dense": train_dense,
         "taylor50": prune_run(lambda: TaylorChannel(target=0.5, target_kind="params"), "geometric", 2, 1),
-        "taylor70": prune_run(lambda: TaylorChannel(target=0.7, target_kind="params"), "geometric", 3, 1),
+        "taylor70": prune_run(lambda: TaylorChannel(target=0.7, target_kind="params"), "geometric", 2, 1),
         # 60 % of the dense model's batch-1 latency on ONNX Runtime removed (this device, 1 thread).
         "latency60": prune_run(lambda: TaylorChannel(target=0.6, target_kind="latency",
                                                      latency_runtime="onnxruntime"), "geometric", 2, 1),

@@ -328,6 +328,8 @@ class LatencyModel:
             "measured_speedup": (self.measured_dense_ms / self.measured_ms
                                  if self.measured_ms and self.measured_dense_ms else None),
             "predicted_over_measured": (self.predicted_ms / self.measured_ms if self.measured_ms else None),
+            # Ratios survive a machine whose load changes between the table and the result.
+            "predicted_speedup": self.dense_ms / self.predicted_ms if self.predicted_ms else None,
             "rest_ms": self.rest_ms, "table_file": str(self.table.path),
             "table_entries": len(self.table.entries), "table_measured_now": self.table.measured,
             "table_loaded": self.table.loaded,
