@@ -295,10 +295,31 @@ def write_results(args, rows: list[dict]) -> None:
     log(f"wrote {csv}")
 
 
+def markdown(results_json: Path) -> str:
+    """The README table and verdict from a committed results file (`--stage table --from FILE`)."""
+    record = json.loads(Path(results_json).read_text())
+    lines = ["| artifact | backend | b1 ms | b8 ms/img | b1 vs dense ORT | b1 vs dense same backend | "
+             "file MB | 6-class acc | OK-vs-defect acc | defect recall | balanced acc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in record["rows"]:
+        same = r["speedup_b1_vs_dense_same_backend"]
+        lines.append(
+            f"| {r['artifact']} | {r['runtime']} | {r['b1_median_ms']:.2f} | {r['b8_median_ms']:.2f} | "
+            f"{r['speedup_b1_vs_dense_ort']:.2f}x | {'–' if same is None else f'{same:.2f}x'} | "
+            f"{r['file_bytes'] / 1e6:.2f} | {100 * r['accuracy']:.1f}% | {100 * r['ok_defect_accuracy']:.1f}% | "
+            f"{100 * r['defect_recall']:.1f}% | {100 * r['balanced_accuracy']:.1f}% |")
+    lines.append("")
+    lines.append(f"Best deployed artifact (fastest batch-1 row within the accuracy bars): "
+                 f"**{record['pick']['best']}** (fastest of all: {record['pick']['fastest']}).")
+    for t in record["targets"]:
+        lines.append(f"- {t['target']}: {t['achieved']:.3g} — **{'met' if t['passed'] else 'missed'}**")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     global RUN_DIR
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", default="all", help="train | export | bench | all")
+    p.add_argument("--stage", default="all", help="train | export | bench | all | table")
     p.add_argument("--only", default="", help="comma-separated runs to train (default: all)")
     p.add_argument("--data", type=Path, default=shared_root() / "datasets" / "magnetic-tile")
     p.add_argument("--image-size", type=int, default=224)
@@ -311,8 +332,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, default=2.0, help="INT8 accuracy gate, points")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--work-dir", type=Path, default=RUN_DIR, help="runs and artifacts (resumable)")
+    p.add_argument("--from", dest="from_json", type=Path, default=None,
+                   help="--stage table: the results JSON to print as a README table")
     args = p.parse_args(argv)
     RUN_DIR = args.work_dir
+    if args.stage == "table":
+        print(markdown(args.from_json))
+        return 0
     from edgeprune.hardware import set_threads
 
     set_threads(args.threads)
