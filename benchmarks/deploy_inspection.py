@@ -119,8 +119,9 @@ def finetune_run(source: str, epochs: int):
     return run
 
 
-# Pruned with one fine-tune epoch a step, then fine-tuned again (its -ft3 row is the one benched).
-SUPERSEDED = ("latency60",)
+# Pruned with one fine-tune epoch a step, then fine-tuned again: their -ft3 rows are the ones
+# exported and benched (the first figures stay in the runs record).
+SUPERSEDED = ("taylor50", "taylor70", "latency60")
 
 
 def runs() -> dict:
@@ -134,6 +135,8 @@ def runs() -> dict:
         "latency60": prune_run(lambda: TaylorChannel(target=0.6, target_kind="latency",
                                                      latency_runtime="onnxruntime"), "geometric", 2, 1),
         "latency60-ft3": finetune_run("latency60", 3),
+        "taylor50-ft3": finetune_run("taylor50", 3),
+        "taylor70-ft3": finetune_run("taylor70", 3),
     }
 
 
