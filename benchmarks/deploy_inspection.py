@@ -260,8 +260,10 @@ def stage_bench(args, data) -> list[dict]:
 
 
 def verdict(rows: list[dict]) -> tuple[list[dict], dict]:
-    """The issue's targets for the best deployed artifact (fastest batch-1 row whose OK-vs-defect
-    accuracy is within 1 point of dense and defect recall not more than 1 point lower)."""
+    """The issue's targets, each for (a) the best deployed artifact: the fastest batch-1 row whose
+    OK-vs-defect accuracy is within 1 point of dense and whose defect recall is not more than 1
+    point lower (dense itself when no pruned row qualifies), and (b) the best row on that target
+    alone, whatever its accuracy."""
     dense_ort = next(r for r in rows if r["artifact"] == "dense-fp32" and r["runtime"] == "onnxruntime")
     for r in rows:
         same = next((d for d in rows if d["artifact"] == "dense-fp32" and d["runtime"] == r["runtime"]), None)
@@ -273,25 +275,31 @@ def verdict(rows: list[dict]) -> tuple[list[dict], dict]:
     accurate = [r for r in rows if r["ok_defect_points_vs_dense"] >= -TARGET_POINTS
                 and r["defect_recall_points_vs_dense"] >= -TARGET_POINTS]
     best = min(accurate or rows, key=lambda r: r["b1_median_ms"])
-    fastest = min(rows, key=lambda r: r["b1_median_ms"])
+    pruned = [r for r in rows if not r["artifact"].startswith("dense")] or rows
     point = 100.0 / dense_ort["n_images"]
-    targets = [
-        {"target": f">= {TARGET_SPEEDUP_VS_ORT:g}x lower batch-1 latency than dense FP32 on ONNX Runtime",
-         "achieved": best["speedup_b1_vs_dense_ort"], "passed": best["speedup_b1_vs_dense_ort"] >= TARGET_SPEEDUP_VS_ORT},
-        {"target": f">= {TARGET_SPEEDUP_SAME_BACKEND:g}x lower than dense FP32 on the same backend ({best['runtime']})",
-         "achieved": best["speedup_b1_vs_dense_same_backend"],
-         "passed": (best["speedup_b1_vs_dense_same_backend"] or 0) >= TARGET_SPEEDUP_SAME_BACKEND},
-        {"target": f"file >= {TARGET_SHRINK:g}x smaller than the dense FP32 ONNX file",
-         "achieved": best["shrink_vs_dense_fp32_file"], "passed": best["shrink_vs_dense_fp32_file"] >= TARGET_SHRINK},
-        {"target": f"OK-vs-defect accuracy within {TARGET_POINTS:g} point of dense (1 image = {point:.2f} points)",
-         "achieved": best["ok_defect_points_vs_dense"], "passed": best["ok_defect_points_vs_dense"] >= -TARGET_POINTS},
-        {"target": f"defect recall not lower by more than {TARGET_POINTS:g} point "
-                   f"({dense_ort['n_defect']} defect images: 1 image = {100 / dense_ort['n_defect']:.2f} points)",
-         "achieved": best["defect_recall_points_vs_dense"],
-         "passed": best["defect_recall_points_vs_dense"] >= -TARGET_POINTS},
+    specs = [
+        (f">= {TARGET_SPEEDUP_VS_ORT:g}x lower batch-1 latency than dense FP32 on ONNX Runtime",
+         "speedup_b1_vs_dense_ort", TARGET_SPEEDUP_VS_ORT, rows),
+        (f">= {TARGET_SPEEDUP_SAME_BACKEND:g}x lower than dense FP32 on the same backend",
+         "speedup_b1_vs_dense_same_backend", TARGET_SPEEDUP_SAME_BACKEND, rows),
+        (f"file >= {TARGET_SHRINK:g}x smaller than the dense FP32 ONNX file",
+         "shrink_vs_dense_fp32_file", TARGET_SHRINK, rows),
+        (f"OK-vs-defect accuracy within {TARGET_POINTS:g} point of dense (1 image = {point:.2f} points; "
+         "best pruned row)", "ok_defect_points_vs_dense", -TARGET_POINTS, pruned),
+        (f"defect recall not lower by more than {TARGET_POINTS:g} point ({dense_ort['n_defect']} defect "
+         f"images: 1 image = {100 / dense_ort['n_defect']:.2f} points; best pruned row)",
+         "defect_recall_points_vs_dense", -TARGET_POINTS, pruned),
     ]
+    targets = []
+    for text, key, bar, pool in specs:
+        top = max(pool, key=lambda r: r[key] if r[key] is not None else float("-inf"))
+        targets.append({"target": text, "bar": bar,
+                        "achieved": best[key], "passed": best[key] is not None and best[key] >= bar,
+                        "best_row": f"{top['artifact']}@{top['runtime']}", "best_row_achieved": top[key],
+                        "best_row_passed": top[key] >= bar})
     return targets, {"best": f"{best['artifact']}@{best['runtime']}", "best_within_accuracy": bool(accurate),
-                     "fastest": f"{fastest['artifact']}@{fastest['runtime']}"}
+                     "pruned_within_accuracy": [f"{r['artifact']}@{r['runtime']}" for r in accurate
+                                                if not r["artifact"].startswith("dense")]}
 
 
 def write_results(args, rows: list[dict]) -> None:
@@ -326,15 +334,18 @@ def write_results(args, rows: list[dict]) -> None:
             "speedup_b1_vs_dense_same_backend", "file_bytes", "accuracy", "ok_defect_accuracy",
             "defect_recall", "balanced_accuracy"]
     print(table[show].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"best deployed artifact: {pick['best']} (fastest overall: {pick['fastest']})")
+    print(f"best deployed artifact (within the accuracy bars): {pick['best']}")
     for t in targets:
-        print(f"{'PASS' if t['passed'] else 'FAIL'}  {t['target']}: {t['achieved']:.3g}")
+        print(f"{'PASS' if t['passed'] else 'FAIL'}  {t['target']}: {t['achieved']:.3g}; best row "
+              f"{t['best_row']} {t['best_row_achieved']:.3g} ({'meets' if t['best_row_passed'] else 'misses'} it)")
     log(f"wrote {csv}")
 
 
 def markdown(results_json: Path) -> str:
     """The README table and verdict from a committed results file (`--stage table --from FILE`)."""
     record = json.loads(Path(results_json).read_text())
+    record["targets"], record["pick"] = verdict(record["rows"])  # the verdict's rules as of now
+    Path(results_json).write_text(json.dumps(record, indent=2, default=str) + "\n")
     lines = ["| artifact | backend | b1 ms | b8 ms/img | b1 vs dense ORT | b1 vs dense same backend | "
              "file MB | 6-class acc | OK-vs-defect acc | defect recall | balanced acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -346,10 +357,15 @@ def markdown(results_json: Path) -> str:
             f"{r['file_bytes'] / 1e6:.2f} | {100 * r['accuracy']:.1f}% | {100 * r['ok_defect_accuracy']:.1f}% | "
             f"{100 * r['defect_recall']:.1f}% | {100 * r['balanced_accuracy']:.1f}% |")
     lines.append("")
-    lines.append(f"Best deployed artifact (fastest batch-1 row within the accuracy bars): "
-                 f"**{record['pick']['best']}** (fastest of all: {record['pick']['fastest']}).")
+    lines.append(f"Best deployed artifact (fastest batch-1 row within both accuracy bars): "
+                 f"**{record['pick']['best']}**; pruned rows within them: "
+                 f"{', '.join(record['pick']['pruned_within_accuracy']) or 'none'}.")
+    lines.append("")
+    lines.append("| target | best deployed artifact | best row on this target alone |")
+    lines.append("|---|---|---|")
     for t in record["targets"]:
-        lines.append(f"- {t['target']}: {t['achieved']:.3g} — **{'met' if t['passed'] else 'missed'}**")
+        lines.append(f"| {t['target']} | {t['achieved']:.3g}: **{'met' if t['passed'] else 'missed'}** | "
+                     f"{t['best_row']}: {t['best_row_achieved']:.3g} ({'meets' if t['best_row_passed'] else 'misses'}) |")
     return "\n".join(lines)
 
 
