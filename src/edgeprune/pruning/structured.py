@@ -358,7 +358,8 @@ def _prune_for_latency(model, config: _Channel, example_inputs, state: Structure
         scores, floors, initial = {}, {}, {}
         for g in groups:
             initial[g.key] = state.initial_channels.setdefault(g.key, g.channels)
-            floors[g.key] = min(floor, g.channels)
+            share = -(-int(config.latency_min_keep * initial[g.key]) // r) * r  # rounded up
+            floors[g.key] = min(max(floor, share), g.channels)
             s = criterion(g.group) if g.channels > floors[g.key] else None
             if s is not None and s.numel() != g.channels:
                 raise EdgepruneError(
