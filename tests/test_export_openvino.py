@@ -32,7 +32,6 @@ def ov_int8(trained_digits_checkpoint, digits32, tmp_path_factory):
                              calibration_images=CALIBRATION, max_drop=3.0)
 
 
-@pytest.mark.slow
 def test_openvino_int8_is_an_ir_verified_gated_and_timed(ov_int8, trained_digits_checkpoint, digits32):
     xml = ov_int8.path
     assert xml.suffix == ".xml" and ir_bin_path(xml).is_file() and ov_int8.report_path.is_file()
@@ -78,7 +77,6 @@ def test_openvino_int8_needs_an_xml_name(trained_digits_checkpoint, digits32, tm
         export_checkpoint(trained_digits_checkpoint, "openvino-int8", tmp_path / "m.onnx", data=digits32)
 
 
-@pytest.mark.slow
 def test_qdq_file_runs_integer_convolutions_everywhere_after_ort_optimisation(ov_int8, trained_digits_checkpoint,
                                                                              digits32, tmp_path):
     """Depthwise convolutions, the first convolution and the classifier included: the export
