@@ -1,6 +1,13 @@
-"""Deployment benchmark: are the artifacts really smaller, faster and as accurate?
+"""Deployment benchmarks: are the artifacts really smaller, faster and as accurate?
 
-From the frontier benchmark's checkpoints, export four artifacts and bench them side by side in
+    python benchmarks/deploy.py [--study inspection] [...]   (default; see deploy_inspection.py)
+    python benchmarks/deploy.py --study cifar32 [...]        (the earlier 32x32 CIFAR-10 study)
+
+`--study inspection`: magnetic-tile at 224x224, MobileNetV2 from ImageNet V1: dense, Taylor 50 %
+and 70 %, a latency-targeted cut; FP32, ONNX Runtime INT8 and NNCF OpenVINO INT8 of each; both
+backends, batch 1 and 8 (benchmarks/deploy_inspection.py, resumable).
+
+`--study cifar32`: from the frontier benchmark's checkpoints, export four artifacts and bench them side by side in
 one run, on this machine, with the same thread count:
 
     dense FP32 ONNX        (the reference)
@@ -66,6 +73,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    study = "inspection"
+    if "--study" in argv:
+        i = argv.index("--study")
+        study = argv[i + 1] if i + 1 < len(argv) else ""
+        del argv[i : i + 2]
+    if study == "inspection":
+        import deploy_inspection
+
+        return deploy_inspection.main(argv)
+    if study != "cifar32":
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError(f"unknown --study {study!r}: inspection or cifar32")
+    return main_cifar32(argv)
+
+
+def main_cifar32(argv=None) -> int:
     args = parse_args(argv)
     import onnxruntime as ort
 

@@ -203,3 +203,22 @@ def test_round_to_auto_follows_the_cpu(fake_cpuinfo, monkeypatch):
 def test_bench_columns_have_isa_and_match_the_row_type():
     assert "isa" in COLUMNS and COLUMNS.index("isa") == COLUMNS.index("device") + 1
     assert [f.name for f in fields(BenchRow)] == COLUMNS
+
+
+def test_measure_times_both_backends_side_by_side(trained_digits_checkpoint, capsys):
+    """`edgeprune measure --runtime onnxruntime,openvino`: the runtime layer's backends, timed in
+    the same round-robin as PyTorch; an unknown backend is refused before any work."""
+    from edgeprune.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", str(trained_digits_checkpoint), "--runtime", "onnxruntime,openvino",
+              "--runs", "3", "--warmup", "1", "--json"])
+    assert exc.value.code in (0, None)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        for batch in ("batch1", "batch64"):
+            assert result["latency_ms"][runtime][batch]["median"] > 0, (runtime, batch)
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", str(trained_digits_checkpoint), "--runtime", "openvino,tensorrt"])
+    assert exc.value.code == 2
+    assert "error: unknown runtime 'tensorrt'" in " ".join(capsys.readouterr().err.split())

@@ -360,7 +360,7 @@ def test_max_drop_is_checked(mobilenet_checkpoints, tmp_path, capsys):
         export_checkpoint(mobilenet_checkpoints[0], "onnx", tmp_path / "x.onnx", max_drop=-1.0)
     assert _cli(["export", str(mobilenet_checkpoints[0]), "--format", "onnx", "--max-drop", "2",
                  "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "applies to --format onnx-int8 only" in " ".join(capsys.readouterr().err.split())
+    assert "applies to --format onnx-int8 and openvino-int8 only" in " ".join(capsys.readouterr().err.split())
     assert _cli(["export", str(mobilenet_checkpoints[0]), "--format", "onnx-int8", "--data", "digits",
                  "--max-drop", "-1", "--out", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()

@@ -195,7 +195,8 @@ def test_measure_tiny_model_reports_everything_and_leaves_the_model_alone() -> N
     result = measure(model, input_size=16, batch_sizes=(1, 2), warmup=1, runs=2)
     assert REQUIRED_KEYS <= set(result)
     assert model.training
-    assert set(result["latency_ms"]) == {"torch", "onnxruntime"}
+    assert set(result["latency_ms"]) == {"torch", "onnxruntime", "openvino"}
+    assert result["latency_ms"]["openvino"] is None  # not asked for
     for runtime in ("torch", "onnxruntime"):
         _assert_latency_structure(result["latency_ms"][runtime], (1, 2))
     assert result["params"] == sum(p.numel() for p in model.parameters())

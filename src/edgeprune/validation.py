@@ -77,6 +77,7 @@ RANGES: dict[str, Bounds] = {
     "num_batches": Bounds("num_batches (--taylor-batches)", 1, 10_000, integer=True),
     "steps": Bounds("pruning steps (--steps)", 1, 1000, integer=True),
     "max_drop": Bounds("max drop", 0, None, hint="percentage points of accuracy, --max-drop"),
+    "latency_budget_ms": Bounds("latency budget (--latency-budget-ms)", 0, None, lo_open=True),
     "recalib_batches": Bounds("recalibration batches (--recalib-batches)", 0, 100_000, integer=True),
     # export and measurement
     "calibration_images": Bounds("calibration images (--calibration-images)", 1, 1_000_000, integer=True),

@@ -19,7 +19,9 @@ from edgeprune.cli.common import DataRequest, data_options, log, warn, warn_if_c
 
 FORMAT_HELP = (
     "onnx (FP32, dynamic batch), onnx-int8 (static INT8, QDQ, per-channel weights; needs --data "
-    "for calibration) or sparse (bitmask + values, xz; restores bit-identical weights)."
+    "for calibration), openvino-int8 (OpenVINO IR MODEL.xml + MODEL.bin, quantized by NNCF "
+    "post-training quantization on the same calibration images; runs on OpenVINO; timed there "
+    "against FP32 and the QDQ file) or sparse (bitmask + values, xz; restores bit-identical weights)."
 )
 
 
@@ -71,7 +73,7 @@ def export(
     from edgeprune.errors import EdgepruneError
     from edgeprune.export.verify import INT8_MAX_DROP
     from edgeprune.workflows.export import (
-        FORMATS, SUFFIXES, check_export_options, check_export_out, export_checkpoint,
+        FORMATS, INT8_FORMATS, SUFFIXES, check_export_options, check_export_out, export_checkpoint,
     )
     from edgeprune.hardware import set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
@@ -79,13 +81,14 @@ def export(
     if fmt not in FORMATS:
         raise EdgepruneError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
     meta = meta_from_manifest(read_manifest(checkpoint))  # clear error when it does not exist
-    if fmt == "onnx-int8" and request.spec is None:
+    if fmt in INT8_FORMATS and request.spec is None:
         raise EdgepruneError("quantizing needs calibration data: pass --data")
-    if max_drop is not None and fmt != "onnx-int8":
-        raise EdgepruneError("--max-drop gates INT8 accuracy: it applies to --format onnx-int8 only")
+    if max_drop is not None and fmt not in INT8_FORMATS:
+        raise EdgepruneError("--max-drop gates INT8 accuracy: it applies to --format onnx-int8 "
+                             "and openvino-int8 only")
     set_threads(threads)
     if out is None:
-        stem = checkpoint.resolve().name + ("-int8" if fmt == "onnx-int8" else "")
+        stem = checkpoint.resolve().name + ("-int8" if fmt in INT8_FORMATS else "")
         out = checkpoint.resolve().parent / f"{stem}{SUFFIXES[fmt]}"
     # Options and the output location before the data is loaded (export_checkpoint checks them
     # again, for the Python API).
@@ -108,6 +111,11 @@ def export(
             warn(f"INT8 is not faster than FP32 on {backend} here: batch-1 {speed['int8_b1_ms']:.3f} "
                  f"vs {speed['fp32_b1_ms']:.3f} ms ({speed['device']}, {speed['isa'] or 'no VNNI'}): "
                  "keep the FP32 file for speed, or measure at the camera's resolution")
+    ov_speed = result.info.get("openvino_int8_speed")
+    if ov_speed and not ov_speed["ir_beats_qdq"]:
+        warn(f"NNCF's OpenVINO IR is not faster than OpenVINO running the QDQ .onnx here: batch-1 "
+             f"{ov_speed['ir_b1_ms']:.3f} vs {ov_speed['qdq_b1_ms']:.3f} ms ({ov_speed['device']}): "
+             "ship `--format onnx-int8` to OpenVINO instead")
     result.info["chance_level_warning"] = warn_if_chance(
         result.verification.artifact_accuracy, len(meta.class_names), f"{fmt} artifact's test")
     if as_json:
@@ -122,6 +130,10 @@ def export(
         console.print(f"accuracy gate passed: INT8 {gate['int8_accuracy']:.2%} vs FP32 "
                       f"{gate['fp32_accuracy']:.2%}, drop {gate['drop_points']:.2f} points "
                       f"(max {gate['max_drop_points']:g})", highlight=False)
+    if ov_speed:
+        console.print(f"OpenVINO batch-1 ({ov_speed['device']}, {ov_speed['threads']} thread(s), "
+                      f"round-robin): NNCF IR {ov_speed['ir_b1_ms']:.3f} ms, QDQ .onnx "
+                      f"{ov_speed['qdq_b1_ms']:.3f} ms, FP32 {ov_speed['fp32_b1_ms']:.3f} ms", highlight=False)
     if "int8" in result.info:
         sp = result.info["int8"]
         console.print(f"weight sparsity FP32 {sp['fp32_sparsity']:.4f} -> INT8 {sp['int8_sparsity']:.4f}; "

@@ -25,8 +25,14 @@ def measure(
     threads: ThreadsOpt = 1,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per batch size.")] = DEFAULT_WARMUP,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = DEFAULT_RUNS,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", help="ONNX backends to time beside PyTorch, comma-separated: "
+                     "onnxruntime (default), openvino (the openvino extra), or both. Peak memory "
+                     "is measured with ONNX Runtime."),
+    ] = None,
     no_onnx: Annotated[
-        bool, typer.Option("--no-onnx", help="Skip ONNX Runtime (its latency and the peak memory).")
+        bool, typer.Option("--no-onnx", help="Skip the ONNX backends (their latency and the peak memory).")
     ] = False,
     as_json: JsonOpt = False,
     request: DataRequest = DataRequest(),
@@ -34,11 +40,15 @@ def measure(
     """Parameters, sparsity, MACs, file size, latency, peak memory, energy and (with --data)
     test accuracy, as achieved on this machine's CPU. --json prints one JSON object per line
     per checkpoint on stdout; progress goes to stderr."""
-    from edgeprune.workflows.measure import RUNTIMES
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.runtime.backends import parse_runtimes
     from edgeprune.workflows.measure import measure as measure_model
     from edgeprune.models import load_checkpoint
 
-    runtimes = tuple(r for r in RUNTIMES if not (no_onnx and r == "onnxruntime"))
+    if no_onnx and runtime is not None:
+        raise EdgepruneError("--no-onnx and --runtime contradict each other: give one")
+    # The runtime layer's parser: an unknown or uninstalled backend fails here, before any work.
+    runtimes = ("torch",) if no_onnx else ("torch", *parse_runtimes(runtime or "onnxruntime"))
     results = []
     for checkpoint in checkpoints:
         model, meta = load_checkpoint(checkpoint)
@@ -90,12 +100,14 @@ def results_table(results: list[dict]) -> Table:
         ("weights (safetensors)", lambda r: f"{r['size_bytes'] / 1e6:.3f} MB"),
         ("weights gzipped", lambda r: f"{r['size_gzip_bytes'] / 1e6:.3f} MB"),
     ]
-    for runtime in ("torch", "onnxruntime"):
+    timed = [rt for rt in ("torch", "onnxruntime", "openvino")
+             if rt in ("torch", "onnxruntime") or any(r["latency_ms"].get(rt) for r in results)]
+    for runtime in timed:
         for batch in batches:
             rows.append(
                 (
                     f"{runtime} ms/image, batch {batch}: median (p90)",
-                    lambda r, rt=runtime, b=batch: _latency_cell(r["latency_ms"][rt], f"batch{b}"),
+                    lambda r, rt=runtime, b=batch: _latency_cell(r["latency_ms"].get(rt), f"batch{b}"),
                 )
             )
     rows += [

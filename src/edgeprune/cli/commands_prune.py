@@ -35,14 +35,33 @@ def prune(
         ),
     ] = "l1",
     target: Annotated[
-        float,
+        float | None,
         typer.Option("--target", help="Fraction to remove, in (0, 1): weights for l1/random, "
-                     "--target-kind for channel methods."),
-    ] = 0.5,
+                     "--target-kind for channel methods (default 0.5)."),
+    ] = None,
     target_kind: Annotated[
         str | None,
-        typer.Option("--target-kind", help="Channel methods: params (default), channels or macs "
-                     "removed, relative to the dense model."),
+        typer.Option("--target-kind", help="Channel methods: params (default), channels, macs or "
+                     "latency removed, relative to the dense model. latency: batch-1 latency on "
+                     "this device and --latency-runtime, from a per-layer table measured here "
+                     "(cached under $EDGEPRUNE_CACHE/latency); channels go where they cost the "
+                     "least importance per millisecond saved."),
+    ] = None,
+    latency_budget_ms: Annotated[
+        float | None,
+        typer.Option("--latency-budget-ms", help="Channel methods: prune until the predicted batch-1 "
+                     "latency is at most this many ms (instead of --target; implies --target-kind "
+                     "latency)."),
+    ] = None,
+    latency_runtime: Annotated[
+        str | None,
+        typer.Option("--latency-runtime", help="--target-kind latency: the backend whose latency "
+                     "counts, onnxruntime (default) or openvino."),
+    ] = None,
+    latency_threads: Annotated[
+        int | None,
+        typer.Option("--latency-threads", help="--target-kind latency: threads the latency is "
+                     "measured with (default 1)."),
     ] = None,
     schedule: Annotated[
         str, typer.Option("--schedule", help="oneshot | geometric | linear | agp (cubic, as TF-MOT).")
@@ -115,20 +134,35 @@ def prune(
     request: DataRequest = DataRequest(),
 ) -> None:
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
+    from edgeprune.errors import EdgepruneError
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
     from edgeprune.outputs import check_output_folder
     from edgeprune.pruning import METHODS, Schedule, make_config
+
+    target_given = target is not None
+    if target is None:
+        target = 0.5
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows.prune import PruneJob, prune_checkpoint
 
     # Every option is parsed into its config object here, before anything is loaded; make_config
     # refuses an option given for a method it does not apply to.
     config_fields = METHODS[method].__dataclass_fields__ if method in METHODS else {}
+    if latency_budget_ms is not None:
+        if target_kind not in (None, "latency"):
+            raise EdgepruneError("--latency-budget-ms goes with --target-kind latency")
+        if target_given:
+            raise EdgepruneError("give either --target or --latency-budget-ms, not both")
+        target_kind = "latency" if "target_kind" in config_fields else None
     if target_kind is None and "target_kind" in config_fields:
         target_kind = "params"  # the CLI's default for channel methods: a fraction of the parameters
+    if target_kind != "latency" and (latency_runtime is not None or latency_threads is not None):
+        raise EdgepruneError("--latency-runtime and --latency-threads go with --target-kind latency")
     config = make_config(
-        method, target, scope=scope, target_kind=target_kind, round_to=round_to,
+        method, None if latency_budget_ms is not None and "target_kind" in config_fields else target,
+        latency_budget_ms=latency_budget_ms, latency_runtime=latency_runtime,
+        latency_threads=latency_threads, scope=scope, target_kind=target_kind, round_to=round_to,
         min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,
         max_layer_sparsity=max_layer_sparsity, scoring=scoring,
         seed=prune_seed if "seed" in config_fields else None,
@@ -208,6 +242,15 @@ def _print_outcome(outcome, *, structured: bool, out: Path, show_layers: bool) -
              "(layer-collapse guard); see --show-layers")
     if result.stopped_reason:
         warn(result.stopped_reason)
+    lat = record.get("latency")
+    if lat:
+        console.print(
+            f"batch-1 latency on {lat['runtime']} {lat['runtime_version']}, {lat['threads']} "
+            f"thread(s), {lat['device']} ({lat['isa']}): predicted {lat['predicted_ms']:.3f} ms, "
+            f"measured {lat['measured_ms']:.3f} ms vs dense {lat['measured_dense_ms']:.3f} ms in the "
+            f"same round-robin ({lat['measured_speedup']:.2f}x faster; table {lat['table_file']}, "
+            f"{lat['table_measured_now']} entries measured now)"
+        )
     console.print(
         f"achieved: {result.achieved:.4f} {result.achieved_kind} removed (asked {result.asked}); "
         f"params {result.nonzero_params:,} of {result.dense_params:,} nonzero "

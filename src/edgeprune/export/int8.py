@@ -17,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -276,3 +276,58 @@ def int8_sparsity(fp32_path: str | Path, int8_path: str | Path) -> Int8Sparsity:
         zeros_kept=kept and matched > 0,
         tensors_matched=matched,
     )
+
+
+INTEGER_CONVS = ("QLinearConv", "ConvInteger")
+FLOAT_CONVS = ("Conv", "FusedConv", "NchwcConv")
+INTEGER_MATMULS = ("QGemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+FLOAT_MATMULS = ("Gemm", "MatMul", "FusedGemm", "FusedMatMul")
+
+
+def optimized_graph(path: str | Path, threads: int = 1) -> dict[str, Any]:
+    """What ONNX Runtime really runs for a QDQ file: the graph after its full optimisation (as the
+    runtime loads it), convolution by convolution. A DequantizeLinear feeding a float Conv runs
+    FP32 arithmetic on INT8-stored weights, so every convolution is listed as integer or float,
+    with the depthwise ones, the first (3 input channels) and the classifier called out."""
+    import onnx
+    import onnxruntime as ort
+
+    def weight_shape(node, index: int, init: dict) -> tuple[int, ...] | None:
+        name = node.input[index] if len(node.input) > index else None
+        return tuple(init[name].dims) if name in init else None
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-graph-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the runtime
+        options.intra_op_num_threads = threads
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = onnx.load(options.optimized_model_filepath)
+    init = {i.name: i for i in model.graph.initializer}
+    convs = []
+    for node in model.graph.node:
+        if node.op_type not in INTEGER_CONVS + FLOAT_CONVS:
+            continue
+        integer = node.op_type in INTEGER_CONVS
+        shape = weight_shape(node, 3 if node.op_type == "QLinearConv" else 1, init)
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        convs.append({"name": node.name, "op": node.op_type, "integer": integer,
+                      "depthwise": group > 1, "first": bool(shape and len(shape) == 4 and shape[1] == 3)})
+    heads = [{"name": n.name, "op": n.op_type, "integer": n.op_type in INTEGER_MATMULS}
+             for n in model.graph.node if n.op_type in INTEGER_MATMULS + FLOAT_MATMULS]
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    float_convs = [c["name"] or c["op"] for c in convs if not c["integer"]]
+    return {
+        "convs": len(convs),
+        "integer_convs": sum(c["integer"] for c in convs),
+        "float_convs": float_convs,
+        "depthwise_integer": sum(c["integer"] and c["depthwise"] for c in convs),
+        "depthwise_float": sum(not c["integer"] and c["depthwise"] for c in convs),
+        "first_conv_integer": all(c["integer"] for c in convs if c["first"]) if any(c["first"] for c in convs) else None,
+        "classifier": heads,
+        "dequantize_nodes": ops.get("DequantizeLinear", 0),
+        "ops": ops,
+    }

@@ -153,7 +153,9 @@ def verify_onnx(
     the artifact's test accuracy below the model's, in percentage points (needs labels)."""
     from edgeprune.runtime.classifier import Classifier
 
-    clf = Classifier(path, threads=threads)
+    from edgeprune.runtime.metadata import is_openvino_ir
+
+    clf = Classifier(path, threads=threads, runtime="openvino" if is_openvino_ir(path) else "onnxruntime")
     meta = clf.metadata
     x, real = _inputs(images, n_random, meta.input_size, meta.mean, meta.std)
     artifact_logits = np.concatenate([clf.predict(x[i : i + 64]) for i in range(0, len(x), 64)])

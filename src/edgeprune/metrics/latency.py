@@ -140,15 +140,20 @@ def latency_compared(
     warmup: int = DEFAULT_WARMUP,
     runs: int = DEFAULT_RUNS,
     energy: bool = False,
+    backends: Sequence[str] = ("onnxruntime",),
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """`latency_torch` and `latency_onnxruntime` measured together: per batch size, the two
-    runtimes alternate call by call (`time_round_robin`, pinned to `threads` cores), so neither
-    is favoured by running first or second. Either may be None (not timed). With `energy`, the
-    torch entries carry `energy_mj_per_image` (RAPL, over torch's own timed calls)."""
+    """PyTorch eager and the ONNX file on each of `backends` (onnxruntime, openvino: the
+    runtime layer's backends, `edgeprune.runtime.backends`) measured together: per batch size,
+    the runtimes alternate call by call (`time_round_robin`, pinned to `threads` cores), so none
+    is favoured by running first or last. `model` or `onnx_path` may be None (not timed). With
+    `energy`, the torch entries carry `energy_mj_per_image` (RAPL, over torch's own timed calls)."""
+    from edgeprune.runtime.backends import make_backend
+
     _check_counts(batch_sizes, warmup, runs, threads)
     if model is not None and (any(p.device.type != "cpu" for p in model.parameters()) or model.training):
         raise EdgepruneError("latency_compared needs the model on the CPU in eval mode")
-    session = onnxruntime_session(onnx_path, threads=threads) if onnx_path is not None else None
+    loaded = ({name: make_backend(name, onnx_path, threads=threads) for name in backends}
+              if onnx_path is not None else {})
     results: dict[str, dict[str, dict[str, float]]] = {}
     previous_threads = torch.get_num_threads()
     set_threads(threads)
@@ -159,8 +164,8 @@ def latency_compared(
                 candidates = {}
                 if model is not None:
                     candidates["torch"] = partial(model, torch.from_numpy(x))
-                if session is not None:
-                    candidates["onnxruntime"] = partial(session.run, None, {session.get_inputs()[0].name: x})
+                for name, backend in loaded.items():
+                    candidates[name] = partial(backend.run, x)
                 timings = time_round_robin(candidates, per_call_items=batch_size, warmup=warmup,
                                            runs_per_round=1, min_rounds=runs, max_rounds=runs,
                                            cpus=threads, energy=energy and model is not None)

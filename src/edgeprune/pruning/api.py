@@ -39,6 +39,8 @@ class StepRecord:
     val_accuracy: float | None = None  # val, after fine-tuning
     accepted: bool = True
     seconds: float = 0.0
+    predicted_latency_ms: float | None = None  # target_kind="latency": batch 1, this device
+    measured_latency_ms: float | None = None
 
 
 @dataclass
@@ -67,6 +69,7 @@ class PruneResult:
     stopped_reason: str | None = None
     baseline_accuracy: float | None = None
     masks: MaskState | None = field(default=None, repr=False)
+    latency: dict[str, Any] | None = None  # target_kind="latency": predicted and measured, ms
 
     @property
     def params_reduction(self) -> float:
@@ -100,6 +103,7 @@ class PruneResult:
             "baseline_accuracy": self.baseline_accuracy,
             "layers": self.layers,
             "channels": self.channels,
+            "latency": self.latency,
         }
 
 
@@ -150,6 +154,27 @@ class Pruner:
             self.dense_macs, self.dense_params = count_macs_params(model, self.example_inputs)
 
     # ------------------------------------------------------------------ stepping
+    @property
+    def amount(self) -> float:
+        """The config's target as a fraction; a latency budget (ms) becomes the fraction of the
+        dense network's measured latency to remove (measuring it now, on the dense model)."""
+        budget = getattr(self.config, "latency_budget_ms", None)
+        if budget is None:
+            return self.config.amount
+        from edgeprune.pruning.structured import ensure_latency_model
+
+        assert self.sstate is not None and isinstance(self.config, _Channel)
+        lat = ensure_latency_model(self.model, self.config, self.example_inputs, self.sstate, self.log)
+        if budget >= lat.dense_ms:
+            raise EdgepruneError(
+                f"the dense model already runs in {lat.dense_ms:.3f} ms on {lat.runtime} with "
+                f"{lat.threads} thread(s), within the {budget:g} ms budget: nothing to prune")
+        return 1.0 - budget / lat.dense_ms
+
+    def latency(self) -> dict[str, Any] | None:
+        lat = self.sstate.latency if self.sstate is not None else None
+        return lat.to_dict() if lat is not None else None
+
     def check_reachable(self, target: float) -> None:
         """Fail before any work (and any fine-tuning) when the final target cannot be reached."""
         if isinstance(self.config, _Unstructured):
@@ -163,7 +188,7 @@ class Pruner:
                     f"max_layer_sparsity={self.config.max_layer_sparsity} (at most {most:.4f} of "
                     "the counted weights can be pruned)"
                 )
-        elif isinstance(self.config, _Channel) and self.config.target_kind != "channels":
+        elif isinstance(self.config, _Channel) and self.config.target_kind not in ("channels", "latency"):
             from edgeprune.pruning.structured import _trial
 
             cfg = self.config
@@ -275,11 +300,14 @@ class Pruner:
             stopped_reason=stopped_reason,
             baseline_accuracy=baseline_accuracy,
             masks=self.masks,
+            latency=self.latency(),
         )
 
     def record(self, step: int, asked: float, seconds: float = 0.0) -> StepRecord:
         fig = self.figures()
+        lat = self.latency() or {}
         return StepRecord(
+            predicted_latency_ms=lat.get("predicted_ms"), measured_latency_ms=lat.get("measured_ms"),
             step=step, asked=asked, achieved=self.achieved(), params=fig["params"],
             nonzero_params=fig["nonzero_params"], macs=fig["macs"],
             params_reduction=fig["params_reduction"], macs_reduction=fig["macs_reduction"],
@@ -300,9 +328,10 @@ def prune(
     channels physically removed. `batches` (x, y) feed Taylor importance."""
     started = time.perf_counter()
     pruner = Pruner(model, config, example_inputs, batches=batches, log=log)
-    pruner.check_reachable(config.amount)
-    pruner.step(config.amount)
-    rec = pruner.record(1, config.amount, time.perf_counter() - started)
+    amount = pruner.amount
+    pruner.check_reachable(amount)
+    pruner.step(amount)
+    rec = pruner.record(1, amount, time.perf_counter() - started)
     return pruner.result(
-        asked=config.amount, schedule={"kind": "oneshot", "steps": 1}, steps=[rec]
+        asked=amount, schedule={"kind": "oneshot", "steps": 1}, steps=[rec]
     )

@@ -60,9 +60,10 @@ def prune_iteratively(
         if evaluate is None:
             raise EdgepruneError("max_drop needs an evaluate callback (validation accuracy)")
     say = log or (lambda _m: None)
-    targets = schedule.targets(config.amount)
     pruner = Pruner(model, config, example_inputs, batches=batches, log=log)
-    pruner.check_reachable(config.amount)
+    amount = pruner.amount  # a latency budget is measured against the dense model here
+    targets = schedule.targets(amount)
+    pruner.check_reachable(amount)
     if max_drop is not None and baseline_accuracy is None:
         baseline_accuracy = evaluate(pruner.model)
         say(f"baseline val accuracy {baseline_accuracy:.4f}")
@@ -111,7 +112,7 @@ def prune_iteratively(
                 say(stopped)
                 break
     good = [r for r in records if r.accepted]
-    asked = config.amount
+    asked = amount
     result = pruner.result(
         asked=asked, schedule=schedule.to_dict(), steps=records, steps_planned=len(targets),
         stopped_reason=stopped, baseline_accuracy=baseline_accuracy,

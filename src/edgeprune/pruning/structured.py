@@ -46,6 +46,7 @@ class StructuredState:
     macs: int = 0
     scope_layers: list[str] = field(default_factory=list)  # names do not change when pruning
     output_name: str = ""
+    latency: Any = None  # pruning.latency.LatencyModel, for target_kind="latency"
 
     def copy(self) -> "StructuredState":
         return copy.deepcopy(self)
@@ -63,7 +64,20 @@ class StructuredState:
         total = sum(self.initial_channels.values())
         return 1.0 - sum(self.current_channels.values()) / total if total else 0.0
 
+    @property
+    def latency_reduction(self) -> float:
+        """Measured (the result beside the dense network, one round-robin) where measured, else
+        predicted."""
+        lat = self.latency
+        if lat is None:
+            return 0.0
+        if lat.measured_ms is not None and lat.measured_dense_ms:
+            return 1.0 - lat.measured_ms / lat.measured_dense_ms
+        return 1.0 - lat.predicted_ms / lat.dense_ms
+
     def achieved(self, kind: str) -> float:
+        if kind == "latency":
+            return self.latency_reduction
         return {
             "params": self.params_reduction,
             "macs": self.macs_reduction,
@@ -288,6 +302,8 @@ def prune_channels(
     if state is None:
         state = new_state(model, example_inputs, config.scope)
     target = config.amount if target is None else target
+    if config.target_kind == "latency":
+        return _prune_for_latency(model, config, example_inputs, state, target, batches, log)
     overrides: dict[str, int] = {}
     if config.target_kind == "channels":
         ratio = max(state.ratio, target)
@@ -305,6 +321,62 @@ def prune_channels(
     finally:
         for p in model.parameters():
             p.grad = None
+    return state
+
+
+def ensure_latency_model(model: nn.Module, config: _Channel, example_inputs: torch.Tensor,
+                         state: StructuredState, log: Callable[[str], None] | None = None):
+    """The state's latency model, built (the dense network measured, the table filled) the first
+    time: the model must still be the dense one then."""
+    if state.latency is None:
+        from edgeprune.pruning.latency import build_latency_model
+
+        dg, groups = _groups(model, example_inputs, state)
+        state.latency = build_latency_model(
+            model, example_inputs, dg, groups, runtime=config.latency_runtime,
+            threads=config.latency_threads, architecture=type(model).__name__, log=log)
+    return state.latency
+
+
+def _prune_for_latency(model, config: _Channel, example_inputs, state: StructuredState,
+                       target: float, batches, log) -> StructuredState:
+    """Cut channels until the predicted batch-1 latency is (1 - target) of the dense network's,
+    least importance per millisecond first (pruning.latency.plan_counts), then time the result
+    beside the dense network."""
+    from edgeprune.pruning.latency import measure_against_dense, plan_counts
+
+    lat = ensure_latency_model(model, config, example_inputs, state, log)
+    criterion = config.importance()
+    try:
+        criterion.prepare(
+            model, batches=batches,
+            layers={n: model.get_submodule(n) for n in state.scope_layers}, ratio=target,
+        )
+        _, groups = _groups(model, example_inputs, state)
+        r = config.round_to
+        floor = -(-config.min_channels // r) * r
+        scores, floors, initial = {}, {}, {}
+        for g in groups:
+            initial[g.key] = state.initial_channels.setdefault(g.key, g.channels)
+            share = -(-int(config.latency_min_keep * initial[g.key]) // r) * r  # rounded up
+            floors[g.key] = min(max(floor, share), g.channels)
+            s = criterion(g.group) if g.channels > floors[g.key] else None
+            if s is not None and s.numel() != g.channels:
+                raise EdgepruneError(
+                    f"importance criterion gave {s.numel()} scores for the {g.channels} "
+                    f"channels of {g.key}: it must return one score per channel of the group")
+            scores[g.key] = s
+        counts, predicted = plan_counts(lat, groups, scores, floors, r, initial,
+                                        lat.dense_ms * (1.0 - target))
+        _apply_ratio(model, example_inputs, config, state, state.ratio, criterion, counts)
+    finally:
+        for p in model.parameters():
+            p.grad = None
+    measure_against_dense(lat, model)
+    if log:
+        log(f"latency cut to {1 - target:.0%} of dense on {lat.runtime}: predicted "
+            f"{predicted:.3f} ms, measured {lat.measured_ms:.3f} ms (dense {lat.measured_dense_ms:.3f} "
+            f"ms in the same round-robin; table {lat.table.measured} new / {len(lat.table.entries)} entries)")
     return state
 
 

@@ -89,6 +89,8 @@ class OnnxRuntimeBackend(Backend):
         from edgeprune.runtime.classifier import make_session
 
         p = _check(path, threads)
+        if p.suffix.lower() == ".xml":
+            raise EdgepruneError(f"{p} is an OpenVINO IR: it runs on OpenVINO only (runtime='openvino')")
         super().__init__(p, threads)
         self.version = ort.__version__
         self.session = make_session(p, threads, providers)  # the session options live there
@@ -130,11 +132,17 @@ class OpenVinoBackend(Backend):
         p = _check(path, threads)
         super().__init__(p, threads)
         self.version = ov.__version__.split("-")[0]
-        self._props = super().metadata_props()  # also refuses a file that is not ONNX, clearly
+        ir = p.suffix.lower() == ".xml"  # an OpenVINO IR (edgeprune export --format openvino-int8)
+        # ONNX: read through ONNX Runtime, which also refuses a file that is not ONNX, clearly.
+        self._props = {} if ir else super().metadata_props()
         self._core = ov.Core()
         self._config = openvino_config(threads)
         try:
             self._model = self._core.read_model(str(p))
+            if ir:
+                from edgeprune.runtime.metadata import ir_props
+
+                self._props = ir_props(self._model)
             _single_input(p, len(self._model.inputs))
             self._dynamic = self._core.compile_model(self._model, "CPU", self._config)
         except EdgepruneError:
@@ -318,6 +326,8 @@ def choose_backend(path: str | Path, *, threads: int | None = 1, input_size: int
     threads: measured by a short round-robin (both backends pinned to the same cores) the first
     time, then read from the cache (`cache_root()/runtime/`). Returns the loaded backend."""
     installed = available_backends()
+    if Path(path).suffix.lower() == ".xml":  # an OpenVINO IR has one backend to choose from
+        return make_backend("openvino", path, threads=threads), RuntimeChoice("openvino", "OpenVINO IR")
     if len(installed) == 1:
         return make_backend(installed[0], path, threads=threads), RuntimeChoice(installed[0], "only one installed")
     _check(path, threads)

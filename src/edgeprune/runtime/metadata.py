@@ -19,7 +19,7 @@ from edgeprune.validation import check_number, check_option
 # Keys written by edgeprune.export (values are strings; JSON where noted).
 PRODUCER = "edgeprune.producer"  # "edgeprune"
 VERSION = "edgeprune.version"
-FORMAT = "edgeprune.format"  # "onnx" | "onnx-int8"
+FORMAT = "edgeprune.format"  # "onnx" | "onnx-int8" | "openvino-int8" (an OpenVINO IR)
 CLASS_NAMES = "edgeprune.class_names"  # JSON list of strings, in output order
 INPUT_SIZE = "edgeprune.input_size"  # JSON int: square side in pixels
 MEAN = "edgeprune.mean"  # JSON list of 3 floats (on the 0..1 scale)
@@ -177,13 +177,40 @@ def check_graph(meta: ArtifactMetadata, input_shape: list, output_shape: list, s
         )
 
 
+IR_RT_INFO = ["edgeprune", "metadata_props"]  # where an OpenVINO IR keeps the same props (JSON)
+
+
+def is_openvino_ir(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".xml"
+
+
+def ir_props(model) -> dict[str, str]:
+    """The edgeprune metadata an OpenVINO IR carries in its rt_info (written by
+    edgeprune.export.openvino), as the same {key: string} map an ONNX file's metadata_props give."""
+    import json
+
+    if not model.has_rt_info(IR_RT_INFO):
+        return {}
+    return json.loads(model.get_rt_info(IR_RT_INFO).astype(str))
+
+
 def read_props(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file, read through ONNX Runtime (no `onnx` package needed)."""
+    """The metadata_props of an ONNX file, read through ONNX Runtime (no `onnx` package needed);
+    for an OpenVINO IR (.xml), the same keys from its rt_info (needs openvino)."""
     import onnxruntime as ort
 
     p = Path(path)
     if not p.is_file():
-        raise EdgepruneError(f"ONNX file not found: {p}")
+        raise EdgepruneError(f"{'OpenVINO IR' if is_openvino_ir(p) else 'ONNX'} file not found: {p}")
+    if is_openvino_ir(p):
+        from edgeprune.runtime.backends import import_openvino
+
+        try:
+            return ir_props(import_openvino().Core().read_model(str(p)))
+        except EdgepruneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with its log
+            raise EdgepruneError(f"{p} is not a loadable OpenVINO IR: {str(exc).strip()[-300:]}") from None
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

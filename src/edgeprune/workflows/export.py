@@ -6,6 +6,10 @@ Formats
 - `onnx-int8`: the FP32 graph quantized statically by ONNX Runtime (QDQ, per-channel INT8
   weights), calibrated on training images; accuracy re-measured on the test split and gated:
   at most `max_drop` percentage points below the FP32 model's on the same images.
+- `openvino-int8`: OpenVINO IR (MODEL.xml + MODEL.bin) quantized by NNCF's post-training
+  quantization from the same FP32 graph and calibration images (`edgeprune.export.openvino`);
+  runs on OpenVINO only; verified and gated like `onnx-int8`, and timed on OpenVINO against the
+  FP32 file and against ONNX Runtime's QDQ file (which OpenVINO runs too).
 - `sparse`: the sparse container of `edgeprune.export.sparse` (bit-identical restore).
 
 Every artifact is checked against the PyTorch model on real test images when data is given (FP32
@@ -51,8 +55,9 @@ from edgeprune.runtime import metadata as md
 from edgeprune.runtime.measure import file_size, gzip_size
 from edgeprune.runtime.preprocess import normalize
 
-FORMATS = ("onnx", "onnx-int8", "sparse")
-SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "sparse": ".epsparse"}
+FORMATS = ("onnx", "onnx-int8", "openvino-int8", "sparse")
+SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".onnx", "openvino-int8": ".xml", "sparse": ".epsparse"}
+INT8_FORMATS = ("onnx-int8", "openvino-int8")
 
 Log = Callable[[str], None]
 
@@ -84,8 +89,13 @@ def rejected_path(path: str | Path) -> Path:
 def check_export_out(out: str | Path, *, inputs=(), overwrite: bool = False) -> Path:
     """The artifact path and its FILE.json report: refused before any work when they would
     replace something without `overwrite`, or an input / a checkpoint's file ever."""
+    companions = [sidecar_path(out)]
+    if Path(out).suffix.lower() == ".xml":  # an OpenVINO IR: its weights file too
+        from edgeprune.export.openvino import ir_bin_path
+
+        companions.append(ir_bin_path(out))
     return check_output_file(out, inputs=inputs, overwrite=overwrite,
-                             companions=[sidecar_path(out)], what="artifact")
+                             companions=companions, what="artifact")
 
 
 def _sha256_file(path: Path) -> str:
@@ -230,7 +240,7 @@ def check_export_options(fmt: str, data, calibration_images: int, max_drop: floa
     """Every export option, before anything is loaded (`data`: whether data was given)."""
     if fmt not in FORMATS:
         raise EdgepruneError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if fmt == "onnx-int8" and data is None:
+    if fmt in INT8_FORMATS and data is None:
         raise EdgepruneError("quantizing needs calibration data: pass --data")
     check_option("calibration_images", calibration_images)
     check_option("max_drop", max_drop)
@@ -286,6 +296,9 @@ def export_model(
     # Made and verified under a unique temporary folder beside `out`; only a verified artifact
     # and its report are renamed into place, so a killed or failed export leaves the previous
     # pair untouched and two exports to the same `out` never write into each other's files.
+    if fmt == "openvino-int8" and out.suffix.lower() != ".xml":
+        raise EdgepruneError(f"--format openvino-int8 writes OpenVINO IR: name the file MODEL.xml "
+                             f"(MODEL.bin goes beside it), got {out.name}")
     with staging_folder(out) as stage:
         work = stage / out.name
         if fmt == "sparse":
@@ -296,11 +309,20 @@ def export_model(
         report = dataclasses.replace(result.verification, artifact=str(out))
         final = out if report.passed else rejected_path(out)
         result = ExportResult(final, fmt, sidecar_path(final), report, result.info)
+        files = [work]
+        pairs = [(work, final)]
+        if fmt == "openvino-int8":
+            from edgeprune.export.openvino import ir_bin_path
+
+            files.append(ir_bin_path(work))
+            pairs.append((ir_bin_path(work), ir_bin_path(final)))
+            result.info["weights_file"] = ir_bin_path(out).name
+            result.info["weights_sha256"] = _sha256_file(ir_bin_path(work))
         result.info.update(
             source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
             verified_on="real test images" if report.real_images else "random inputs",
             warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
-            file_bytes=file_size(work), gzip_bytes=gzip_size(work),
+            file_bytes=sum(file_size(f) for f in files), gzip_bytes=sum(gzip_size(f) for f in files),
             artifact_sha256=_sha256_file(work),  # ties the report to the very file it describes
         )
         sidecar = {
@@ -319,7 +341,7 @@ def export_model(
         for note in report.notes:
             say(f"NOTE: {note}")
         # A rejected artifact replaces an earlier rejected one: it failed, nothing of value.
-        publish_files([(work, final), (work_report, result.report_path)],
+        publish_files([*pairs, (work_report, result.report_path)],
                       overwrite=overwrite or not report.passed, what="artifact")
     if not report.passed:
         raise EdgepruneError(
@@ -378,14 +400,28 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
             export_onnx(model, fp32, input_size=meta.input_size, opset=opset, dynamic_batch=True)
             say(f"quantizing to INT8 (QDQ, per-channel weights), calibrated on {len(idx)} "
                 f"training images of {data.name}")
-            sparsity = quantize_int8(fp32, out, calib, per_channel=True,
+            qdq = out if fmt == "onnx-int8" else Path(tmp) / "qdq.onnx"
+            sparsity = quantize_int8(fp32, qdq, calib, per_channel=True,
                                      calibrate_method=calibrate_method, log=say)
-            # "INT8 is faster" is measured, never assumed: both files on every installed backend.
-            info["int8_speed"] = int8_speed(fp32, out, meta.input_size, threads=threads)
-            for backend, speed in info["int8_speed"].items():
-                say(f"{backend}: batch-1 INT8 {speed['int8_b1_ms']:.3f} ms vs FP32 "
-                    f"{speed['fp32_b1_ms']:.3f} ms ({speed['speedup']:.2f}x), measured round-robin "
-                    f"on {speed['device']}, {threads} thread(s)")
+            if fmt == "openvino-int8":
+                from edgeprune.export.openvino import quantize_openvino
+
+                quantize_openvino(fp32, out, calib, log=say)
+                # NNCF's IR is kept only as the measurement says: timed on OpenVINO against the
+                # FP32 file and against the QDQ file (same calibration), round-robin.
+                info["openvino_int8_speed"] = openvino_int8_speed(fp32, qdq, out, meta.input_size,
+                                                                  threads=threads)
+                sp = info["openvino_int8_speed"]
+                say(f"openvino: batch-1 NNCF IR {sp['ir_b1_ms']:.3f} ms, QDQ .onnx {sp['qdq_b1_ms']:.3f} "
+                    f"ms, FP32 {sp['fp32_b1_ms']:.3f} ms ({sp['ir_vs_qdq']:.2f}x vs QDQ, "
+                    f"{sp['ir_vs_fp32']:.2f}x vs FP32), round-robin on {sp['device']}, {threads} thread(s)")
+            else:
+                # "INT8 is faster" is measured, never assumed: both files on every installed backend.
+                info["int8_speed"] = int8_speed(fp32, out, meta.input_size, threads=threads)
+                for backend, speed in info["int8_speed"].items():
+                    say(f"{backend}: batch-1 INT8 {speed['int8_b1_ms']:.3f} ms vs FP32 "
+                        f"{speed['fp32_b1_ms']:.3f} ms ({speed['speedup']:.2f}x), measured round-robin "
+                        f"on {speed['device']}, {threads} thread(s)")
         if not sparsity.zeros_kept:
             raise EdgepruneError(
                 "INT8 quantization did not keep the FP32 model's zero weights (or none could be "
@@ -394,12 +430,32 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
         calibration = {"images": int(len(idx)), "method": calibrate_method, "data": data.name,
                        "split": "train", "seed": seed, "per_channel": True,
                        "activations": "uint8 asymmetric", "weights": "int8 symmetric"}
-        values[md.WEIGHT_SPARSITY_INT8] = sparsity.int8_sparsity
+        if fmt == "openvino-int8":
+            import nncf
+
+            calibration.update(method=f"nncf {nncf.__version__} post-training (default preset)",
+                               activations="int8 per tensor (NNCF)", weights="int8 symmetric per channel")
+        else:
+            values[md.WEIGHT_SPARSITY_INT8] = sparsity.int8_sparsity
         values[md.CALIBRATION] = calibration
-        info.update(int8=sparsity.to_dict(), calibration=calibration)
+        info.update(calibration=calibration)
+        if fmt == "onnx-int8":  # the zeros' fate in the QDQ file (NNCF's IR stores its own weights)
+            from edgeprune.export.int8 import optimized_graph
+
+            info.update(int8=sparsity.to_dict())
+            # What ONNX Runtime runs after optimisation: integer or float, conv by conv.
+            graph = optimized_graph(out, threads=threads)
+            info["optimized_graph"] = {k: v for k, v in graph.items() if k != "ops"}
+            head = ", ".join(f"{h['op']} ({'integer' if h['integer'] else 'float'})" for h in graph["classifier"])
+            say(f"ONNX Runtime optimised graph: {graph['integer_convs']} of {graph['convs']} convolutions "
+                f"integer (depthwise {graph['depthwise_integer']} integer, {graph['depthwise_float']} float; "
+                f"first conv {'integer' if graph['first_conv_integer'] else 'float'}), classifier {head or 'none'}")
+            if graph["float_convs"]:
+                say(f"NOTE: {len(graph['float_convs'])} convolution(s) stay float after optimisation "
+                    f"(DequantizeLinear feeding FP32 kernels): {', '.join(graph['float_convs'][:8])}")
         say(f"weight sparsity FP32 {sparsity.fp32_sparsity:.4f} -> INT8 {sparsity.int8_sparsity:.4f} "
             f"(every FP32 zero still zero: {sparsity.zeros_kept})")
-        set_onnx_metadata(out, values)
+        set_artifact_metadata(out, values)
         # Rounding moves logits, so top-1 agreement is reported, not gated: the gate is accuracy.
         min_agreement = None
         gate = max_drop
@@ -421,7 +477,7 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
         accuracy = {md.TEST_ACCURACY: report.artifact_accuracy,
                     md.REFERENCE_ACCURACY: report.reference_accuracy,
                     md.ACCURACY_DATA: f"{data.name} (test, {report.n_images} images)"}
-        set_onnx_metadata(out, accuracy)
+        set_artifact_metadata(out, accuracy)
         info.update(test_accuracy=report.artifact_accuracy, reference_accuracy=report.reference_accuracy)
     info["metadata"] = md.decode(_read_props(out))
     return ExportResult(out, fmt, sidecar_path(out), report, info)
@@ -453,8 +509,40 @@ def int8_speed(fp32: Path, int8: Path, input_size: int, *, threads: int = 1,
     return result
 
 
+def openvino_int8_speed(fp32: Path, qdq: Path, ir: Path, input_size: int, *, threads: int = 1,
+                        budget_s: float = SPEED_BUDGET_S) -> dict[str, Any]:
+    """Batch-1 latency on OpenVINO of the FP32 .onnx, ONNX Runtime's QDQ .onnx and NNCF's IR,
+    timed round-robin on the same cores."""
+    from edgeprune.runtime.backends import make_backend
+    from edgeprune.runtime.measure import cpu_device_label, cpu_isa, time_round_robin
+
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size), dtype=np.float32)
+    runs = {kind: make_backend("openvino", path, threads=threads)
+            for kind, path in (("fp32", fp32), ("qdq", qdq), ("ir", ir))}
+    timing = time_round_robin({kind: (lambda b=b: b.run(x)) for kind, b in runs.items()},
+                              budget_s=budget_s * 1.5, cpus=threads)
+    ms = {kind: t.median_ms for kind, t in timing.items()}
+    return {"fp32_b1_ms": ms["fp32"], "qdq_b1_ms": ms["qdq"], "ir_b1_ms": ms["ir"],
+            "ir_vs_qdq": ms["qdq"] / ms["ir"], "ir_vs_fp32": ms["fp32"] / ms["ir"],
+            "ir_beats_qdq": ms["ir"] < ms["qdq"], "backend": "openvino", "device": cpu_device_label(),
+            "isa": cpu_isa(), "threads": threads}
+
+
+def set_artifact_metadata(path: Path, values: dict[str, Any]) -> None:
+    """Metadata into an ONNX file's metadata_props or an OpenVINO IR's rt_info."""
+    if path.suffix.lower() == ".xml":
+        from edgeprune.export.openvino import set_ir_metadata
+
+        set_ir_metadata(path, md.encode(values))
+    else:
+        set_onnx_metadata(path, values)
+
+
 def _read_props(path: Path) -> dict[str, str]:
     import onnx
+
+    if path.suffix.lower() == ".xml":
+        return md.read_props(path)
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 

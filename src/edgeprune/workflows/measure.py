@@ -39,7 +39,8 @@ from edgeprune.metrics.size import GZIP_LEVEL, weight_file_sizes
 if TYPE_CHECKING:
     from edgeprune.data import DataBundle
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+DEFAULT_RUNTIMES = ("torch", "onnxruntime")  # openvino when asked for (an optional extra)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def measure(
     data: DataBundle | None = None,
     threads: int = 1,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] = DEFAULT_RUNTIMES,
     warmup: int = DEFAULT_WARMUP,
     runs: int = DEFAULT_RUNS,
     memory: bool = True,
@@ -140,6 +141,11 @@ def measure(
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
         raise EdgepruneError(f"unknown runtime(s) {unknown}: choose from {', '.join(RUNTIMES)}")
+    from edgeprune.runtime.backends import parse_runtimes
+
+    backends = [r for r in RUNTIMES if r in runtimes and r != "torch"]
+    if backends:
+        parse_runtimes(backends)  # an ONNX backend that is not installed fails here, clearly
     if torch_prune.is_pruned(model):
         raise EdgepruneError(
             "the model still has pruning masks attached: make the pruning permanent first, "
@@ -168,21 +174,21 @@ def measure(
     memory_note = "not measured: ONNX Runtime was skipped" if memory else "not measured: not asked for"
     with tempfile.TemporaryDirectory(prefix="edgeprune-measure-") as tmp:
         onnx_path = None
-        if "onnxruntime" in runtimes:
-            say("exporting to ONNX for ONNX Runtime")
+        if backends:
+            say(f"exporting to ONNX for {', '.join(backends)}")
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=input_size)
         say(f"timing {' and '.join(r for r in RUNTIMES if r in runtimes)} at batch sizes "
             f"{list(batch_sizes)} with {threads} thread(s), round-robin")
         latency.update(latency_compared(
             model if "torch" in runtimes else None, onnx_path, input_size=input_size,
             batch_sizes=batch_sizes, threads=threads, warmup=warmup, runs=runs,
-            energy=bool(energy_zones),
+            energy=bool(energy_zones), backends=backends,
         ))
         if "torch" in runtimes and energy_zones:
             energy_batch = f"batch{max(batch_sizes)}"
             energy_mj_per_image = latency["torch"][energy_batch].get("energy_mj_per_image")
             energy_note = f"{energy_note}; over the torch {energy_batch} timed runs"
-        if onnx_path is not None and memory:
+        if onnx_path is not None and memory and "onnxruntime" in backends:
             say("measuring peak memory in a fresh process")
             peak_memory = peak_memory_bytes(onnx_path, input_size=input_size, threads=threads)
             memory_note = PEAK_MEMORY_NOTE.format(threads=threads)

@@ -27,6 +27,14 @@ from edgeprune.train.loop import check_batch_norm_batches
 from edgeprune.validation import check_option
 
 
+def _asked(config: PruningConfig) -> str:
+    budget = getattr(config, "latency_budget_ms", None)
+    if budget is not None:
+        return f"a {budget:g} ms batch-1 latency budget"
+    kind = getattr(config, "target_kind", "weights")
+    return f"{config.amount} ({kind})"
+
+
 @dataclass
 class PruneJob:
     config: PruningConfig
@@ -151,7 +159,7 @@ def prune_model(
     baseline_test = accuracy_on(data.test, model)
     say(
         f"pruning {meta.architecture} from {checkpoint} on {device}: {job.config.method} to "
-        f"{job.config.amount}, {job.schedule.kind} x{job.schedule.steps}, {recipe.epochs} fine-tune "
+        f"{_asked(job.config)}, {job.schedule.kind} x{job.schedule.steps}, {recipe.epochs} fine-tune "
         f"epoch(s) per step; baseline val "
         f"{'n/a' if baseline_val is None else f'{baseline_val:.4f}'}, test {baseline_test:.4f}"
     )
