@@ -258,8 +258,22 @@ def test_cli_help_lists_the_commands(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "evaluate", "measure", "data", "demo"):
+    for command in ("train", "evaluate", "measure", "data", "demo", "study", "station"):
         assert command in text
+
+
+def test_cli_help_lists_each_command_by_one_unbroken_summary():
+    """The docstrings are wrapped at 100 columns; --help must not keep those breaks mid-sentence."""
+    from edgeprune.cli import app
+
+    def commands(typer_app):
+        yield from typer_app.registered_commands
+        for group in typer_app.registered_groups:
+            yield from commands(group.typer_instance)
+
+    listed = [info for info in commands(app) if info.callback is not None and info.callback.__doc__]
+    assert len(listed) >= 12
+    assert all(info.short_help and "\n" not in info.short_help for info in listed)
 
 
 def test_distillation_loss_is_zero_soft_term_when_student_equals_teacher():

@@ -25,6 +25,22 @@ from edgeprune.cli import commands_station_dashboard as _commands_station_dashbo
 # isort: on
 
 
+def _one_line_summaries(typer_app) -> None:
+    """Typer lists a command by its raw docstring, hard line breaks included, so `--help` showed
+    sentences cut mid-line: list each command by its first paragraph as one line instead."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            first = inspect.cleandoc(info.callback.__doc__).split("\n\n")[0]
+            info.short_help = " ".join(first.split())
+    for group in typer_app.registered_groups:
+        _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input ends with `error: ...` on stderr and exit code 2, not a traceback.
 
