@@ -25,7 +25,7 @@ from edgeprune.data.sources import (
     load_cifar_arrays,
     load_digits_arrays,
 )
-from edgeprune.data.splits import first_n_per_class, stratified_holdout
+from edgeprune.data.splits import first_n_per_class, stratified_fold, stratified_holdout
 from edgeprune.errors import EdgepruneError
 
 MAX_DECODED_BYTES = 32 * 2**30  # refuse requests whose decoded cache would not fit a normal machine
@@ -150,6 +150,21 @@ def _resize_note(stats: FileStats, image_size: int) -> str | None:
     )
 
 
+SOURCES_WITH_A_TEST_SET = ("cifar10", "imagefolder")
+
+
+def check_folds(kind: str, opts: DataOptions) -> None:
+    """k-fold partitions an unsplit source; one with its own test set keeps that test set (folding
+    it into the pool would test on images the source's authors meant for training, and change
+    the benchmark), so folds > 1 is refused there before anything is decoded."""
+    if opts.folds > 1 and kind in SOURCES_WITH_A_TEST_SET:
+        raise EdgepruneError(
+            f"folds = {opts.folds} needs a source without its own test set (digits or one "
+            f"class-folder tree); {opts.spec} is {'CIFAR-10' if kind == 'cifar10' else 'an ImageFolder tree'} "
+            "with a fixed train/test split: use folds = 1"
+        )
+
+
 def as_options(spec: str | DataOptions, options: dict) -> DataOptions:
     """A DataOptions from either an options object or a spec plus keywords (not both)."""
     if isinstance(spec, DataOptions):
@@ -195,6 +210,7 @@ def load_data_with_stats(
     val_fraction, test_fraction, max_per_class = opts.val_fraction, opts.test_fraction, opts.max_per_class
     log = log or (lambda _message: None)
     source = detect_source(spec, download=opts.download)
+    check_folds(source.kind, opts)
     notes: list[str] = []
     stats: FileStats | None = None
     test: Split | None = None
@@ -240,7 +256,14 @@ def load_data_with_stats(
     if max_per_class is not None:
         name += f", first {max_per_class} per class"
     own_test_split = test is None
-    if own_test_split:
+    if own_test_split and opts.folds > 1:
+        kept, held = stratified_fold(
+            pool.labels.numpy(), opts.folds, opts.fold, seed=seed, class_names=class_names
+        )
+        pool, test = pool.subset(kept), pool.subset(held)
+        test_fraction = 1 / opts.folds  # recorded: the share each fold's test part holds
+        name += f", stratified {opts.folds}-fold split, fold {opts.fold} (0..{opts.folds - 1}) as test (seed {seed})"
+    elif own_test_split:
         kept, held, note = stratified_holdout(
             pool.labels.numpy(), test_fraction, seed=seed, class_names=class_names, what="test"
         )
@@ -288,6 +311,7 @@ def load_data_with_stats(
         split=SplitRecord(
             seed=seed, val_fraction=val_fraction, test_fraction=test_fraction if own_test_split else None,
             max_per_class=max_per_class, image_size=image_size, fingerprint=fingerprint,
+            folds=opts.folds, fold=opts.fold,
         ),
     )
     return LoadedData(bundle, stats)
@@ -305,6 +329,8 @@ def load_data(
     every option; `sources.ACCEPTED_FORMS` for the specs).
 
     test_fraction splits sources without a test set (digits, a single class-folder tree);
+    folds > 1 with fold f instead tests on the f-th of `folds` disjoint stratified parts of such a
+    source (k-fold cross-validation; refused for a source with its own test set);
     val_fraction holds out a stratified validation split from the training data (0: none);
     max_per_class keeps the first N images per class of each split (sorted file order) before
     splitting; `log(str)` receives cache and skip messages, `progress(description, done, total)`

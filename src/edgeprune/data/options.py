@@ -25,6 +25,10 @@ class DataOptions:
     val_fraction: float = 0.1  # stratified hold-out of the training data for decisions (0: none)
     test_fraction: float = 0.2  # for sources without a test set (digits, one class-folder tree)
     seed: int = 0  # the split's seed (and nothing else)
+    # k-fold: folds > 1 tests on the fold-th of `folds` disjoint stratified parts of an unsplit
+    # source (test_fraction unused), training and validating on the rest; 1: one hold-out.
+    folds: int = 1
+    fold: int = 0
     normalization: str = "cifar"  # cifar | imagenet (statistics) | dataset (computed on train)
     max_per_class: int | None = None  # first N images per class of each split (quick runs)
     download: bool = False  # CIFAR-10 only
@@ -47,6 +51,13 @@ class DataOptions:
         check_option("val_fraction", self.val_fraction)
         check_option("test_fraction", self.test_fraction)
         check_option("seed", self.seed, name="--seed")
+        check_number(self.folds, "folds", integer=True, min=1)
+        check_number(self.fold, "fold", integer=True, min=0)
+        if self.fold >= self.folds:
+            raise EdgepruneError(
+                f"fold {self.fold} does not exist with folds = {self.folds}: folds are numbered "
+                f"0..{self.folds - 1}"
+            )
         if self.normalization not in NORMALIZATIONS:
             raise EdgepruneError(
                 f"unknown normalization {self.normalization!r}: choose one of {', '.join(NORMALIZATIONS)}"
@@ -69,31 +80,40 @@ class SplitRecord:
     max_per_class: int | None
     image_size: int
     fingerprint: str
+    folds: int = 1  # k-fold: the test set is part `fold` of `folds` (test_fraction is then 1/folds)
+    fold: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.folds == 1:  # a one-split record reads exactly as before k-fold existed
+            del values["folds"], values["fold"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SplitRecord:
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(values)
+        optional = {"folds", "fold"}  # records written before k-fold have one split
+        missing = names - optional - set(values)
         if missing:
             raise EdgepruneError(f"split record lacks {sorted(missing)}")
-        return cls(**{k: values[k] for k in names})
+        return cls(**{k: values[k] for k in names if k in values})
 
     def partition_differences(self, other: SplitRecord) -> list[str]:
         """What differs between the two splits in a way that moves images between train and test
         (or val); the image size does not: the same files land in the same split at any size."""
-        keys = ("seed", "val_fraction", "test_fraction", "max_per_class")
+        keys = ("seed", "val_fraction", "test_fraction", "max_per_class", "folds", "fold")
         return [f"{k} {getattr(self, k)} vs {getattr(other, k)}" for k in keys if getattr(self, k) != getattr(other, k)]
 
 
 def split_defaults(recorded: dict[str, Any] | None) -> dict[str, Any]:
-    """The DataOptions fields a checkpoint's split record fixes (seed, fractions, max_per_class)."""
+    """The DataOptions fields a checkpoint's split record fixes (seed, fractions, max_per_class,
+    and the fold of a k-fold split)."""
     if not recorded:
         return {}
     defaults = {"seed": recorded["seed"], "val_fraction": recorded["val_fraction"],
                 "max_per_class": recorded.get("max_per_class")}
+    if recorded.get("folds", 1) > 1:
+        defaults |= {"folds": recorded["folds"], "fold": recorded["fold"]}
     if recorded.get("test_fraction") is not None:
         defaults["test_fraction"] = recorded["test_fraction"]
     return defaults

@@ -1,11 +1,12 @@
-"""Deterministic subsetting and stratified hold-outs (train/test for unsplit sources, train/val)."""
+"""Deterministic subsetting, stratified hold-outs (train/test for unsplit sources, train/val) and
+stratified k-fold test parts (scikit-learn's StratifiedKFold)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from edgeprune.errors import EdgepruneError
 
@@ -55,3 +56,25 @@ def stratified_holdout(
             f"that a fraction of {fraction:g} gives"
         )
     return np.sort(kept), np.sort(held), note
+
+
+def stratified_fold(
+    labels: np.ndarray, folds: int, fold: int, *, seed: int, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, test), each sorted: the test part is the fold-th of `folds`
+    disjoint stratified parts, so over fold = 0..folds-1 every index is tested exactly once.
+
+    The parts come from one StratifiedKFold(shuffle=True, random_state=seed) of all the labels,
+    whatever the fold asked: each class is dealt to the parts in a seeded random order, its count
+    in any two parts differing by at most one image."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    too_small = [f"{class_names[i]} ({counts[i]})" for i in np.flatnonzero((counts > 0) & (counts < folds))]
+    if too_small:
+        raise EdgepruneError(
+            f"cannot split into {folds} stratified folds: every class needs at least {folds} images "
+            f"(one per fold's test set), but these have fewer: {', '.join(too_small)}. "
+            "Lower folds or use more images per class"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    kept, test = list(splitter.split(np.zeros(len(labels)), labels))[fold]
+    return np.sort(kept), np.sort(test)

@@ -1,7 +1,7 @@
 """A study config: one TOML file read with tomllib into dataclasses, validated before anything runs.
 
     name = "digits-quick"
-    folds = 1                      # > 1: every experiment per fold (see plan.py), mean and spread
+    folds = 1                      # > 1: stratified k-fold, every experiment per fold (plan.py)
     [data]        spec, image_size, val_fraction, test_fraction, seed, normalization, max_per_class
     [baseline]    arch, weights, width_mult, epochs, optimizer, lr, ... | checkpoint = "PATH"
     [finetune]    the fine-tune recipe (optimizer, lr, ...; epochs come from each experiment)
@@ -223,6 +223,12 @@ def parse_config(text: str, *, path: str | None = None) -> StudyConfig:
         raise _fail(f"folds must be an integer in [1, 20], got {folds!r}", path, lines, "", "folds")
 
     data = _parse_data(_table(raw, "data", path, lines), base_dir, path, lines, guarded)
+    if folds > 1:  # k-fold needs an unsplit source: refuse CIFAR-10 / ImageFolder trees here
+        from edgeprune.data.load import check_folds
+        from edgeprune.data.sources import detect_source
+
+        guarded("", "folds", lambda: check_folds(detect_source(data.spec, download=data.download).kind,
+                                                 data.replace(folds=folds)))
     baseline = _parse_baseline(_table(raw, "baseline", path, lines), base_dir, path, lines, guarded)
     if baseline.checkpoint and folds > 1:
         raise _fail("a baseline checkpoint holds one split; with folds > 1 each fold trains its own "

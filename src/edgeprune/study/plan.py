@@ -4,10 +4,12 @@ fingerprint, the baseline it starts from, the pruning job, the fine-tune recipe,
 settings). The key is what `--resume` trusts: an experiment whose key is in the database ran with
 exactly this config on exactly this data, so it is not run again; change anything and it runs.
 
-Folds: `folds = N` gives N stratified splits of the data, fold f using split seed `seed + f`
-(repeated stratified hold-out, as `DataOptions.seed` splits; the test sets of two folds may
-overlap, unlike textbook k-fold). Every experiment runs on every fold, from that fold's own
-baseline, and the results table reports mean and standard deviation over folds.
+Folds: `folds = N` is stratified k-fold cross-validation (`DataOptions.folds` / `fold`): the
+data is dealt once, by the split seed, into N disjoint stratified parts; fold f tests on part f
+and trains (validation carved out by val_fraction) on the other N-1, so every image is tested in
+exactly one fold. Every experiment runs on every fold, from that fold's own baseline, and the
+results table reports mean and standard deviation over folds. A source with its own test set
+(CIFAR-10, an ImageFolder train/test tree) refuses folds > 1.
 """
 
 from __future__ import annotations
@@ -57,8 +59,18 @@ def config_key(resolved: dict[str, Any]) -> str:
 
 
 def fold_data(config: StudyConfig, fold: int):
-    """The DataOptions of one fold (fold 0 is the config's own split)."""
-    return config.data.replace(seed=config.data.seed + fold) if fold else config.data
+    """The DataOptions of one fold: part `fold` of the config's k-fold split (folds = 1: the
+    config's own hold-out split)."""
+    return config.data.replace(folds=config.folds, fold=fold) if config.folds > 1 else config.data
+
+
+def _data_key(options, fingerprint: str) -> dict[str, Any]:
+    """The data options as keyed. folds / fold count only for k-fold, so a one-split study keeps
+    the keys it had before k-fold existed (--resume re-runs nothing)."""
+    values = dataclasses.asdict(options)
+    if values["folds"] == 1:
+        del values["folds"], values["fold"]
+    return {**values, "fingerprint": fingerprint}
 
 
 def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
@@ -71,7 +83,7 @@ def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
     archs = config.baseline.archs
     several = len(archs) > 1
     for fold in range(config.folds):
-        data = {**dataclasses.asdict(fold_data(config, fold)), "fingerprint": fingerprint}
+        data = _data_key(fold_data(config, fold), fingerprint)
         baseline_recipe = TrainRecipe(**config.baseline.recipe).to_dict()
         for arch in archs:
             spec_values = {k: v for k, v in dataclasses.asdict(config.baseline).items() if k != "archs"}
