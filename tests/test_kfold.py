@@ -174,3 +174,21 @@ def test_a_study_runs_fold_f_on_part_f_and_keeps_one_split_keys():
     assert all(fold_data(kfold, f).seed == kfold.data.seed for f in range(3))
     planned = plan_study(kfold, fingerprint="0" * 64)
     assert {(e.fold, e.config["data"]["fold"]) for e in planned} == {(0, 0), (1, 1), (2, 2)}
+
+
+def test_a_planned_fold_loads_its_own_part():
+    """What the runner does per fold: the experiment's stored data options load part f."""
+    from edgeprune.study import parse_config, plan_study
+    from edgeprune.study.execute import load_fold_data
+
+    text = (PROJECT_ROOT / "configs" / "digits-quick.toml").read_text()
+    kfold = parse_config("folds = 3\n" + text)
+    fingerprint = load_data(kfold.data).split.fingerprint
+    baselines = [e for e in plan_study(kfold, fingerprint=fingerprint) if e.kind == "baseline"]
+    tested = Counter()
+    for exp in baselines:
+        data = load_fold_data(exp.config)
+        assert (data.split.folds, data.split.fold) == (3, exp.fold)
+        tested += _rows(data.test.images.numpy())
+    whole = load_data(kfold.data)  # folds = 1: train + val + test is every image once
+    assert tested == sum((_rows(s.images.numpy()) for s in (whole.train, whole.val, whole.test)), Counter())
