@@ -10,7 +10,6 @@ way round, and the export works on a copy of the database with no station runnin
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.station.sources import is_image
+from edgeprune.station.sources import image_sha256, is_image
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -143,7 +142,7 @@ def export_labels(db_path: str | Path, out: str | Path) -> ExportResult:
             except OSError as exc:
                 skipped.append(f"decision {item['id']}: {source}: {exc.strerror or exc}")
                 continue
-            if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            if image_sha256(data) != item["sha256"]:
                 skipped.append(f"decision {item['id']}: {source} changed since it was decided")
                 continue
             if Path(item["label"]).name != item["label"] or item["label"] in (".", ".."):

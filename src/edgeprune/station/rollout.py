@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.backends import file_sha256
 from edgeprune.station.dashboard_config import DashboardConfig
 from edgeprune.station.decision import LoadedModel
 from edgeprune.station.review import connect
@@ -200,7 +201,7 @@ class Rollouts:
         from edgeprune.outputs import atomic_file
 
         target = self.models_dir / f"{sha}.onnx"
-        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha:
+        if target.is_file() and file_sha256(target) == sha:
             return target
         self.models_dir.mkdir(parents=True, exist_ok=True)
         with atomic_file(target, overwrite=True, what="uploaded model") as work:

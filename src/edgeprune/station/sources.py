@@ -38,7 +38,9 @@ class Item:
     state: dict[str, str] = field(default_factory=dict)
 
 
-def _hash(data: bytes | np.ndarray) -> str:
+def image_sha256(data: bytes | np.ndarray) -> str:
+    """The fingerprint the log keeps per image: the file's bytes (a camera frame's pixels). The
+    review export and the dashboard's thumbnails re-check files against it."""
     return hashlib.sha256(data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
@@ -112,7 +114,7 @@ class ReplaySource(Source):
                 return
             true_class, path = self.files[index]
             data = _read(path) or b""
-            yield Item(os.path.abspath(path), data, _hash(data), arrival, true_class,
+            yield Item(os.path.abspath(path), data, image_sha256(data), arrival, true_class,
                        {self.key: str(index + 1)})
             self.position = index + 1
 
@@ -211,7 +213,7 @@ class FolderSource(Source):
                 data = _read(candidate)
                 if data is None:
                     continue
-                yield Item(os.path.abspath(candidate), data, _hash(data), time.perf_counter())
+                yield Item(os.path.abspath(candidate), data, image_sha256(data), time.perf_counter())
                 if stop.is_set():
                     return
 
@@ -249,7 +251,7 @@ class CameraSource(Source):
             if not ok:
                 raise EdgepruneError(f"camera {self.index} stopped delivering frames")
             rgb = np.ascontiguousarray(frame[:, :, ::-1])  # OpenCV gives BGR
-            yield Item(f"camera:{self.index}/{time.time_ns()}", rgb, _hash(rgb), arrival)
+            yield Item(f"camera:{self.index}/{time.time_ns()}", rgb, image_sha256(rgb), arrival)
 
     def close(self) -> None:
         self.capture.release()

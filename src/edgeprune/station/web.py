@@ -20,7 +20,6 @@ bytes still hash to what was decided.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
 import logging
@@ -42,7 +41,7 @@ from edgeprune.station.mqtt import summarize
 from edgeprune.station.page import APP_JS, PAGE
 from edgeprune.station.review import ReviewLog, UnknownDecision, connect
 from edgeprune.station.rollout import RolloutRefused, Rollouts
-from edgeprune.station.sources import is_image
+from edgeprune.station.sources import image_sha256, is_image
 
 log = logging.getLogger("edgeprune.station.web")
 
@@ -268,7 +267,7 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
             raw = path.read_bytes()
         except OSError:
             raise HTTPException(404, f"the image of decision {decision_id} is gone") from None
-        if hashlib.sha256(raw).hexdigest() != sha:
+        if image_sha256(raw) != sha:
             raise HTTPException(410, f"the image of decision {decision_id} changed since it was decided")
         try:
             body = thumbnail(raw)
