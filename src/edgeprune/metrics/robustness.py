@@ -299,12 +299,14 @@ def evaluate_shifted(
     device: torch.device | str = "cpu",
     batch_size: int = 256,
     log: Callable[[str], None] | None = None,
+    clean=None,
 ) -> RobustnessResult:
     """Accuracy and balanced accuracy of `model` on the clean test images and under each shift at
     each severity. `model`: an `edgeprune.Model` (its normalisation and classes are used) or an
     nn.Module with `mean`, `std` and `class_names` given. `data`: a DataBundle (its test split),
     a Split, or (uint8 images (N, 3, H, W), labels). `shifts`: names (default all of SHIFTS);
-    `severities`: 0-3 (default 1, 2, 3); `seed` fixes the noise."""
+    `severities`: 0-3 (default 1, 2, 3); `seed` fixes the noise. `clean`: the EvalResult of this model on these
+    images when the caller already has it (a study evaluates every model anyway), not computed again."""
     from edgeprune.metrics.evaluate import evaluate
     from edgeprune.models import Model
 
@@ -330,7 +332,7 @@ def evaluate_shifted(
         return evaluate(module, Split(images, split.labels, split.paths), mean=mean, std=std,
                         class_names=class_names, device=device, batch_size=batch_size)
 
-    clean = score(split.images)
+    clean = clean if clean is not None else score(split.images)
     rows = []
     for shift in chosen:
         for severity in levels:

@@ -169,7 +169,7 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
         robustness = evaluate_shifted(
             model, data.test, shifts=measure.get("robustness_shifts"),
             severities=measure.get("robustness_severities"), mean=meta.mean, std=meta.std,
-            class_names=meta.class_names, log=log).to_dict()
+            class_names=meta.class_names, log=log, clean=ev).to_dict()
     return {
         "robustness": robustness,
         "params": counts["params"], "nonzero_params": counts["nonzero_params"], "sparsity": counts["sparsity"],
