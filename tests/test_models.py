@@ -142,3 +142,15 @@ def test_weights_from_a_state_dict_path(tmp_path):
     assert torch.equal(again.fc.weight, model.fc.weight)
     with pytest.raises(EdgepruneError, match="do not fit"):
         create_model("resnet18", 5, str(tmp_path / "w.pth"))
+
+
+def test_an_imagenet_weights_path_loads_its_body_under_a_new_head(shared_weights):
+    """The configs name ../shared/weights/mobilenet_v2-b0353104.pth (1000 classes) for a 10-class
+    task: the body must load bit for bit and the head must be new, not refused."""
+    source = shared_weights / "mobilenet_v2-b0353104.pth"
+    notes: list[str] = []
+    model = create_model("mobilenet_v2", 10, str(source), log=notes.append)
+    reference = torch.load(source, map_location="cpu", weights_only=True)
+    assert torch.equal(model.features[5].conv[1][0].weight, reference["features.5.conv.1.0.weight"])
+    assert model.classifier[1].out_features == 10
+    assert any("1000-class ImageNet head is replaced" in n for n in notes)

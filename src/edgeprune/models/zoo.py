@@ -43,6 +43,9 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+IMAGENET_CLASSES = 1000
+
+
 def _architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
@@ -256,7 +259,8 @@ def create_model(
     """Build `arch` with a new `num_classes` head.
 
     weights: `none` (random init), `imagenet` (torchvision enum from the hub cache; the head is
-    re-initialised), or a PATH to a state_dict for the full model with this head size.
+    re-initialised), or a PATH to a state_dict for the full model with this head size (or an
+    ImageNet file with its 1000-class head, whose head is replaced like `imagenet`'s).
     """
     spec = _architecture(arch)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -282,6 +286,16 @@ def create_model(
     path = Path(os.path.expanduser(weights))
     state = _load_weights_file(path)
     model = spec.builder(weights=None, num_classes=num_classes, **kwargs)
+    head_weight = state.get(f"{spec.head_path}.weight")
+    if (num_classes != IMAGENET_CLASSES and head_weight is not None
+            and head_weight.shape[0] == IMAGENET_CLASSES):
+        # A downloaded ImageNet file (torchvision's own .pth, as in ../shared/weights) is a
+        # backbone to transfer: keep its body, give it a new head, as `imagenet` does.
+        state = {k: v for k, v in state.items() if not k.startswith(f"{spec.head_path}.")}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(f"{spec.head_path}.")})
+        if log:
+            log(f"{path.name}: its {IMAGENET_CLASSES}-class ImageNet head is replaced by a new "
+                f"{num_classes}-class head (the body is loaded)")
     try:
         model.load_state_dict(state)
     except RuntimeError:
