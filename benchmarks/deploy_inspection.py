@@ -224,7 +224,6 @@ def stage_bench(args, data) -> list[dict]:
     from edgeprune.runtime.bench import achieved_gmacs
     from edgeprune.runtime.classifier import Classifier
     from edgeprune.runtime.measure import cpu_device_label, cpu_isa, file_size, time_round_robin
-    from edgeprune.export.openvino import ir_bin_path
 
     images, labels = data.test.images.numpy(), data.test.labels.numpy()
     rows, runners = [], {}
@@ -232,7 +231,7 @@ def stage_bench(args, data) -> list[dict]:
         if not path.is_file():
             log(f"bench {name}: no artifact (export failed or not run), skipped")
             continue
-        size = file_size(path) + (file_size(ir_bin_path(path)) if fmt == "openvino-int8" else 0)
+        size = file_size(path)  # an IR: .xml and .bin
         for runtime in (["openvino"] if fmt == "openvino-int8" else available_backends()):
             clf = Classifier(path, runtime=runtime, threads=args.bench_threads)
             log(f"bench {name} on {runtime}: accuracy on {len(labels)} test images")

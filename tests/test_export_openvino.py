@@ -13,7 +13,7 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.int8 import optimized_graph
-from edgeprune.export.openvino import ir_bin_path
+from edgeprune.runtime.metadata import ir_bin_path
 from edgeprune.models import load_checkpoint
 from edgeprune.runtime import metadata as md
 from edgeprune.runtime.classifier import Classifier
@@ -70,6 +70,19 @@ def test_openvino_ir_runs_without_torch_and_refuses_onnxruntime(ov_int8, digits3
     assert done.stdout.strip().splitlines()[-1] in digits32.class_names
     with pytest.raises(EdgepruneError, match="OpenVINO IR: it runs on OpenVINO only"):
         Classifier(ov_int8.path, runtime="onnxruntime")
+
+
+def test_bench_runs_an_ir_on_openvino_only(ov_int8, digits32):
+    from edgeprune.workflows import bench_artifacts
+
+    xml = Path(ov_int8.path)
+    rows = bench_artifacts([xml], data=digits32, threads=1, budget_s=0.2, memory=False)
+    assert [r["runtime"] for r in rows] == ["openvino"]  # never offered to ONNX Runtime
+    assert rows[0]["file_bytes"] == xml.stat().st_size + ir_bin_path(xml).stat().st_size
+    assert rows[0]["accuracy"] >= ov_int8.verification.reference_accuracy - 0.03
+    assert rows[0]["b1_median_ms"] > 0
+    with pytest.raises(EdgepruneError, match="only the openvino runtime reads"):
+        bench_artifacts([xml], runtimes="onnxruntime", memory=False)
 
 
 def test_openvino_int8_needs_an_xml_name(trained_digits_checkpoint, digits32, tmp_path):

@@ -19,13 +19,7 @@ from typing import Callable
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.runtime.metadata import IR_RT_INFO
-
-
-def ir_bin_path(xml: str | Path) -> Path:
-    """The weights file OpenVINO reads beside MODEL.xml (MODEL.bin)."""
-    p = Path(xml)
-    return p.with_suffix(".bin") if p.suffix.lower() == ".xml" else Path(f"{p}.bin")
+from edgeprune.runtime.metadata import IR_RT_INFO, ir_bin_path
 
 
 def quantize_openvino(fp32_onnx: str | Path, out_xml: str | Path, calibration: np.ndarray, *,

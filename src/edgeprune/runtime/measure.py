@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.energy import energy_used_uj, find_rapl_zones, read_energy
+from edgeprune.runtime.metadata import ir_bin_path, is_openvino_ir
 
 
 DEFAULT_WARMUP = 3  # untimed runs before timing
@@ -332,16 +333,22 @@ def energy_meter() -> Iterator[Energy]:
 def gzip_size(path: str | Path) -> int:
     """Bytes after gzip -9 of the file (or of every file in a folder, concatenated in name order)."""
     p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else _artifact_files(p)
     compressor_input = b"".join(f.read_bytes() for f in files)
     return len(gzip.compress(compressor_input, compresslevel=9, mtime=0))
 
 
+def _artifact_files(p: Path) -> list[Path]:
+    """A file, or an OpenVINO IR's MODEL.xml with the MODEL.bin it cannot run without."""
+    return [p, ir_bin_path(p)] if is_openvino_ir(p) and ir_bin_path(p).is_file() else [p]
+
+
 def file_size(path: str | Path) -> int:
+    """Bytes of a file (an OpenVINO IR: .xml and .bin), or of every file in a folder."""
     p = Path(path)
     if p.is_dir():
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return p.stat().st_size
+    return sum(f.stat().st_size for f in _artifact_files(p))
 
 
 CPUINFO = "/proc/cpuinfo"

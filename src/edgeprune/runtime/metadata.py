@@ -184,6 +184,12 @@ def is_openvino_ir(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".xml"
 
 
+def ir_bin_path(xml: str | Path) -> Path:
+    """The weights file OpenVINO reads beside MODEL.xml (MODEL.bin)."""
+    p = Path(xml)
+    return p.with_suffix(".bin") if p.suffix.lower() == ".xml" else Path(f"{p}.bin")
+
+
 def ir_props(model) -> dict[str, str]:
     """The edgeprune metadata an OpenVINO IR carries in its rt_info (written by
     edgeprune.export.openvino), as the same {key: string} map an ONNX file's metadata_props give."""

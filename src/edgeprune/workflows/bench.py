@@ -21,6 +21,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.validation import check_option
 from edgeprune.runtime.bench import Pending, accuracy_of, finish_rows, onnx_pending
 from edgeprune.runtime.measure import PROBE_PRELUDE, cpu_isa, file_size, gzip_size, run_memory_probe
+from edgeprune.runtime.metadata import ir_bin_path, is_openvino_ir
 
 Log = Callable[[str], None]
 
@@ -41,7 +42,8 @@ report(baseline)
 
 
 def artifact_kind(path: str | Path) -> str:
-    """`checkpoint` (folder with model.json), `sparse` (edgeprune sparse file) or `onnx`."""
+    """`checkpoint` (folder with model.json), `sparse` (edgeprune sparse file), `onnx`, or
+    `openvino-ir` (MODEL.xml beside its MODEL.bin)."""
     from edgeprune.export.sparse import is_sparse_file
 
     p = Path(path)
@@ -55,9 +57,27 @@ def artifact_kind(path: str | Path) -> str:
         return "sparse"
     if p.suffix.lower() == ".onnx":
         return "onnx"
+    if is_openvino_ir(p):
+        if not ir_bin_path(p).is_file():
+            raise EdgepruneError(f"{p}: an OpenVINO IR needs its weights file {ir_bin_path(p).name} beside it")
+        return "openvino-ir"
     raise EdgepruneError(
-        f"{p}: not a checkpoint folder, an .onnx file or an edgeprune sparse file"
+        f"{p}: not a checkpoint folder, an .onnx file, an OpenVINO IR (.xml) or an edgeprune sparse file"
     )
+
+
+def _runtimes_for(kind: str, backends: list[str], path: Path) -> list[str]:
+    """An IR runs on OpenVINO only; asked for other backends alone, say so rather than skip it."""
+    if kind != "openvino-ir":
+        return backends
+    if "openvino" not in backends:
+        from edgeprune.runtime.backends import check_runtime
+
+        check_runtime("openvino", allow_auto=False)  # not installed: the install hint
+        raise EdgepruneError(
+            f"{path.name} is an OpenVINO IR, which only the openvino runtime reads; "
+            f"--runtime {','.join(backends)} leaves it nothing to run on (add openvino)")
+    return ["openvino"]
 
 
 class TestImages:
@@ -203,11 +223,11 @@ def bench_artifacts(
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
         for index, (path, kind) in enumerate(kinds):
             name = path.name
-            if kind == "onnx":
+            if kind in ("onnx", "openvino-ir"):
                 meta = read_metadata(path)
                 images, labels = test_images.get(meta.input_size, meta.class_names,
                                                  getattr(meta, "split", None), what=name)
-                for runtime in backends:
+                for runtime in _runtimes_for(kind, backends, path):
                     say(f"bench {name}: loading on {runtime}, {threads} thread(s)")
                     pending.append(onnx_pending(path, runtime=runtime, threads=threads, images=images,
                                                 labels=labels, device=label, memory=memory))

@@ -91,7 +91,7 @@ def check_export_out(out: str | Path, *, inputs=(), overwrite: bool = False) -> 
     replace something without `overwrite`, or an input / a checkpoint's file ever."""
     companions = [sidecar_path(out)]
     if Path(out).suffix.lower() == ".xml":  # an OpenVINO IR: its weights file too
-        from edgeprune.export.openvino import ir_bin_path
+        from edgeprune.runtime.metadata import ir_bin_path
 
         companions.append(ir_bin_path(out))
     return check_output_file(out, inputs=inputs, overwrite=overwrite,
@@ -309,12 +309,10 @@ def export_model(
         report = dataclasses.replace(result.verification, artifact=str(out))
         final = out if report.passed else rejected_path(out)
         result = ExportResult(final, fmt, sidecar_path(final), report, result.info)
-        files = [work]
         pairs = [(work, final)]
         if fmt == "openvino-int8":
-            from edgeprune.export.openvino import ir_bin_path
+            from edgeprune.runtime.metadata import ir_bin_path
 
-            files.append(ir_bin_path(work))
             pairs.append((ir_bin_path(work), ir_bin_path(final)))
             result.info["weights_file"] = ir_bin_path(out).name
             result.info["weights_sha256"] = _sha256_file(ir_bin_path(work))
@@ -322,7 +320,8 @@ def export_model(
             source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
             verified_on="real test images" if report.real_images else "random inputs",
             warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
-            file_bytes=sum(file_size(f) for f in files), gzip_bytes=sum(gzip_size(f) for f in files),
+            # an IR's sizes count its .bin too (runtime.measure)
+            file_bytes=file_size(work), gzip_bytes=gzip_size(work),
             artifact_sha256=_sha256_file(work),  # ties the report to the very file it describes
         )
         sidecar = {
