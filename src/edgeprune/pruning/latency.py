@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -229,12 +228,13 @@ class LatencyTable:
         """Write the table (atomic: two runs at once never read half a file)."""
         record = {"key": self.key, "entries": self.entries,
                   "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        from edgeprune.outputs import atomic_file
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
+            with atomic_file(self.path, overwrite=True, what="latency table") as tmp:
+                tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        except (OSError, EdgepruneError):
             pass  # a read-only cache only costs measuring again next time
 
 
