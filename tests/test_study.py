@@ -145,3 +145,41 @@ def test_resume_of_a_finished_study_runs_nothing(quick_study):
     assert again.ran == [] and len(again.skipped) == len(outcome.planned)
     dry = run_study(load_config(CONFIG), run_dir, resume=True, dry_run=True)
     assert dry.estimate_s == 0.0
+
+
+def test_retime_times_every_model_again_in_one_round_robin(quick_study, tmp_path, capsys):
+    """`study retime` replaces each stored latency with one from a single round-robin over all
+    models and keeps accuracy and sizes; it works on a copy of the run folder."""
+    import shutil
+
+    from edgeprune.cli import main
+    from edgeprune.study import StudyStore
+
+    run_dir, outcome, _ = quick_study
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with StudyStore(copy) as store:
+        before = {r["key"]: r["result"] for r in store.rows()}
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "retime", str(copy), "--budget", "0.05", "--runtime", "onnxruntime"])
+    assert exc.value.code in (0, None)
+    assert "retimed" in capsys.readouterr().err
+    with StudyStore(copy) as store:
+        after = {r["key"]: r["result"] for r in store.rows()}
+    assert after.keys() == before.keys() and len(after) == len(outcome.planned)
+    changed = 0
+    for key, result in after.items():
+        old = before[key]
+        for field in ("accuracy", "balanced_accuracy", "onnx_bytes", "size_gzip_bytes", "params"):
+            assert result[field] == old[field]
+        timing = result["latency_timing"]
+        assert "one round-robin" in timing["mode"] and timing["threads"] == 1 and timing["budget_s"] == 0.05
+        new, was = result["latency"]["onnxruntime"], old["latency"]["onnxruntime"]
+        assert new["b1_ms"] > 0 and new["b64_ms"] > 0
+        assert new["peak_memory_bytes"] == was["peak_memory_bytes"]  # kept, not re-measured
+        changed += new["b1_ms"] != was["b1_ms"]
+    assert changed == len(after)  # every model was timed again
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "retime", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "error: no study database" in err and "Traceback" not in err

@@ -1,4 +1,4 @@
-"""`edgeprune study run|results|report|recommend`: a whole comparison from one TOML config."""
+"""`edgeprune study run|results|report|retime|recommend`: a whole comparison from one TOML config."""
 
 from __future__ import annotations
 
@@ -96,6 +96,30 @@ def report(
     written = write_report(run_dir, overwrite=overwrite, log=log)
     log(f"wrote {written.html} ({len(written.images)} plots) and {written.markdown}")
     console.print(written.recommendation.text, highlight=False)
+
+
+@study_app.command("retime")
+def retime(
+    run_dir: RunDir,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Inference threads "
+                       "(default: the study's [measure] threads).")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", min=0.01, help="Seconds per model, "
+                      "backend and batch size (default: the study's [measure] budget_s).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Backends, comma-separated "
+                       "(default: the study's, or every installed one).")] = None,
+) -> None:
+    """Time every model of a finished study again, all in one round-robin, and replace the stored
+    latencies: each model was timed when its experiment finished, possibly hours apart and under
+    other load. Run it on an otherwise idle machine; accuracy and sizes are kept."""
+    from edgeprune.study.results import format_table, results
+    from edgeprune.study.retime import retime_study
+
+    done = retime_study(run_dir, threads=threads, budget_s=budget, runtimes=runtime, log=log)
+    console.print(format_table(results(run_dir)), highlight=False)
+    load = done["load_average_1_5_15"]
+    log(f"{done['rows']} model(s) retimed on {done['device']}, {done['threads']} thread(s)"
+        + (f", load average {load[0]:.2f}" if load else "")
+        + f"; `edgeprune study report {run_dir} --overwrite` redraws the plots")
 
 
 @study_app.command("recommend")

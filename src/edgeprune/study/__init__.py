@@ -10,8 +10,8 @@ recommends a model.
 
 Modules: config (TOML -> dataclasses), plan (experiments keyed by a hash of their resolved
 config), store (SQLite in RUN_DIR), execute (one experiment on the workflows), runner (local and
-Ray executors), results, report, recommend. Names resolve lazily (pandas, matplotlib and Ray
-load only when used)."""
+Ray executors), retime (every model timed again in one round-robin), results, report, recommend.
+Names resolve lazily (pandas, matplotlib and Ray load only when used)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ _WHERE = {
     "StudyStore": "store",
     "run_study": "runner", "StudyRun": "runner",
     "write_report": "report",
+    "retime_study": "retime",
 }
 __all__ = sorted([*_WHERE, "Recommendation", "recommend", "results"])
 

@@ -110,6 +110,16 @@ class StudyStore:
             raise EdgepruneError(f"internal: experiment {experiment.name} ({experiment.key}) is "
                                  "already in the database") from None
 
+    def replace_results(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        """New result records for stored experiments (key, result), in one transaction: a re-timed
+        study is updated whole or not at all."""
+        with self.db:
+            for key, result in results:
+                changed = self.db.execute("UPDATE experiments SET result_json = ? WHERE key = ?",
+                                          (json.dumps(result, default=str), key)).rowcount
+                if changed != 1:
+                    raise EdgepruneError(f"internal: experiment {key} is not in the database")
+
     def rows(self) -> list[dict[str, Any]]:
         cursor = self.db.execute(
             "SELECT key, name, kind, fold, baseline_key, folder, config_json, result_json, wall_s,"
