@@ -21,7 +21,10 @@ Targets (from the issue), each printed as PASS/FAIL:
   - structured 50% + INT8: accuracy within 2 points of the dense model,
   - l1 90% sparse file: <= 25% of the dense model's gzip size (its safetensors, gzip -9).
 
-    python benchmarks/deploy.py [--dense DIR] [--structured DIR] [--sparse DIR] [--data SPEC]
+    (--structured-alt DIR adds a second structured model's FP32 and INT8 files to the same
+    round-robin: the same cut with another channel multiple, say)
+
+    python benchmarks/deploy.py [--dense DIR] [--structured DIR] [--structured-alt DIR] [--sparse DIR] [--data SPEC]
                                 [--threads 1] [--budget 3] [--device-label NAME]
 
 Writes benchmarks/results/deploy_<device_label>_<software>.csv (one row per artifact, with
@@ -57,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dense", type=Path, default=FRONTIER / "baseline", help="dense checkpoint folder")
     p.add_argument("--structured", type=Path, default=FRONTIER / "taylor-channel-geometric-50-ft3",
                    help="structured (channel) 50%% checkpoint folder")
+    p.add_argument("--structured-alt", type=Path, default=None,
+                   help="a second structured checkpoint (e.g. the same cut with --round-to 8) whose FP32 "
+                        "and INT8 files join the same round-robin as structured50-alt-*")
     p.add_argument("--sparse", type=Path, default=FRONTIER / "l1-geometric-90",
                    help="l1 unstructured 90%% checkpoint folder")
     p.add_argument("--data", default=default_data(), help="the data the models were trained on")
@@ -106,11 +112,13 @@ def main_cifar32(argv=None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     set_threads(args.threads)
-    metas = {name: meta_from_manifest(read_manifest(path)) for name, path in
-             (("dense", args.dense), ("structured", args.structured), ("sparse", args.sparse))}
+    checkpoints = {"dense": args.dense, "structured": args.structured, "sparse": args.sparse}
+    if args.structured_alt is not None:
+        checkpoints["structured_alt"] = args.structured_alt
+    metas = {name: meta_from_manifest(read_manifest(path)) for name, path in checkpoints.items()}
     sizes = {m.input_size for m in metas.values()}
     if len(sizes) != 1 or len({tuple(m.class_names) for m in metas.values()}) != 1:
-        raise EdgepruneError("the three checkpoints must share classes and input size")
+        raise EdgepruneError("the checkpoints must share classes and input size")
     from edgeprune.data import load_data
 
     dense_meta = metas["dense"]
@@ -126,6 +134,14 @@ def main_cifar32(argv=None) -> int:
         ("structured50-int8", args.structured, "onnx-int8", work / "structured50-int8.onnx"),
         ("l1-90-sparse", args.sparse, "sparse", work / "l1-90.epsparse"),
     ]
+    if args.structured_alt is not None:
+        plan[3:3] = [
+            ("structured50-alt-fp32", args.structured_alt, "onnx", work / "structured50-alt-fp32.onnx"),
+            ("structured50-alt-int8", args.structured_alt, "onnx-int8", work / "structured50-alt-int8.onnx"),
+        ]
+    # The channel multiple each structured model was cut to (round_to: "auto" resolves per CPU).
+    round_to = {name: (metas[name].pruning or {}).get("config", {}).get("round_to")
+                for name in ("structured", "structured_alt") if name in metas}
     exports = {}
     for name, ckpt, fmt, out in plan:
         log(f"export {name}: {ckpt} -> {out} ({fmt})")
@@ -183,7 +199,8 @@ def main_cifar32(argv=None) -> int:
         "device": label,
         "software": software,
         "versions": software_versions(),
-        "checkpoints": {"dense": str(args.dense), "structured": str(args.structured), "sparse": str(args.sparse)},
+        "checkpoints": {name: str(path) for name, path in checkpoints.items()},
+        "round_to": round_to,
         "data": data.name,
     }], args.results_dir / f"{stem}.json")
 
