@@ -31,7 +31,9 @@ def _cut(checkpoint, config):
 
 
 def test_latency_table_is_measured_once_then_read_from_the_cache(trained_digits_checkpoint, private_cache):
-    config = L2Channel(target=0.4, target_kind="latency")
+    # No per-group floor here: this test is about the cache, and at 32x32 a noisy table can put
+    # the 25 %-floor's prediction above 60 % of dense (seen once in CI: out of reach).
+    config = L2Channel(target=0.4, target_kind="latency", latency_min_keep=0.0)
     first = _cut(trained_digits_checkpoint, config)
     lat = first.latency
     assert lat["table_measured_now"] > 20 and lat["table_loaded"] == 0
@@ -100,7 +102,8 @@ def test_cli_latency_cut_reports_predicted_and_measured(trained_digits_checkpoin
               "--device", "cpu", "--finetune-epochs", "0", "--recalib-batches", "2",
               "--method", "l2-channel"]
     with pytest.raises(SystemExit) as exc:
-        main([*common, "--target-kind", "latency", "--target", "0.4", "--out", str(tmp_path / "a"), "--json"])
+        main([*common, "--target-kind", "latency", "--target", "0.4", "--latency-min-keep", "0",
+              "--out", str(tmp_path / "a"), "--json"])
     assert exc.value.code in (0, None)
     record = json.loads(capsys.readouterr().out)
     lat = record["latency"]

@@ -63,6 +63,12 @@ def prune(
         typer.Option("--latency-threads", help="--target-kind latency: threads the latency is "
                      "measured with (default 1)."),
     ] = None,
+    latency_min_keep: Annotated[
+        float | None,
+        typer.Option("--latency-min-keep", help="--target-kind latency: the least fraction of each "
+                     "group's channels the cut keeps (default 0.25; lower reaches further, at the risk "
+                     "of emptying the layers where latency is cheap to win)."),
+    ] = None,
     schedule: Annotated[
         str, typer.Option("--schedule", help="oneshot | geometric | linear | agp (cubic, as TF-MOT).")
     ] = "oneshot",
@@ -157,12 +163,13 @@ def prune(
         target_kind = "latency" if "target_kind" in config_fields else None
     if target_kind is None and "target_kind" in config_fields:
         target_kind = "params"  # the CLI's default for channel methods: a fraction of the parameters
-    if target_kind != "latency" and (latency_runtime is not None or latency_threads is not None):
-        raise EdgepruneError("--latency-runtime and --latency-threads go with --target-kind latency")
+    if target_kind != "latency" and (latency_runtime, latency_threads, latency_min_keep) != (None,) * 3:
+        raise EdgepruneError("--latency-runtime, --latency-threads and --latency-min-keep go with "
+                             "--target-kind latency")
     config = make_config(
         method, None if latency_budget_ms is not None and "target_kind" in config_fields else target,
         latency_budget_ms=latency_budget_ms, latency_runtime=latency_runtime,
-        latency_threads=latency_threads, scope=scope, target_kind=target_kind, round_to=round_to,
+        latency_threads=latency_threads, latency_min_keep=latency_min_keep, scope=scope, target_kind=target_kind, round_to=round_to,
         min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,
         max_layer_sparsity=max_layer_sparsity, scoring=scoring,
         seed=prune_seed if "seed" in config_fields else None,
