@@ -175,7 +175,8 @@ def render_compare(result: dict[str, Any]) -> Table:
 def bench(
     artifacts: Annotated[
         Optional[list[Path]],
-        typer.Argument(help="Checkpoint folders, .onnx files, OpenVINO IRs (.xml, run on openvino only) and/or sparse files.", show_default=False),
+        typer.Argument(help="Checkpoint folders, .onnx files, OpenVINO IRs (.xml, run on openvino only) "
+                            "and/or sparse files.", show_default=False),
     ] = None,
     data: Annotated[
         Optional[str],

@@ -169,7 +169,8 @@ def prune(
     config = make_config(
         method, None if latency_budget_ms is not None and "target_kind" in config_fields else target,
         latency_budget_ms=latency_budget_ms, latency_runtime=latency_runtime,
-        latency_threads=latency_threads, latency_min_keep=latency_min_keep, scope=scope, target_kind=target_kind, round_to=round_to,
+        latency_threads=latency_threads, latency_min_keep=latency_min_keep, scope=scope,
+        target_kind=target_kind, round_to=round_to,
         min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,
         max_layer_sparsity=max_layer_sparsity, scoring=scoring,
         seed=prune_seed if "seed" in config_fields else None,

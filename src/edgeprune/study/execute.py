@@ -141,6 +141,14 @@ def robustness_enabled(measure: dict[str, Any], n_test: int) -> bool:
     return n_test <= ROBUSTNESS_AUTO_MAX_TEST if setting == "auto" else bool(setting)
 
 
+def stored_timing(bench_row: dict[str, Any]) -> dict[str, Any]:
+    """A bench row's latencies as a study stores them per backend (also what `study retime`
+    replaces)."""
+    return {"b1_ms": bench_row["b1_median_ms"], "b64_ms": bench_row["b64_median_ms"],
+            "b1_p90_ms": bench_row["b1_p90_ms"], "b64_p90_ms": bench_row["b64_p90_ms"],
+            "software": bench_row["software"]}
+
+
 def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[str, Any],
                        log: Log | None = None) -> dict[str, Any]:
     """Counts on the saved model, accuracy on the test split (clean, and under shifted images
@@ -158,10 +166,8 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
     rows = bench_artifacts([onnx_path], data=data, threads=measure["threads"], budget_s=measure["budget_s"],
                            runtimes=list(measure["runtimes"]) if measure["runtimes"] else None,
                            memory=measure.get("memory", True), log=log)
-    latency = {row["runtime"]: {"b1_ms": row["b1_median_ms"], "b64_ms": row["b64_median_ms"],
-                                "b1_p90_ms": row["b1_p90_ms"], "b64_p90_ms": row["b64_p90_ms"],
-                                "accuracy": row["accuracy"], "peak_memory_bytes": row["peak_memory_bytes"],
-                                "software": row["software"]} for row in rows}
+    latency = {row["runtime"]: {**stored_timing(row), "accuracy": row["accuracy"],
+                                "peak_memory_bytes": row["peak_memory_bytes"]} for row in rows}
     robustness = None
     if robustness_enabled(measure, len(data.test)):
         from edgeprune.metrics.robustness import evaluate_shifted

@@ -27,7 +27,7 @@ def retime_study(run_dir: str | Path, *, threads: int | None = None, budget_s: f
     """Re-time every finished experiment's ONNX file in one round-robin per batch size and store
     the new latencies. threads / budget_s / runtimes: None keeps the study's [measure] values.
     Returns {"rows": n, "threads", "budget_s", "device", "load_average_1_5_15"}."""
-    from edgeprune.study.execute import ONNX_FILE
+    from edgeprune.study.execute import ONNX_FILE, stored_timing
     from edgeprune.workflows.bench import bench_artifacts
 
     run_dir = Path(run_dir)
@@ -62,10 +62,7 @@ def retime_study(run_dir: str | Path, *, threads: int | None = None, budget_s: f
             result = dict(row["result"])
             latency = {k: dict(v) for k, v in (result.get("latency") or {}).items()}
             for b in by_path.get(str(path), []):
-                kept = latency.get(b["runtime"], {})
-                latency[b["runtime"]] = {
-                    **kept, "b1_ms": b["b1_median_ms"], "b64_ms": b["b64_median_ms"],
-                    "b1_p90_ms": b["b1_p90_ms"], "b64_p90_ms": b["b64_p90_ms"], "software": b["software"]}
+                latency[b["runtime"]] = {**latency.get(b["runtime"], {}), **stored_timing(b)}
             result.update(latency=latency, latency_timing=timing, threads=threads,
                           device=bench[0]["device"])
             updated.append((row["key"], result))
