@@ -121,3 +121,35 @@ def test_cli_latency_cut_reports_predicted_and_measured(trained_digits_checkpoin
     with pytest.raises(SystemExit) as exc:
         main([*common, "--latency-budget-ms", "1", "--target", "0.5", "--out", str(tmp_path / "c")])
     assert exc.value.code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_knapsack_scores_are_comparable_across_groups():
+    """The latency knapsack weighs channels of different layers against each other. Taylor's
+    within-group ranking averages over the tensor slices a group removes, whose number differs
+    between groups; across groups its scores are summed (loss units). Magnitudes carry no loss
+    scale, so each group's are divided by their mean."""
+    import torch_pruning as tp
+    from torchvision.models import mobilenet_v2
+
+    from edgeprune.pruning.importance import get_importance
+
+    torch.manual_seed(0)
+    model = mobilenet_v2(num_classes=4)
+    x = torch.randn(8, 3, 32, 32)
+    torch.nn.functional.cross_entropy(model(x), torch.arange(8) % 4).backward()
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    groups = list(dg.get_all_groups(root_module_types=[torch.nn.Conv2d]))
+    taylor, l2 = get_importance("taylor", "channel"), get_importance("l2", "channel")
+    ratios = set()
+    for group in groups:
+        within, across = taylor(group), taylor.across_groups(group)
+        assert torch.equal(torch.argsort(within), torch.argsort(across))  # the same ranking
+        ratio = float(across.sum() / within.sum())
+        assert ratio >= 1.0 - 1e-5 and abs(ratio - round(ratio)) < 1e-3  # x (slices scored)
+        ratios.add(round(ratio))
+        normalised = l2.across_groups(group)
+        assert abs(float(normalised.mean()) - 1.0) < 1e-5
+        assert torch.equal(torch.argsort(l2(group)), torch.argsort(normalised))
+    # Groups remove different numbers of slices (a residual stream couples more layers than one
+    # expansion), so the mean-reduced scores were on different scales.
+    assert len(ratios) > 1, ratios

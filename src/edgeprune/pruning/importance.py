@@ -76,6 +76,16 @@ class ChannelImportance:
         if self.needs_gradients:
             accumulate_gradients(model, batches, self.num_batches, layers or {}, who=self.name)
 
+    def across_groups(self, group: Any) -> torch.Tensor:
+        """The group's channel scores made comparable with other groups' (the latency knapsack
+        weighs channels of different layers against each other). By default the scores divided
+        by their mean (Torch-Pruning's "mean" normaliser): a weight magnitude says nothing of how
+        much the loss depends on one layer rather than another, so every group counts its average
+        channel as 1. A criterion whose scores estimate the loss change itself (Taylor) overrides
+        this."""
+        scores = self(group).float()
+        return scores / scores.mean().clamp_min(torch.finfo(torch.float32).tiny)
+
     def __call__(self, group: Any) -> torch.Tensor:
         if self.estimator is None:
             raise NotImplementedError(
@@ -211,7 +221,16 @@ class Taylor(ChannelImportance):
 
     def __init__(self, num_batches: int = 4):
         super().__init__(tp.importance.GroupTaylorImportance(group_reduction="mean", normalizer=None))
+        self.summed = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
         self.num_batches = num_batches
+
+    def across_groups(self, group: Any) -> torch.Tensor:
+        """|w * dL/dw| summed over a slice is the first-order loss change of zeroing it, so a
+        channel's loss change is the sum over every slice its removal deletes. The "mean"
+        reduction used for ranking within a group divides by the group's number of slices, which
+        differs between groups; summed, the scores are in loss units and comparable across groups
+        as they are (HALP's latency-saliency knapsack uses them so)."""
+        return self.summed(group)
 
 
 @register_importance("random")

@@ -27,7 +27,10 @@ The greedy knapsack: while the predicted latency is above the target, take for e
 next grid count down, its latency saved (table, with the neighbouring layers at their current
 counts: the interaction between groups is measured, not assumed additive) and its importance lost
 (the sum of the scores of the channels it would remove, lowest first, from the config's
-criterion), and step the group with the least importance per millisecond saved.
+criterion made comparable across groups by `ChannelImportance.across_groups`: Taylor in loss
+units, magnitudes divided by their group's mean), and step the group with the least importance
+per millisecond saved. No group goes below `latency_min_keep` of its dense channels: the early
+high-resolution layers cost the most time per channel, and without a floor the cut empties them.
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ def _prune_for_latency(model, config: _Channel, example_inputs, state: Structure
             initial[g.key] = state.initial_channels.setdefault(g.key, g.channels)
             share = -(-int(config.latency_min_keep * initial[g.key]) // r) * r  # rounded up
             floors[g.key] = min(max(floor, share), g.channels)
-            s = criterion(g.group) if g.channels > floors[g.key] else None
+            s = criterion.across_groups(g.group) if g.channels > floors[g.key] else None
             if s is not None and s.numel() != g.channels:
                 raise EdgepruneError(
                     f"importance criterion gave {s.numel()} scores for the {g.channels} "
