@@ -435,8 +435,10 @@ def plan_counts(lat: LatencyModel, groups: list, scores: dict[str, torch.Tensor]
             lat.table.save()
             raise EdgepruneError(
                 f"a latency of {target_ms:.3f} ms is out of reach on {lat.runtime}: with every "
-                f"group at its floor (min_channels, round_to={round_to}) the prediction is "
-                f"{predicted:.3f} ms (dense {lat.dense_ms:.3f} ms)")
+                f"group at its floor (min_channels, round_to={round_to}, --latency-min-keep) the "
+                f"prediction is {predicted:.3f} ms (dense {lat.dense_ms:.3f} ms): ask for less, or "
+                "lower the floor; at small inputs fixed per-operator costs dominate, and removing "
+                "channels cannot cut them")
         _, key, nxt, saved = best
         counts[key] = nxt
         predicted = lat.predict(counts)
