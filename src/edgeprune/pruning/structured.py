@@ -329,12 +329,18 @@ def ensure_latency_model(model: nn.Module, config: _Channel, example_inputs: tor
     """The state's latency model, built (the dense network measured, the table filled) the first
     time: the model must still be the dense one then."""
     if state.latency is None:
-        from edgeprune.pruning.latency import build_latency_model
+        from edgeprune.pruning.latency import PROBE_RATIO, build_latency_model
 
         dg, groups = _groups(model, example_inputs, state)
+        # The probe: every group cut uniformly (which channels go does not change the time, so
+        # the cheap L2 score), timed beside the dense network to fit the table to the network.
+        probe, probe_state = copy.deepcopy(model), state.copy()
+        _apply_ratio(probe, example_inputs, config, probe_state, PROBE_RATIO,
+                     get_importance("l2", "channel"), count="channels")
         state.latency = build_latency_model(
-            model, example_inputs, dg, groups, runtime=config.latency_runtime,
-            threads=config.latency_threads, architecture=type(model).__name__, log=log)
+            model, example_inputs, dg, groups, probe, probe_state.current_channels,
+            runtime=config.latency_runtime, threads=config.latency_threads,
+            architecture=type(model).__name__, log=log)
     return state.latency
 
 
