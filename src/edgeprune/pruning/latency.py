@@ -64,6 +64,9 @@ PROBE_RATIO = 0.5  # the second network of the fit: every group at half its chan
 # reorders the network does not pay) and somewhat slower (cache misses): a fitted slope outside
 # this range is a timing burst, not the machine.
 SLOPE_RANGE = (0.2, 1.5)
+# A cut measured above (1 - target) * (1 + LATENCY_TOLERANCE) of dense is cut again, aiming lower
+# by the miss, at most LATENCY_CORRECTIONS times (batch-1 timings move a few % run to run).
+LATENCY_TOLERANCE, LATENCY_CORRECTIONS = 0.05, 2
 
 
 # ----------------------------------------------------------------------------- layer shapes
@@ -313,6 +316,7 @@ class LatencyModel:
     predicted_ms: float = 0.0
     measured_ms: float | None = None
     measured_dense_ms: float | None = None  # the dense network in the same round-robin
+    corrections: int = 0  # cuts made again because the measurement missed the target
 
     def __deepcopy__(self, memo):  # the table and the dense file are shared, never copied
         import copy
@@ -349,6 +353,7 @@ class LatencyModel:
             "measured_speedup": (self.measured_dense_ms / self.measured_ms
                                  if self.measured_ms and self.measured_dense_ms else None),
             "predicted_over_measured": (self.predicted_ms / self.measured_ms if self.measured_ms else None),
+            "corrections": self.corrections,
             # Ratios survive a machine whose load changes between the table and the result.
             "predicted_speedup": self.dense_ms / self.predicted_ms if self.predicted_ms else None,
             "fixed_ms": self.fixed_ms, "slope": self.slope, "probe_ms": self.probe_ms,

@@ -348,10 +348,47 @@ def _prune_for_latency(model, config: _Channel, example_inputs, state: Structure
                        target: float, batches, log) -> StructuredState:
     """Cut channels until the predicted batch-1 latency is (1 - target) of the dense network's,
     least importance per millisecond first (pruning.latency.plan_counts), then time the result
-    beside the dense network."""
-    from edgeprune.pruning.latency import measure_against_dense, plan_counts
+    beside the dense network. When the measurement misses the target by more than the timing
+    noise (the greedy picks exactly the cuts the table thinks cheapest, so it inherits the table's
+    optimism), it aims lower by the miss and cuts again from there: NetAdapt's measure-and-adjust,
+    at most LATENCY_CORRECTIONS times."""
+    from edgeprune.pruning.latency import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, measure_against_dense
 
     lat = ensure_latency_model(model, config, example_inputs, state, log)
+    aim_ms = lat.dense_ms * (1.0 - target)
+    lat.corrections = 0
+    for attempt in range(1 + LATENCY_CORRECTIONS):
+        try:
+            predicted = _latency_step(model, config, example_inputs, state, target, batches, lat, aim_ms)
+        except EdgepruneError as exc:
+            if attempt == 0:
+                raise
+            if log:  # a correction that cannot go further keeps the cut made so far
+                log(f"latency correction stopped: {exc}")
+            break
+        measure_against_dense(lat, model)
+        ratio = lat.measured_ms / lat.measured_dense_ms
+        if log:
+            log(f"latency cut to {1 - target:.0%} of dense on {lat.runtime}: predicted "
+                f"{predicted:.3f} ms, measured {lat.measured_ms:.3f} ms (dense "
+                f"{lat.measured_dense_ms:.3f} ms in the same round-robin: {ratio:.0%}; table "
+                f"{lat.table.measured} new / {len(lat.table.entries)} entries)")
+        if ratio <= (1.0 - target) * (1.0 + LATENCY_TOLERANCE) or attempt == LATENCY_CORRECTIONS:
+            break
+        aim_ms *= (1.0 - target) / ratio
+        lat.corrections += 1
+        if log:
+            log(f"measured {ratio:.0%} of dense where {1 - target:.0%} was asked: aiming the "
+                f"prediction at {aim_ms:.3f} ms and cutting further")
+    return state
+
+
+def _latency_step(model, config: _Channel, example_inputs, state: StructuredState, target: float,
+                  batches, lat, aim_ms: float) -> float:
+    """One plan-and-cut of _prune_for_latency: the model's current groups scored, the knapsack
+    run down to a predicted `aim_ms`, the counts applied. Returns the prediction."""
+    from edgeprune.pruning.latency import plan_counts
+
     criterion = config.importance()
     try:
         criterion.prepare(
@@ -372,18 +409,12 @@ def _prune_for_latency(model, config: _Channel, example_inputs, state: Structure
                     f"importance criterion gave {s.numel()} scores for the {g.channels} "
                     f"channels of {g.key}: it must return one score per channel of the group")
             scores[g.key] = s
-        counts, predicted = plan_counts(lat, groups, scores, floors, r, initial,
-                                        lat.dense_ms * (1.0 - target))
+        counts, predicted = plan_counts(lat, groups, scores, floors, r, initial, aim_ms)
         _apply_ratio(model, example_inputs, config, state, state.ratio, criterion, counts)
     finally:
         for p in model.parameters():
             p.grad = None
-    measure_against_dense(lat, model)
-    if log:
-        log(f"latency cut to {1 - target:.0%} of dense on {lat.runtime}: predicted "
-            f"{predicted:.3f} ms, measured {lat.measured_ms:.3f} ms (dense {lat.measured_dense_ms:.3f} "
-            f"ms in the same round-robin; table {lat.table.measured} new / {len(lat.table.entries)} entries)")
-    return state
+    return predicted
 
 
 def channel_table(state: StructuredState) -> list[dict[str, Any]]:
