@@ -19,10 +19,13 @@ How the latency of a candidate shape is known
   network = fixed + slope * sum(table), through two whole networks timed in one round-robin: the
   dense one and a probe with every group cut uniformly to half its channels. The fixed part holds
   what the table does not see (additions, pooling, per-call costs), the slope how much faster
-  the layers run inside the network than alone. Measured on MobileNetV2 (ONNX Runtime, 1 thread),
-  the earlier one-point model (dense + the table's difference) predicted 0.79-0.87 of the
-  measured time at 224x224, and the pure ratio (dense * table share) 1.27-1.44 at 32x32, where
-  call overheads are most of the table: each is right at one scale only.
+  the layers run inside the network than alone. Measured on MobileNetV2 at 224x224 (ONNX
+  Runtime, 1 thread, Taylor cuts to 40 % and 60 % of dense): the fit predicted 0.90-0.92 of the
+  measured time, the earlier one-point model (dense + the table's difference) 0.78-0.84 from the
+  same table; a pure ratio (dense * the table's share) is far off at 32x32, where call overheads
+  are most of the table (1.27-1.44). Both stay optimistic, since the greedy picks exactly the
+  cuts the table thinks cheapest: structured._prune_for_latency measures the result and cuts
+  again when it misses.
 - Entries are keyed by the layer's exact shape (channels in/out, kernel, stride, groups, input
   resolution), so a table is shared by every step, every run and every model of the same shapes
   on the same device; the file is cached per device key (CPU label, ISA, backend and version,
