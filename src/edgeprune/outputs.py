@@ -65,7 +65,9 @@ def _check_creatable(out: Path, what: str) -> None:
     if not ancestor.is_dir():
         raise EdgepruneError(f"cannot create {what} {out}: {ancestor} is a file, not a folder")
     try:  # a real probe: os.access says yes to root on a read-only file system
-        os.rmdir(tempfile.mkdtemp(prefix=".edgeprune-probe-", dir=ancestor))
+        # Named like the writer's own temporary entries (.NAME.tmp-*): a writer killed between
+        # the two calls leaves nothing of another kind (seen once in CI under load).
+        os.rmdir(tempfile.mkdtemp(prefix=f".{Path(out).name}{TMP_TAG}probe-", dir=ancestor))
     except OSError as exc:
         raise EdgepruneError(
             f"cannot write {what} {out}: {ancestor} is not writable ({exc.strerror or exc}); "
