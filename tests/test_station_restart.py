@@ -48,7 +48,9 @@ def test_sigkill_and_restart_decide_and_signal_each_image_once(tile_model, tmp_p
     plc = ModbusPlc().start()
     db = tmp_path / "station.db"
     try:
-        first = station_process(tile_model, replay, db, plc.port, "--rate", "25")
+        # 10 images a second: 1.8 s between the 12th decision and the last, room for a kill on a
+        # loaded machine (at 25 a second CI once saw all 30 decided before the kill landed).
+        first = station_process(tile_model, replay, db, plc.port, "--rate", "10")
         wait_rows(db, 12, first)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
