@@ -41,6 +41,15 @@ DeviceOpt = Annotated[
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="CPU threads for torch and ONNX Runtime.", min=1)
 ]
+AugmentOpt = Annotated[
+    str, typer.Option("--augment", help="Photometric training augmentation: none, or line (per-image "
+                      "brightness, contrast, sensor noise, defocus blur and JPEG, matched to "
+                      "`evaluate --shifts`; see edgeprune.data.augment).")
+]
+BalanceOpt = Annotated[
+    str, typer.Option("--balance", help="Rare classes: none, loss (class-weighted cross-entropy) or "
+                      "sampler (each class drawn equally often).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 OverwriteOpt = Annotated[
     bool,

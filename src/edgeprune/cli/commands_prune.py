@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import AugmentOpt, BalanceOpt, DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import DataRequest, data_options, load_data_for_checkpoint, log, warn, warn_if_chance
 
 
@@ -23,7 +23,7 @@ def _acc(x: float | None) -> str:
 
 
 @app.command()
-@data_options(exclude=("image_size", "normalization"))
+@data_options(exclude=("normalization",))
 def prune(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder to prune (model.safetensors + model.json).")],
     method: Annotated[
@@ -117,6 +117,8 @@ def prune(
         int, typer.Option("--recalib-batches", min=0, help="Training batches for batch-norm "
                           "recalibration after each step (0: off).")
     ] = 20,
+    augment: AugmentOpt = "none",
+    balance: BalanceOpt = "none",
     distill: Annotated[
         bool, typer.Option("--distill/--no-distill", help="Fine-tune against the unpruned model's "
                            "soft outputs (knowledge distillation, T=4, weight 0.5).")
@@ -182,7 +184,8 @@ def prune(
         config=config,
         schedule=Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3)),
         finetune=TrainRecipe(epochs=finetune_epochs, optimizer=optimizer, lr=lr,
-                             batch_size=batch_size, seed=prune_seed),
+                             batch_size=batch_size, seed=prune_seed, augment=augment,
+                             balance=balance),
         max_drop=max_drop, recalib_batches=recalib_batches, seed=prune_seed, distill=distill,
     )
     dev = resolve_device(device)

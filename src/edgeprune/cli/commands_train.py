@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeprune.cli.app import DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import AugmentOpt, BalanceOpt, DeviceOpt, JsonOpt, OverwriteOpt, ThreadsOpt, app, console
 from edgeprune.cli.common import (
     DataRequest, data_options, load_data_for_checkpoint, load_data_logged, log, warn, warn_if_chance,
 )
@@ -42,6 +42,8 @@ def train(
                      "would have fewer than 32 steps (small data sets need the steps)."),
     ] = None,
     width_mult: Annotated[float, typer.Option("--width-mult", help="MobileNetV2 width multiplier.")] = 1.0,
+    augment: AugmentOpt = "none",
+    balance: BalanceOpt = "none",
     threads: ThreadsOpt = 2,
     device: DeviceOpt = "auto",
     request: DataRequest = DataRequest(),
@@ -64,6 +66,7 @@ def train(
     recipe = TrainRecipe(
         epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         label_smoothing=label_smoothing, batch_size=batch_size, seed=options.seed,
+        augment=augment, balance=balance,
     ).resolved()
     dataset = load_data_logged(options)
     recipe = recipe.resolved(len(dataset.train.labels))  # the batch size depends on the data

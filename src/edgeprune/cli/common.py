@@ -145,7 +145,8 @@ def load_data_for_checkpoint(request: DataRequest, meta, what: str):
     from edgeprune.data import check_same_split
     from edgeprune.models import ensure_same_classes
 
-    options = request.options(recorded_split=meta.split, image_size=meta.input_size)
+    # --image-size only where a command offers it (prune: the resolution lever)
+    options = request.options(recorded_split=meta.split, image_size=request.image_size or meta.input_size)
     if not meta.split and request.seed is None:  # older checkpoints: the training seed at least
         options = options.replace(seed=int(meta.training.get("seed", 0) or 0))
     data = load_data_logged(options)

@@ -7,11 +7,16 @@ from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET
 from edgeprune.data.cache import DATA_FORMAT_VERSION, cache_root
 from edgeprune.data.check import check_data
 from edgeprune.data.load import channel_stats, load_data
-from edgeprune.data.loader import BatchLoader, random_crop_flip
+from edgeprune.data.augment import AUGMENTS, augment_batch
+from edgeprune.data.loader import BALANCES, BatchLoader, class_loss_weights, random_crop_flip
 from edgeprune.data.options import NORMALIZATIONS, DataOptions, SplitRecord, check_same_split, split_defaults
 from edgeprune.data.sources import ACCEPTED_FORMS
 
 __all__ = [
+    "AUGMENTS",
+    "BALANCES",
+    "augment_batch",
+    "class_loss_weights",
     "ACCEPTED_FORMS",
     "CIFAR_MEAN",
     "CIFAR_STD",

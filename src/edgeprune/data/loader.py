@@ -9,10 +9,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeprune.data.augment import augment_batch, check_augment
 from edgeprune.data.bundle import Split
 from edgeprune.errors import EdgepruneError
 
 CROP_PADDING = 4
+BALANCES = ("none", "loss", "sampler")
+
+
+def check_balance(name: str) -> str:
+    if name not in BALANCES:
+        raise EdgepruneError(f"unknown class balance {name!r}: choose one of {', '.join(BALANCES)} "
+                             "(loss: class-weighted cross-entropy; sampler: class-balanced sampling)")
+    return name
+
+
+def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-image weight 1 / (count of its class): each class then has the same total weight."""
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()
+
+
+def class_loss_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class cross-entropy weights n / (k * count) over the k classes present, so the weight
+    averages 1 over the images (a class absent from the split gets weight 1): the `loss` balance."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    present = int((counts > 0).sum())
+    weights = len(labels) / (present * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.ones_like(weights))
 
 
 def random_crop_flip(
@@ -43,8 +67,13 @@ class BatchLoader:
     """Iterable of (x float32 normalised (B, 3, H, W), y int64 (B,)), both on `device`.
 
     train=True reshuffles at every `__iter__` and augments (random crop with 4 px zero padding,
-    horizontal flip unless flip=False); the sequence of epochs is fixed by `seed`. train=False
-    keeps split order."""
+    horizontal flip unless flip=False, then the photometric preset `augment`, see
+    `edgeprune.data.augment`); the sequence of epochs is fixed by `seed`. train=False keeps split
+    order.
+
+    balance="sampler" (train only) draws each epoch's images with replacement, each with weight
+    1 / (its class's count), so every class is seen equally often: a rare defect class (fray has
+    32 of 1,344 magnetic tiles) is not drowned by the OK parts. The epoch keeps its length."""
 
     def __init__(
         self,
@@ -58,6 +87,8 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         flip: bool = True,
+        augment: str = "none",
+        balance: str = "none",
     ):
         if batch_size < 1:
             raise EdgepruneError(f"batch size must be >= 1, got {batch_size}")
@@ -68,6 +99,8 @@ class BatchLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.flip = flip
+        self.augment = check_augment(augment)
+        self.balance = check_balance(balance)
         self.epoch = 0
         # (x / 255 - mean) / std  ==  x * scale + shift, two in-place ops per batch.
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -84,7 +117,13 @@ class BatchLoader:
         seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         self.epoch += 1
-        order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
+        if not self.train:
+            order = torch.arange(n)
+        elif self.balance == "sampler":
+            order = torch.multinomial(class_balanced_weights(self.split.labels), n, replacement=True,
+                                      generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
         non_blocking = self.device.type == "cuda"
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
@@ -92,6 +131,7 @@ class BatchLoader:
             images = self.split.images[index].to(self.device, non_blocking=non_blocking)
             if self.train:
                 images = random_crop_flip(images, generator, flip=self.flip)
+                images = augment_batch(images, self.augment, generator)
             x = images.float().mul_(self._scale).add_(self._shift)
             y = self.split.labels[index].to(self.device, non_blocking=non_blocking)
             yield x, y

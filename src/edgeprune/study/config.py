@@ -129,7 +129,7 @@ TOP_KEYS = {"name", "folds", "data", "baseline", "finetune", "experiments", "gri
 DATA_KEYS = {"spec", "image_size", "val_fraction", "test_fraction", "seed", "normalization",
              "max_per_class", "download", "skip_bad"}
 RECIPE_KEYS = {"epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "batch_size", "schedule",
-               "seed"}
+               "seed", "augment", "balance"}
 BASELINE_KEYS = {"arch", "weights", "width_mult", "checkpoint"} | RECIPE_KEYS
 EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
 GRID_KEYS = {"method", "schedule", "target", "target_kind", "steps", "finetune_epochs", "distill",

@@ -13,6 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.nn import functional as F
 
+from edgeprune.data.augment import check_augment
+from edgeprune.data.loader import check_balance
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import seed_everything
 from edgeprune.validation import check_option
@@ -62,6 +64,12 @@ class TrainRecipe:
     # settle at the end, so the batch-norm running statistics match the weights evaluated.
     schedule: str = "auto"
     seed: int = 0
+    # Photometric training augmentation (edgeprune.data.augment): "none" or "line" (lamp,
+    # gain, focus and compression changes, matched to the robustness shifts).
+    augment: str = "none"
+    # Rare classes: "none", "loss" (class-weighted cross-entropy) or "sampler" (class-balanced
+    # sampling with replacement), see edgeprune.data.loader.
+    balance: str = "none"
 
     def __post_init__(self) -> None:
         # Every number checked when the recipe is built (CLI, study config or Python alike),
@@ -78,6 +86,8 @@ class TrainRecipe:
             )
         if self.schedule not in ("auto", *SCHEDULES):
             raise EdgepruneError(f"unknown lr schedule {self.schedule!r}: auto, cosine or constant")
+        check_augment(self.augment)
+        check_balance(self.balance)
 
     def resolved(self, n_train: int | None = None) -> "TrainRecipe":
         """Defaults filled in; the batch size too when `n_train` (training images) is given."""
@@ -91,7 +101,13 @@ class TrainRecipe:
         return TrainRecipe(**{**asdict(self), "lr": lr, "schedule": schedule, "batch_size": batch_size})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # The levers added later are left out at their defaults, so a recipe's dict (and the study
+        # experiment keys hashed from it) stays what it was for every run made before them.
+        values = asdict(self)
+        for key in ("augment", "balance"):
+            if values[key] == "none":
+                del values[key]
+        return values
 
 
 def _make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
@@ -235,7 +251,7 @@ def fit(
 
 def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end, description,
          teacher, distill_weight, temperature, keep_best) -> list[dict]:
-    from edgeprune.data import BatchLoader
+    from edgeprune.data import BatchLoader, class_loss_weights
     from edgeprune.metrics.evaluate import evaluate
 
     seed_everything(recipe.seed)
@@ -250,6 +266,8 @@ def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end
         seed=recipe.seed,
         drop_last=len(data.train.labels) > recipe.batch_size,  # no size-1 batches for BatchNorm
         flip=data.hflip,
+        augment=recipe.augment,
+        balance=recipe.balance,
     )
     optimizer = _make_optimizer(model, recipe)
     total_steps = recipe.epochs * len(loader)
@@ -257,7 +275,10 @@ def _fit(model, data, recipe, *, device, progress, log, after_step, on_epoch_end
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, recipe.schedule)
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    class_weights = None
+    if recipe.balance == "loss":
+        class_weights = class_loss_weights(data.train.labels, len(data.class_names)).to(device)
+    criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=recipe.label_smoothing)
     if teacher is not None:
         teacher = teacher.to(device).eval()
 

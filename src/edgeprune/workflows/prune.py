@@ -44,11 +44,16 @@ class PruneJob:
     recalib_batches: int = 20  # training batches for batch-norm recalibration (0: off)
     seed: int = 0
     distill: bool = False  # fine-tune against the unpruned model's soft outputs
+    # Fine-tuning after the last step (one cosine schedule, the best validation epoch kept; with
+    # distill against the dense model too): a deep cut at a camera's resolution needs more epochs
+    # than one per step. The per-epoch history is recorded (`final_finetune`).
+    final_epochs: int = 0
 
     def __post_init__(self) -> None:
         self.max_drop = check_option("max_drop", self.max_drop, optional=True)
         self.recalib_batches = check_option("recalib_batches", self.recalib_batches)
         self.seed = check_option("seed", self.seed)
+        self.final_epochs = check_option("epochs", self.final_epochs) if self.final_epochs else 0
         for name, kind in (("config", PruningConfig), ("schedule", Schedule), ("finetune", TrainRecipe)):
             if not isinstance(getattr(self, name), kind):
                 raise EdgepruneError(f"PruneJob.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
@@ -120,6 +125,15 @@ def prune_model(
     meta = model.meta
     checkpoint = source or meta.architecture
     ensure_same_classes(meta, data.class_names, data.name)
+    input_size_from = None
+    if data.image_size != meta.input_size:
+        # The resolution lever: a CNN with global pooling runs at any input size, so the pruned
+        # model is fine-tuned (and from then on runs) at the data's size. Fewer pixels cost
+        # compute in every layer, where fewer channels cost it in the pruned ones only.
+        input_size_from = meta.input_size
+        say(f"the pruned model takes {data.image_size}x{data.image_size} input (trained at "
+            f"{meta.input_size}x{meta.input_size}): it is fine-tuned at the new size")
+        meta = dataclasses.replace(meta, input_size=data.image_size)
     split_note = check_same_split(meta.split, data.split, allow_other_split=allow_other_split,
                                   what=checkpoint) if data.split is not None else None
     # Recalibration, Taylor's gradients and fine-tuning all run batch norm in training mode.
@@ -172,6 +186,21 @@ def prune_model(
         batches=train_batches(104729), log=log,
     )
     pruned = result.model
+    final_history = None
+    if job.final_epochs:
+        keep_zeros = None
+        if not job.config.structured:  # zeroed weights stay zero, as in each step's fine-tune
+            masks = [(p, p != 0) for p in pruned.parameters() if p.dim() > 1]
+
+            def keep_zeros() -> None:
+                with torch.no_grad():
+                    for param, mask in masks:
+                        param.mul_(mask)
+
+        final_history = fit(pruned, data, dataclasses.replace(recipe, epochs=job.final_epochs,
+                                                              seed=job.seed + 7),
+                            device=device, log=log, progress=progress, teacher=teacher,
+                            after_step=keep_zeros, description="final fine-tune")
     final_test = accuracy_on(data.test, pruned)
     final_val = accuracy_on(data.val, pruned) if has_val else None
     record = result.to_dict()
@@ -180,7 +209,9 @@ def prune_model(
         val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=checkpoint,
         split=data.split.to_dict() if data.split is not None else None, split_note=split_note,
         finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs, "distill": job.distill},
-        recalib_batches=job.recalib_batches, device=device_label(device),
+        final_finetune=({"epochs": job.final_epochs, "history": final_history}
+                        if final_history is not None else None),
+        recalib_batches=job.recalib_batches, device=device_label(device), input_size_from=input_size_from,
         seconds=time.perf_counter() - started, previous=meta.pruning or None,
     )
     new_meta = dataclasses.replace(

@@ -1,0 +1,42 @@
+"""Levers of a deep cut: a final fine-tune after the schedule, and the resolution lever."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeprune.data import load_data
+from edgeprune.models import Model
+from edgeprune.pruning import Schedule, TaylorChannel
+from edgeprune.train import TrainRecipe
+from edgeprune.workflows import train_baseline
+from edgeprune.workflows.prune import PruneJob, prune_checkpoint
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    data = load_data("digits", image_size=32, val_fraction=0.1, seed=0, max_per_class=40)
+    out = tmp_path_factory.mktemp("levers") / "dense"
+    train_baseline(data, arch="mobilenet_v2", recipe=TrainRecipe(epochs=2, batch_size=16), out=out,
+                   progress=False)
+    return out
+
+
+def test_final_epochs_fine_tune_after_the_schedule_and_record_their_curve(dense, tmp_path):
+    data = load_data("digits", image_size=32, val_fraction=0.1, seed=0, max_per_class=40)
+    job = PruneJob(config=TaylorChannel(target=0.5), schedule=Schedule("oneshot", 1),
+                   finetune=TrainRecipe(epochs=1, batch_size=16), distill=True, final_epochs=2)
+    outcome = prune_checkpoint(dense, data, job, out=tmp_path / "cut", progress=False)
+    final = outcome.record["final_finetune"]
+    assert final["epochs"] == 2 and [r["epoch"] for r in final["history"]] == [1, 2]
+    assert sum(r["kept"] for r in final["history"]) == 1
+    assert Model.load(tmp_path / "cut").meta.pruning["final_finetune"]["epochs"] == 2
+
+
+def test_a_cut_fine_tuned_at_another_resolution_takes_that_input(dense, tmp_path):
+    data = load_data("digits", image_size=24, val_fraction=0.1, seed=0, max_per_class=40)
+    job = PruneJob(config=TaylorChannel(target=0.5), schedule=Schedule("oneshot", 1),
+                   finetune=TrainRecipe(epochs=1, batch_size=16))
+    outcome = prune_checkpoint(dense, data, job, out=tmp_path / "small", progress=False)
+    model = Model.load(tmp_path / "small")
+    assert model.meta.input_size == 24 and outcome.record["input_size_from"] == 32
+    assert 0.0 <= outcome.record["test_accuracy"] <= 1.0
