@@ -36,6 +36,9 @@ from edgeprune.errors import EdgepruneError
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
 CHECKPOINT_FILES = (WEIGHTS_FILE, MANIFEST_FILE)
+# The manifest's format marker: a folder is a checkpoint edgeprune may replace only when its
+# model.json says so, not merely because two files carry these common names.
+CHECKPOINT_FORMAT = "edgeprune-checkpoint"
 TMP_TAG = ".tmp-"
 
 PathLike = str | os.PathLike
@@ -127,8 +130,29 @@ def check_output_folder(
                 f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): even --overwrite "
                 "replaces only a checkpoint folder; choose another location"
             )
+        if entries:
+            _check_is_checkpoint(out, what)
     _check_creatable(out, what)
     return out
+
+
+def _check_is_checkpoint(out: Path, what: str) -> None:
+    """--overwrite replaces a folder only when its content says edgeprune wrote it: a model.json
+    that is JSON with the checkpoint format marker (another tool's model.json + model.safetensors
+    would otherwise be deleted)."""
+    import json
+
+    manifest = out / MANIFEST_FILE
+    try:
+        marker = json.loads(manifest.read_text(encoding="utf-8")).get("format")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        marker = None
+    if marker != CHECKPOINT_FORMAT:
+        raise EdgepruneError(
+            f"{what} {out} is not an edgeprune checkpoint ({manifest} has no "
+            f'"format": "{CHECKPOINT_FORMAT}"): even --overwrite replaces only a checkpoint edgeprune '
+            "wrote; move its files away or choose another location"
+        )
 
 
 def check_output_file(

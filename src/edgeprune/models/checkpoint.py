@@ -22,10 +22,10 @@ from torch import nn
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.zoo import ARCHITECTURES, check_finite, create_model, get_submodule_parent
-from edgeprune.outputs import MANIFEST_FILE, WEIGHTS_FILE, atomic_folder, check_output_folder
+from edgeprune.outputs import CHECKPOINT_FORMAT, MANIFEST_FILE, WEIGHTS_FILE, atomic_folder, check_output_folder
 from edgeprune.validation import RANGES
 
-FORMAT = "edgeprune-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 FORMAT_VERSION = 1
 
 
