@@ -121,8 +121,18 @@ class Classifier:
             return np.zeros((0, len(meta.class_names)), dtype=np.float32)
         return np.concatenate(outs)
 
-    def classify_images(self, images: Sequence[ImageLike], batch_size: int = 64) -> list[Prediction]:
-        """Top-1 label and its softmax confidence for each image."""
+    def classify_images(self, images: Sequence[ImageLike] | ImageLike, batch_size: int = 64) -> list[Prediction]:
+        """Top-1 label and its softmax confidence for each image. `images`: a list of paths, PIL
+        images or arrays; one path or PIL image alone (a list of one prediction); or a numpy batch
+        (N, H, W, 3) / (N, 3, H, W)."""
+        from PIL import Image
+
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]  # a str is iterable too: its characters must not become "images"
+        elif isinstance(images, np.ndarray) and images.ndim != 4:
+            raise EdgepruneError(
+                f"classify_images takes a list of images or a batch array (N, H, W, 3) / (N, 3, H, W), "
+                f"got an array of shape {tuple(images.shape)}: wrap one image in a list ([image])")
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             probs = softmax(self.predict(self.preprocess(images[start : start + batch_size])))

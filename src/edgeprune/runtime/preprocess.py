@@ -90,6 +90,13 @@ def decode_image(item: ImageLike, size: int) -> np.ndarray:
         array = item
         if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
             array = array.transpose(1, 2, 0)  # CHW -> HWC
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))):
+            # PIL's own error here is "TypeError: Cannot handle this data type: (1, 1, 32), |u1"
+            raise EdgepruneError(
+                f"an image array must be (H, W), (H, W, C) or (3, H, W) with C = 1, 3 or 4, got shape "
+                f"{tuple(item.shape)} (several images: pass a list, or a batch (N, H, W, 3) / (N, 3, H, W))")
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
         if array.dtype == np.uint16:  # a 16-bit camera frame: the same rule as a 16-bit file
             array = sixteen_bit_to_8bit(array)
         if array.dtype != np.uint8:
