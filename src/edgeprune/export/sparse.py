@@ -189,13 +189,50 @@ def read_sparse_arrays(path: str | Path) -> tuple[dict[str, Any], dict[str, np.n
         body = lzma.decompress(data[len(MAGIC):], format=lzma.FORMAT_XZ)
     except lzma.LZMAError as exc:
         raise EdgepruneError(f"{p} is corrupt: {exc}") from None
+    if len(body) < 8 or struct.unpack("<Q", body[:8])[0] > len(body) - 8:
+        raise EdgepruneError(f"{p} is corrupt: its header length is missing or runs past the end of the file")
     (header_len,) = struct.unpack("<Q", body[:8])
-    header = json.loads(body[8 : 8 + header_len].decode("utf-8"))
-    if header.get("format") != FORMAT or header.get("format_version", 0) > FORMAT_VERSION:
+    try:
+        header = json.loads(body[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EdgepruneError(f"{p} is corrupt: its header is not UTF-8 JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise EdgepruneError(f"{p} is corrupt: its header is a JSON {type(header).__name__}, not an object")
+    if header.get("format") != FORMAT or not isinstance(header.get("format_version", 0), int) \
+            or header.get("format_version", 0) > FORMAT_VERSION:
         raise EdgepruneError(f"{p}: unsupported sparse format {header.get('format')} v{header.get('format_version')}")
     payload = memoryview(body)[8 + header_len :]
+    _check_entries(header, len(payload), p)
     arrays = {e["name"]: decode_tensor(e, payload) for e in header["tensors"]}
     return header, arrays
+
+
+_ENTRY_KEYS = {"name": str, "dtype": str, "shape": list, "encoding": str, "offset": int, "end": int, "sha256": str}
+
+
+def _check_entries(header: dict[str, Any], payload_len: int, p: Path) -> None:
+    """Every key `decode_tensor` reads, with its type, present in every entry (a damaged or
+    hand-made header would otherwise end in a KeyError or TypeError)."""
+    entries = header.get("tensors")
+    if not isinstance(entries, list):
+        raise EdgepruneError(f"{p} is corrupt: its header has no \"tensors\" list")
+    for i, entry in enumerate(entries):
+        where = f"{p} is corrupt: header tensor {i}"
+        if not isinstance(entry, dict):
+            raise EdgepruneError(f"{where} is not a JSON object")
+        where += f" ({entry['name']})" if isinstance(entry.get("name"), str) else ""
+        for key, kind in _ENTRY_KEYS.items():
+            if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                raise EdgepruneError(f"{where} lacks {key!r} (or it is not a {kind.__name__})")
+        if entry["dtype"] not in _DTYPES:
+            raise EdgepruneError(f"{where} has an unknown dtype {entry['dtype']!r} "
+                                 f"(known: {', '.join(_DTYPES)})")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in entry["shape"]):
+            raise EdgepruneError(f"{where} has an invalid shape {entry['shape']!r}")
+        if not 0 <= entry["offset"] <= entry["end"] <= payload_len:
+            raise EdgepruneError(f"{where} has byte ranges outside the payload")
+        if entry["encoding"] == "bitmask" and not isinstance(entry.get("mask_bytes"), int):
+            raise EdgepruneError(f"{where} lacks 'mask_bytes'")
 
 
 def _manifest_for(model, meta) -> dict[str, Any]:
@@ -241,7 +278,10 @@ def load_sparse(path: str | Path, device: str = "cpu"):
 
     header, arrays = read_sparse_arrays(path)
     check_finite(arrays, str(path))
-    manifest = header["manifest"]
+    manifest = header.get("manifest")
+    if not isinstance(manifest, dict):
+        raise EdgepruneError(f"{path} holds no model manifest (its header lacks \"manifest\"): "
+                             "it stores tensors, not a model")
     meta = meta_from_manifest(manifest)
     model = create_model(meta.architecture, meta.num_classes, "none", width_mult=meta.width_mult)
     apply_layer_manifest(model, manifest.get("layers", {}))
