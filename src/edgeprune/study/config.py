@@ -21,6 +21,7 @@ so a study and a command reject the same values with the same words.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -411,7 +412,11 @@ def _parse_experiments(raw: dict, path, lines, guarded) -> list[ExperimentSpec]:
 
 def _default_name(v: dict) -> str:
     parts = [str(v["method"]), str(v.get("schedule", "oneshot"))]
-    parts.append(f"{round(float(v['target']) * 100):g}")
+    target = v["target"]
+    # The name is made before the values are checked: a NaN, infinite or non-numeric target goes
+    # into it as written, and _check_experiment then names the key and its line.
+    finite = isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target)
+    parts.append(f"{round(target * 100):g}" if finite else str(target))
     if v.get("target_kind", "params") != "params" and "channel" in str(v["method"]):
         parts.append(str(v["target_kind"]))
     if v.get("schedule", "oneshot") != "oneshot":
