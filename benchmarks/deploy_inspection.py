@@ -28,10 +28,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, WORK, imagenet_hub_cache, shared_root  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
+    import numpy as np
 
 RUN_DIR = WORK / "deploy224"
 OK_CLASS = "free"  # the station's OK class; every other class is a defect
@@ -264,7 +268,7 @@ def stage_bench(args, data) -> list[dict]:
     for batch in BATCHES:
         x = rng.standard_normal((batch, 3, args.image_size, args.image_size), dtype=np.float32)
         log(f"timing {len(runners)} rows at batch {batch}, round-robin, {args.bench_threads} thread(s)")
-        timings = time_round_robin({k: (lambda f=f: f(x)) for k, f in runners.items()},
+        timings = time_round_robin({k: (lambda f=f, x=x: f(x)) for k, f in runners.items()},
                                    per_call_items=batch, warmup=3, runs_per_round=3, min_rounds=3,
                                    max_rounds=40, budget_s=args.budget * len(runners),
                                    cpus=args.bench_threads)

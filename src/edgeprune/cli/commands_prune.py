@@ -198,7 +198,7 @@ def prune(
     outcome = prune_checkpoint(checkpoint, dataset, job, out=out, overwrite=overwrite, device=dev,
                                progress=not as_json, log=log,
                                allow_other_split=request.allow_other_split)
-    result, record = outcome.result, outcome.record
+    record = outcome.record
     record["chance_level_warning"] = warn_if_chance(record["test_accuracy"], len(meta.class_names),
                                                     "pruned model's test")
     if as_json:
