@@ -29,7 +29,7 @@ from typing import Any, Callable
 from edgeprune.errors import EdgepruneError
 from edgeprune.study.config import EXECUTORS, StudyConfig, load_config
 from edgeprune.study.plan import Experiment, plan_study
-from edgeprune.study.store import DB_NAME, StudyStore
+from edgeprune.study.store import DB_NAME, LOCK_NAME, RunLock, StudyStore
 
 Log = Callable[[str], None]
 OVERHEAD_UNITS = 1.0  # export, verification and bench of one experiment, in training-epoch units
@@ -78,7 +78,7 @@ def check_run_dir(run_dir: Path, config: StudyConfig, *, resume: bool) -> None:
             raise EdgepruneError(f"{run_dir} holds the study {stored!r}, not {config.name!r}: resume it with "
                                  "its own config, or choose another --out")
         return
-    if any(run_dir.iterdir()):
+    if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise EdgepruneError(f"--out {run_dir} is a non-empty folder that holds no study; choose an "
                              "empty or new folder")
 
@@ -130,6 +130,17 @@ def run_study(config: StudyConfig | str | Path, out: str | Path, *, resume: bool
         raise EdgepruneError(f"unknown executor {executor!r}: {', '.join(EXECUTORS)}")
     run_dir = Path(out)
     check_run_dir(run_dir, config, resume=resume)
+    kwargs = dict(executor=executor, ray_address=ray_address, dry_run=dry_run, ray_init=ray_init, say=say,
+                  progress=progress)
+    if dry_run:  # reads only
+        return _run_study(config, run_dir, **kwargs)
+    with RunLock(run_dir):
+        check_run_dir(run_dir, config, resume=resume)  # again under the lock: its holder may have finished
+        return _run_study(config, run_dir, **kwargs)
+
+
+def _run_study(config: StudyConfig, run_dir: Path, *, executor: str, ray_address: str | None, dry_run: bool,
+               ray_init: dict[str, Any] | None, say: Log, progress: bool) -> StudyRun:
     from edgeprune.study.execute import load_fold_data
     from edgeprune.study.plan import fold_data
 

@@ -11,7 +11,9 @@ nothing that had finished.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -59,9 +61,23 @@ class StudyStore:
             raise EdgepruneError(f"no study database in {self.run_dir} (expected {self.path}): "
                                  "run `edgeprune study run CONFIG --out RUN_DIR` first")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        existed = self.path.is_file() and self.path.stat().st_size > 0
         self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        try:
+            if existed:
+                # A damaged file (truncated, overwritten, not SQLite at all) fails here with a
+                # message that names it, not later in a query with a bare sqlite3 traceback.
+                problems = [r[0] for r in self.db.execute("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(str(p) for p in problems[:3]))
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise EdgepruneError(
+                f"{self.path} is damaged and cannot be read ({exc}): restore it from a copy, or run the "
+                f"study again into a new --out (the finished experiments' folders in {self.run_dir} "
+                "are kept, but without their rows a resume would run them again)") from None
 
     def close(self) -> None:
         self.db.close()
@@ -132,3 +148,55 @@ class StudyStore:
                         "result": json.loads(result_json), "wall_s": wall_s, "started_at": started,
                         "finished_at": finished, "host": host})
         return out
+
+
+LOCK_NAME = "study.lock"
+
+
+class RunLock:
+    """The run folder's lock, held by the one `study run` writing into it (another run on the same
+    --out would delete the first one's unfinished experiment folders, which have no row yet).
+
+    An advisory fcntl lock on RUN_DIR/study.lock: the kernel releases it when its holder ends,
+    however it ends, so a crashed run never leaves a stale lock; the holder's pid is written into
+    the file for the error message. The file stays after the run (removing it would let a racing
+    run lock an unlinked copy)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self._created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise EdgepruneError(
+                f"another `study run` (pid {holder}) is running in {self.run_dir}: wait for it to "
+                f"finish (then add --resume), stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if self._created and os.listdir(self.run_dir) == [LOCK_NAME]:
+            # A run that failed before writing anything leaves no folder behind (a run racing
+            # for this lock found the folder empty and will be refused or make its own).
+            os.unlink(self.path)
+            os.rmdir(self.run_dir)
+        os.close(self._fd)  # closing the descriptor drops the lock
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
