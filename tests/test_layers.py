@@ -27,6 +27,7 @@ LAYERS: dict[str, float] = {
     "api": 7,
     "study": 7,
     "station": 7,
+    "fleet": 7.5,  # above station: it reads the stations' batch format (station.upload)
     "cli": 8,
 }
 TOP_LEVEL = {"__init__", "__main__"}  # the package entry points may import anything (lazily)

@@ -22,6 +22,7 @@ from edgeprune.cli import commands_demo as _commands_demo  # noqa: F401,E402
 from edgeprune.cli import commands_study as _commands_study  # noqa: F401,E402
 from edgeprune.cli import commands_station as _commands_station  # noqa: F401,E402
 from edgeprune.cli import commands_station_dashboard as _commands_station_dashboard  # noqa: F401,E402
+from edgeprune.cli import commands_fleet as _commands_fleet  # noqa: F401,E402
 # isort: on
 
 

@@ -10,6 +10,8 @@ directory, as a shell user expects.
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -78,6 +80,13 @@ class StationConfig:
     db_synchronous: str = "NORMAL"  # SQLite: NORMAL survives a crash of the process, FULL a power cut
     http: str | None = None  # HOST:PORT of the dashboard (issue 12)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)  # [dashboard] table
+    # The fleet (upload.py): who this station is, and the decision log sent upstream over `mqtt`.
+    station_id: str | None = None  # None: the host name
+    line: str | None = None  # the production line's label, for the fleet's per-line views
+    upload: bool = True  # with `mqtt` set: every decision and reviewed label goes upstream
+    upload_interval_s: float = 5.0  # a batch at least this often (when there is anything new)
+    upload_batch: int = 500  # or as soon as this many rows wait
+    upload_ack_timeout_s: float = 10.0  # no fleet receipt within it: resend from the cursor
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -114,9 +123,36 @@ class StationConfig:
         check_number(self.opcua.timeout_s, "opcua.timeout_s", min=0.01, max=60)
         if self.http is not None:  # dashboard (issue 12)
             parse_http(self.http)
+        if self.station_id is None:
+            object.__setattr__(self, "station_id", default_station_id())
+        check_station_id(self.station_id)
+        if self.line is not None and (not isinstance(self.line, str) or not 0 < len(self.line) <= 64):
+            raise EdgepruneError(f"line must be a label of 1..64 characters, got {self.line!r}")
+        if not isinstance(self.upload, bool):
+            raise EdgepruneError(f"upload must be true or false, got {self.upload!r}")
+        check_number(self.upload_interval_s, "upload_interval_s", min=0.05, max=86400)
+        check_number(self.upload_batch, "upload_batch", min=1, max=50_000, integer=True)
+        check_number(self.upload_ack_timeout_s, "upload_ack_timeout_s", min=0.1, max=3600)
 
     def replace(self, **changes: Any) -> StationConfig:
         return replace(self, **changes)
+
+
+STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def default_station_id() -> str:
+    """The host name, reduced to the characters a station id allows (it names MQTT topics and
+    folders, so no '/', '+', '#' or spaces)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-_")[:64]
+    return name or "station"
+
+
+def check_station_id(value: Any) -> str:
+    if not isinstance(value, str) or not STATION_ID.fullmatch(value):
+        raise EdgepruneError(f"station_id must be 1..64 letters, digits, '.', '_' or '-' (starting with a "
+                             f"letter or digit), got {value!r}")
+    return value
 
 
 def check_source(source: Any) -> tuple[str, str]:

@@ -62,13 +62,14 @@ class MqttPublisher:
     """Every `interval_s`, `build()` -> (summary dict, sample rows) is published."""
 
     def __init__(self, url: str, interval_s: float, build: Callable[[], tuple[dict, list[dict]]],
-                 client_id: str = "edgeprune-station"):
+                 client_id: str = "edgeprune-station", identity: dict[str, Any] | None = None):
         import paho.mqtt.client as mqtt
 
         self.endpoint = parse_mqtt_url(url)
         self.topic = self.endpoint.path.strip("/")
         self.interval_s = interval_s
         self.build = build
+        self.identity = dict(identity or {})  # station_id and line, in every sample message (the fleet)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
@@ -108,6 +109,7 @@ class MqttPublisher:
                 continue  # a camera frame or a file already gone: the summary still went
             message = {k: row[k] for k in ("id", "ts", "path", "sha256", "predicted_class", "probability",
                                             "decision", "true_class")}
+            message.update(self.identity)
             message["image_base64"] = base64.b64encode(data).decode("ascii")
             self._track(self.client.publish(f"{self.topic}/sample", json.dumps(message), qos=1))
         self.published += 1

@@ -34,6 +34,7 @@ from edgeprune.station.log import Decision, DecisionLog
 from edgeprune.station.mqtt import MqttPublisher, pick_samples, summarize
 from edgeprune.station.plc import Forwarder, open_adapter
 from edgeprune.station.sources import open_source
+from edgeprune.station.upload import Uploader
 
 RECENT = 10_000  # latencies kept for the status percentiles
 
@@ -75,8 +76,14 @@ class Station:
                 self.forwarder = Forwarder(self.log, open_adapter(config.plc, config.modbus, config.opcua),
                                            retry_min_s=config.retry_min_s, retry_max_s=config.retry_max_s,
                                            on_sent=self._on_sent)
-            self.mqtt = (MqttPublisher(config.mqtt, config.mqtt_interval_s, self._mqtt_message)
+            identity = {"station_id": config.station_id, "line": config.line}
+            self.mqtt = (MqttPublisher(config.mqtt, config.mqtt_interval_s, self._mqtt_message,
+                                       client_id=f"edgeprune-station-{config.station_id}", identity=identity)
                          if config.mqtt is not None else None)
+            self.uploader = (Uploader(config.db, config.mqtt, station_id=config.station_id, line=config.line,
+                                      interval_s=config.upload_interval_s, batch=config.upload_batch,
+                                      ack_timeout_s=config.upload_ack_timeout_s)
+                             if config.mqtt is not None and config.upload else None)
         except BaseException:
             self.log.close()
             raise
@@ -132,6 +139,8 @@ class Station:
             self.forwarder.start()  # pending signals of an earlier run go first
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.uploader is not None:
+            self.uploader.start()  # resends from the cursor what the fleet has not confirmed
         last_progress = time.perf_counter()
         pending_left = 0
         try:
@@ -164,6 +173,8 @@ class Station:
                 self.forwarder.stop()
             if self.mqtt is not None:
                 self.mqtt.stop()
+            if self.uploader is not None:
+                self.uploader.stop(cfg.drain_timeout)
             self.state = "stopped"
             result = RunResult(
                 decided=self._decided, skipped=self._skipped, counts=dict(self._run_counts),
@@ -235,7 +246,8 @@ class Station:
             ts=time.time(), source=self.source.name, interval_s=self.config.mqtt_interval_s,
             total=self.log.counts(), plc_backlog=self.log.backlog() if self.forwarder else None,
             plc_connected=self.forwarder.connected if self.forwarder else None,
-            model=str(decider.model.path), model_sha256=decider.model.sha256)
+            model=str(decider.model.path), model_sha256=decider.model.sha256,
+            station_id=self.config.station_id, line=self.config.line)
         return summary, pick_samples(rows, self.config.mqtt_samples)
 
     def status(self) -> dict[str, Any]:

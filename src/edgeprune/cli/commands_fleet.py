@@ -1,0 +1,96 @@
+"""`edgeprune fleet serve | status`: the central side of many stations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeprune.cli.app import app, console
+from edgeprune.cli.common import log
+
+fleet_app = typer.Typer(
+    help="The fleet: every station's decisions, labels, samples and drift in one database, and a page.",
+    no_args_is_help=True,
+)
+app.add_typer(fleet_app, name="fleet")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="fleet.toml (keys: mqtt, db, http, data, token, stations, offline_after_s); flags override it.")]
+DbOpt = Annotated[Optional[str], typer.Option(
+    "--db", help="The fleet database: a SQLite file (default fleet.db) or postgresql://USER:PASS@HOST:PORT/DB.")]
+
+
+@fleet_app.command("serve")
+def serve(
+    config: ConfigOpt = None,
+    mqtt: Annotated[Optional[str], typer.Option(
+        "--mqtt", help="mqtt://HOST:PORT/FILTER: the broker and the topic filter the stations publish "
+        "under (default mqtt://127.0.0.1:1883/factory/#).")] = None,
+    db: DbOpt = None,
+    http: Annotated[Optional[str], typer.Option(
+        "--http", help="HOST:PORT of the fleet page and /api/fleet (default 127.0.0.1:8090, loopback); "
+        "the token for changes comes from the config's token or EDGEPRUNE_FLEET_TOKEN.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Where labelled images go, as DATA/<class>/<sha256>.<ext> (default fleet-data): "
+        "a class-folder tree that train, prune and evaluate read directly.")] = None,
+) -> None:
+    """Subscribe to the stations' topics, store every batch exactly once, serve the fleet page,
+    until Ctrl-C / SIGTERM."""
+    from edgeprune.fleet import load_config
+    from edgeprune.fleet.server import FleetServer
+    from edgeprune.fleet.store import display_url
+
+    cfg = load_config(config, {"mqtt": mqtt, "db": db, "http": http, "data": data})
+    server = FleetServer(cfg)  # the database is reached and the port bound here, or `error:`
+
+    def ready() -> None:
+        log(f"fleet: {cfg.mqtt} -> {display_url(cfg.db)}, labelled images in {cfg.data}")
+        if server.http is not None:
+            log(f"fleet page: {server.http.url}")
+
+    server.serve_forever(on_ready=ready)
+    counts = dict(server.ingestor.counts)
+    log(f"stopped; messages this run: {json.dumps(counts) if counts else 'none'}")
+
+
+@fleet_app.command("status")
+def status(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print /api/fleet's JSON instead of a table.")] = False,
+) -> None:
+    """Every station's figures, read from the fleet database (no server needed)."""
+    from rich.table import Table
+
+    from edgeprune.fleet import load_config
+    from edgeprune.fleet.store import FleetStore
+
+    cfg = load_config(config, {"db": db, "http": None} if config is None else {"db": db})
+    if db is None and config is None and not Path(cfg.db).is_file():
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError(f"no fleet database at {cfg.db}: pass --db PATH|postgresql://... or --config")
+    store = FleetStore(cfg.db, cfg.data)
+    try:
+        figures = store.figures(offline_after_s=cfg.offline_after_s)
+    finally:
+        store.close()
+    if json_out:
+        console.print_json(json.dumps(figures.to_dict()))
+        return
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    table = Table(title=f"fleet: {len(figures.stations)} station(s), {figures.ingest_errors} bad payload(s)")
+    for name in ("station", "line", "last seen", "decisions", "images/h", "defect", "review", "p50/p99 ms",
+                 "PLC backlog", "model", "live acc.", "drift", "alarms"):
+        table.add_column(name)
+    for s in figures.stations:
+        latency = "–" if s.latency_ms_p50 is None else f"{s.latency_ms_p50:.1f}/{s.latency_ms_p99:.1f}"
+        table.add_row(s.station_id, s.line or "–", f"{s.silent_s:.0f} s ago", str(s.images), str(s.images_last_hour),
+                      pct(s.defect_rate_last_hour), pct(s.review_rate_last_hour), latency,
+                      "–" if s.plc_backlog is None else str(s.plc_backlog),
+                      (s.model_sha256 or "–")[:12], f"{pct(s.live_accuracy)} of {s.reviewed}" if s.reviewed else "–",
+                      s.drift_state or "–", "; ".join(s.alarms) or "none")
+    console.print(table)
