@@ -57,6 +57,21 @@ def export(
                      "below the FP32 model's (the file is set aside as FILE.rejected). Default 1.0."),
     ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
+    operating_point: Annotated[
+        Optional[str],
+        typer.Option("--operating-point", metavar="defect_recall=R|ok_threshold=T",
+                     help="Decide OK / DEFECT by a threshold on P(OK) (the OK classes' probability "
+                     "summed) instead of top-1: defect_recall=0.98 picks the lowest threshold that "
+                     "rejects 98 %% of the validation split's defects (the escape rate the line "
+                     "accepts; fewest false rejects for it), through this artifact itself; "
+                     "ok_threshold=T fixes it. Stored in the metadata; the station and bench apply "
+                     "it. Needs --data and --ok-class."),
+    ] = None,
+    ok_class: Annotated[
+        Optional[list[str]],
+        typer.Option("--ok-class", help="A class that is a good part (repeatable); every other class "
+                     "is a defect. With --operating-point."),
+    ] = None,
     threads: ThreadsOpt = 2,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
@@ -73,7 +88,8 @@ def export(
     from edgeprune.errors import EdgepruneError
     from edgeprune.export.verify import INT8_MAX_DROP
     from edgeprune.workflows.export import (
-        FORMATS, INT8_FORMATS, SUFFIXES, check_export_options, check_export_out, export_checkpoint,
+        FORMATS, INT8_FORMATS, SUFFIXES, check_export_options, check_export_out, check_operating_point_options,
+        export_checkpoint,
     )
     from edgeprune.hardware import set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
@@ -94,6 +110,7 @@ def export(
     # again, for the Python API).
     check_export_options(fmt, request.spec, calibration_images,
                          INT8_MAX_DROP if max_drop is None else max_drop, threads, opset, max_verify, 0)
+    check_operating_point_options(fmt, request.spec, operating_point, ok_class)
     check_export_out(out, inputs=(checkpoint,), overwrite=overwrite)
     dataset = None
     if request.spec is not None:
@@ -104,7 +121,8 @@ def export(
     result = export_checkpoint(
         checkpoint, fmt, out, data=dataset, threads=threads, calibration_images=calibration_images,
         calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
-        max_drop=INT8_MAX_DROP if max_drop is None else max_drop, overwrite=overwrite, log=log,
+        max_drop=INT8_MAX_DROP if max_drop is None else max_drop, overwrite=overwrite,
+        operating_point=operating_point, ok_classes=ok_class, log=log,
     )
     for backend, speed in result.info.get("int8_speed", {}).items():
         if not speed["faster"]:
@@ -130,6 +148,13 @@ def export(
         console.print(f"accuracy gate passed: INT8 {gate['int8_accuracy']:.2%} vs FP32 "
                       f"{gate['fp32_accuracy']:.2%}, drop {gate['drop_points']:.2f} points "
                       f"(max {gate['max_drop_points']:g})", highlight=False)
+    point = result.info.get("operating_point")
+    if point:
+        test = point["test"]
+        console.print(
+            f"operating point {point['target']}: DEFECT when P(OK) < {point['ok_threshold']:.4f} (chosen on "
+            f"the {point['chosen_on']}); test: defects caught {test['defects_caught']}/{test['defects']}, "
+            f"false rejects {test['false_rejects']}/{test['oks']}", highlight=False)
     if ov_speed:
         console.print(f"OpenVINO batch-1 ({ov_speed['device']}, {ov_speed['threads']} thread(s), "
                       f"round-robin): NNCF IR {ov_speed['ir_b1_ms']:.3f} ms, QDQ .onnx "
@@ -145,9 +170,9 @@ def export(
 
 
 def render_bench(rows: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None) -> Table:
-    from edgeprune.runtime.bench import TABLE_COLUMNS, fmt
+    from edgeprune.runtime.bench import fmt, table_columns
 
-    columns = columns or TABLE_COLUMNS
+    columns = columns or table_columns(rows)
     devices = sorted({f"{r.get('device')} ({r.get('isa') or 'isa unknown'}), {r.get('threads')} thread(s)" for r in rows})
     software = sorted({str(r.get("software")) for r in rows})
     table = Table(title="bench on " + "; ".join(devices) + " (latency per image, ms)",

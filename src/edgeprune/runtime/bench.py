@@ -45,6 +45,11 @@ COLUMNS = [
     "threads",
     "accuracy",
     "n_images",
+    # At the artifact's operating point (export --operating-point), on the same images: the
+    # defects rejected and the good parts rejected (None without an operating point).
+    "defect_recall",
+    "false_reject_rate",
+    "ok_threshold",
     "file_bytes",
     "gzip_bytes",
     "b1_median_ms",  # latencies are per image: batch time / batch size
@@ -77,6 +82,9 @@ class BenchRow:
     threads: int | None = None
     accuracy: float | None = None
     n_images: int | None = None
+    defect_recall: float | None = None
+    false_reject_rate: float | None = None
+    ok_threshold: float | None = None
     file_bytes: int | None = None
     gzip_bytes: int | None = None
     b1_median_ms: float | None = None
@@ -166,6 +174,19 @@ def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+def figures_at_operating_point(meta, logits: np.ndarray, labels: np.ndarray):
+    """DecisionFigures of an artifact's own operating point on labelled images (None without one)."""
+    from edgeprune.runtime.classifier import softmax
+    from edgeprune.runtime.operating_point import decision_figures, ok_probability
+
+    point = meta.operating_point
+    if point is None:
+        return None
+    ok_index = [meta.class_names.index(c) for c in point.ok_classes]
+    p_ok = ok_probability(softmax(logits), meta.class_names, point.ok_classes)
+    return decision_figures(p_ok, ~np.isin(labels, ok_index), point.ok_threshold)
+
+
 @dataclass
 class Pending:
     """A bench row measured except for its latency: `finish_rows` times every pending row of a
@@ -208,8 +229,11 @@ def onnx_pending(
         if peak is None:
             notes.append(mem.note)
     accuracy = None
+    at_point = None
     if images is not None and labels is not None and len(labels):
-        accuracy = accuracy_of(clf.predict_uint8(images), labels)
+        logits = clf.predict_uint8(images)
+        accuracy = accuracy_of(logits, labels)
+        at_point = figures_at_operating_point(meta, logits, labels)
     if meta.macs is None:
         notes.append("no MAC count in the metadata: GMAC/s not computed")
     row = {
@@ -222,6 +246,9 @@ def onnx_pending(
         "threads": threads,
         "accuracy": accuracy,
         "n_images": int(len(labels)) if accuracy is not None else None,
+        "defect_recall": at_point.defect_recall if at_point else None,
+        "false_reject_rate": at_point.false_reject_rate if at_point else None,
+        "ok_threshold": meta.operating_point.ok_threshold if at_point else None,
         "file_bytes": file_size(p),
         "gzip_bytes": gzip_size(p),
         "peak_memory_bytes": peak,
@@ -471,7 +498,7 @@ def fmt(column: str, value: Any) -> str:
         return "-"
     if column.endswith("_bytes"):
         return human_bytes(value)
-    if column == "accuracy":
+    if column in ("accuracy", "defect_recall", "false_reject_rate", "ok_threshold"):
         return f"{value:.4f}"
     if column.endswith("_ms"):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
@@ -514,13 +541,25 @@ def text_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """TABLE_COLUMNS, with the operating-point columns after the accuracy where a row has them."""
+    if not any(row.get("defect_recall") is not None for row in rows):
+        return TABLE_COLUMNS
+    at = [c for c, _ in TABLE_COLUMNS].index("accuracy") + 1
+    return TABLE_COLUMNS[:at] + OPERATING_POINT_COLUMNS + TABLE_COLUMNS[at:]
+
+
+OPERATING_POINT_COLUMNS = [("defect_recall", "defect rec"), ("false_reject_rate", "false rej")]
+
+
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text bench table (the rich table of the full CLI shows the same columns)."""
-    body = [[fmt(col, row.get(col)) for col, _ in TABLE_COLUMNS] for row in rows]
+    columns = table_columns(rows)
+    body = [[fmt(col, row.get(col)) for col, _ in columns] for row in rows]
     devices = sorted({f"{r.get('device')} ({r.get('isa') or 'isa unknown'}, {r.get('threads')} thread(s))" for r in rows})
     software = sorted({str(r.get("software")) for r in rows})
     return ("device: " + "; ".join(devices) + "\nsoftware: " + ", ".join(software) + "\n"
-            + text_table([h for _, h in TABLE_COLUMNS], body))
+            + text_table([h for _, h in columns], body))
 
 
 def compare_table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

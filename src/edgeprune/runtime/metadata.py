@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.operating_point import OperatingPoint
 from edgeprune.validation import check_number, check_option
+from edgeprune.runtime.sessions import openvino_read, ort_session
 
 # Keys written by edgeprune.export (values are strings; JSON where noted).
 PRODUCER = "edgeprune.producer"  # "edgeprune"
@@ -44,10 +46,13 @@ CALIBRATION = "edgeprune.calibration"  # JSON object (int8 only): images, method
 # JSON object: the data split the model was trained on (seed, fractions, fingerprint), so a bench
 # with --data measures accuracy on that split's test images, never on images it trained on.
 SPLIT = "edgeprune.split"
+# JSON object (edgeprune.runtime.operating_point.OperatingPoint): the threshold on P(OK) chosen at
+# export for a defect-recall target on the validation split; the station and bench apply it.
+OPERATING_POINT = "edgeprune.operating_point"
 
 JSON_KEYS = {
     CLASS_NAMES, INPUT_SIZE, MEAN, STD, SCALE, MACS, PARAMS, PRUNING, TEST_ACCURACY,
-    REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION, SPLIT,
+    REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION, SPLIT, OPERATING_POINT,
 }
 REQUIRED = (CLASS_NAMES, INPUT_SIZE, MEAN, STD)
 
@@ -91,6 +96,12 @@ class ArtifactMetadata:
     macs: int | None = None
     test_accuracy: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # every key, decoded
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        """The decision threshold chosen at export (None: top-1 decides)."""
+        value = self.raw.get(OPERATING_POINT)
+        return OperatingPoint.from_dict(value) if isinstance(value, dict) else None
 
     @property
     def split(self) -> dict[str, Any] | None:
@@ -153,6 +164,15 @@ def check_values(values: dict[str, Any], source: str = "the model") -> None:
         raise _bad(source, STD, "must hold 3 positive numbers (it divides every pixel)", values[STD])
     if SCALE in values:
         check_number(values[SCALE], f"{source}: metadata {SCALE}", min=0, min_open=True)
+    if values.get(OPERATING_POINT) is not None:
+        point = values[OPERATING_POINT]
+        if not isinstance(point, dict):
+            raise _bad(source, OPERATING_POINT, "must be a JSON object", point)
+        point = OperatingPoint.from_dict(point, source)
+        unknown = [c for c in point.ok_classes if c not in names]
+        if unknown or set(point.ok_classes) >= set(names):
+            raise _bad(source, OPERATING_POINT, "must name OK classes among the model's, not all of them",
+                       list(point.ok_classes))
 
 
 def check_graph(meta: ArtifactMetadata, input_shape: list, output_shape: list, source: str) -> None:
@@ -203,26 +223,12 @@ def ir_props(model) -> dict[str, str]:
 def read_props(path: str | Path) -> dict[str, str]:
     """The metadata_props of an ONNX file, read through ONNX Runtime (no `onnx` package needed);
     for an OpenVINO IR (.xml), the same keys from its rt_info (needs openvino)."""
-    import onnxruntime as ort
-
     p = Path(path)
     if not p.is_file():
         raise EdgepruneError(f"{'OpenVINO IR' if is_openvino_ir(p) else 'ONNX'} file not found: {p}")
     if is_openvino_ir(p):
-        from edgeprune.runtime.backends import import_openvino
-
-        try:
-            return ir_props(import_openvino().Core().read_model(str(p)))
-        except EdgepruneError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with its log
-            raise EdgepruneError(f"{p} is not a loadable OpenVINO IR: {str(exc).strip()[-300:]}") from None
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise EdgepruneError(f"{p} is not a loadable ONNX model: {exc}") from None
+        return ir_props(openvino_read(p)[1])
+    session = ort_session(p, threads=1, optimize=False)  # metadata only: no graph optimisation
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -1,7 +1,10 @@
 """Image -> OK / DEFECT / REVIEW, with the artifact's own preprocessing and class names.
 
-The model's classes map to OK (`ok_classes`) or DEFECT (every other class); a top probability
-below `review_below` routes the part to a person (REVIEW). With a `fallback_model` (a larger, more
+The model's classes map to OK (`ok_classes`) or DEFECT (every other class). An artifact exported
+with an operating point (`export --operating-point defect_recall=0.98`) decides by it: DEFECT when
+P(OK), the OK classes' probabilities summed, is below the threshold chosen on validation images
+for the escape rate the line accepts; without one, the top-1 class decides. A probability of the
+decided class below `review_below` routes the part to a person (REVIEW). With a `fallback_model` (a larger, more
 accurate model) an uncertain part is first re-checked by it, and goes to a person only when the
 fallback is uncertain too: the cascade keeps the fast model on the conveyor's pace and the slow
 one for the few hard parts.
@@ -19,7 +22,7 @@ from PIL import Image
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime import Classifier, softmax
-from edgeprune.runtime.backends import file_sha256
+from edgeprune.outputs import file_sha256
 from edgeprune.runtime.preprocess import decode_image, normalize, to_rgb_resized
 
 
@@ -53,6 +56,12 @@ class LoadedModel:
 
 def check_ok_classes(model: LoadedModel, ok_classes: Sequence[str]) -> None:
     names = model.class_names
+    point = model.classifier.metadata.operating_point
+    if point is not None and set(point.ok_classes) != set(ok_classes):
+        raise EdgepruneError(
+            f"{model.path.name}'s operating point ({point.target}) was chosen with OK classes "
+            f"{', '.join(point.ok_classes)}, but ok_classes is {', '.join(ok_classes)}: set ok_classes to "
+            "match, or export the model again with the station's --ok-class")
     unknown = [c for c in ok_classes if c not in names]
     if unknown:
         raise EdgepruneError(
@@ -78,8 +87,17 @@ class Decider:
         self.review_below = review_below
 
     def _call(self, model: LoadedModel, image: np.ndarray) -> tuple[str, float]:
+        """(the class decided, its probability): the top-1 class, or under the artifact's
+        operating point the likeliest class of the side P(OK) falls on."""
         probs = model.probabilities(image)
-        index = int(probs.argmax())
+        point = model.classifier.metadata.operating_point
+        if point is not None:
+            names = model.class_names
+            ok = np.array([n in self.ok_classes for n in names])
+            side = ok if float(probs[ok].sum()) >= point.ok_threshold else ~ok
+            index = int(np.where(side, probs, -1.0).argmax())
+        else:
+            index = int(probs.argmax())
         return model.class_names[index], float(probs[index])
 
     def decide(self, item: Frame) -> Verdict:

@@ -6,8 +6,11 @@
     [baseline]    arch, weights, width_mult, epochs, optimizer, lr, ... | checkpoint = "PATH"
     [finetune]    the fine-tune recipe (optimizer, lr, ...; epochs come from each experiment)
     [[experiments]] name, method, target, target_kind, schedule, steps, finetune_epochs, distill,
-                  max_drop, seed, options = {...}   (options: the method config's own fields)
-    [grid]        method, schedule, target, target_kind, steps, finetune_epochs, distill: lists
+                  final_epochs, image_size, max_drop, seed, options = {...}   (options: the method
+                  config's own fields; image_size: fine-tune and run the cut at this input size)
+    [grid]        method, schedule, target, target_kind, steps, finetune_epochs, distill,
+                  final_epochs, image_size: lists (image_size = [160, 192, 224]: resolution and
+                  pruning compared on the same axes)
     [measure]     threads, train_threads, runtimes, budget_s, memory, train_device,
                   robustness (true | false | "auto"), robustness_shifts, robustness_severities
     [ray]         cpus_per_task, gpus_per_task
@@ -58,6 +61,8 @@ class ExperimentSpec:
     max_drop: float | None = None
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    final_epochs: int = 0  # distilled (with distill) fine-tune epochs after the last step
+    image_size: int | None = None  # None: the baseline's; else the cut is fine-tuned and run at it
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ RECIPE_KEYS = {"epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "
 BASELINE_KEYS = {"arch", "weights", "width_mult", "checkpoint"} | RECIPE_KEYS
 EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
 GRID_KEYS = {"method", "schedule", "target", "target_kind", "steps", "finetune_epochs", "distill",
+             "final_epochs", "image_size",
              "max_drop", "seed"}
 MEASURE_KEYS = {f.name for f in fields(MeasureSpec)}
 RAY_KEYS = {f.name for f in fields(RaySpec)}
@@ -380,6 +386,12 @@ def _check_experiment(spec: ExperimentSpec, path, lines, guarded, table: str, in
     guarded(table, "finetune_epochs", lambda: check_option("epochs", spec.finetune_epochs,
                                                            name="finetune_epochs"), index)
     guarded(table, "max_drop", lambda: check_option("max_drop", spec.max_drop, optional=True), index)
+    guarded(table, "final_epochs", lambda: check_option("epochs", spec.final_epochs, name="final_epochs"),
+            index)
+    if spec.image_size is not None:
+        from edgeprune.data import DataOptions
+
+        guarded(table, "image_size", lambda: DataOptions(image_size=spec.image_size), index)
     guarded(table, "seed", lambda: check_option("seed", spec.seed), index)
     if not isinstance(spec.distill, bool):
         raise _fail(f"distill must be true or false, got {spec.distill!r}", path, lines, table, "distill", index)
@@ -422,6 +434,10 @@ def _default_name(v: dict) -> str:
     if v.get("schedule", "oneshot") != "oneshot":
         parts.append(f"s{v.get('steps', 1)}")
     parts.append(f"ft{v.get('finetune_epochs', 1)}")
+    if v.get("final_epochs"):
+        parts.append(f"final{v['final_epochs']}")
+    if v.get("image_size"):
+        parts.append(f"{v['image_size']}px")
     if v.get("distill"):
         parts.append("kd")
     if v.get("max_drop") is not None:
@@ -447,9 +463,9 @@ def _expand_grid(grid: dict, path, lines, guarded) -> list[ExperimentSpec]:
             raise _fail(f"missing key {required!r}", path, lines, "grid")
     axes = {}
     defaults = {"schedule": "oneshot", "target_kind": "params", "steps": 1, "finetune_epochs": 1,
-                "distill": False, "max_drop": None, "seed": 0}
+                "distill": False, "max_drop": None, "seed": 0, "final_epochs": 0, "image_size": None}
     for key in ("method", "schedule", "target", "target_kind", "steps", "finetune_epochs", "distill",
-                "max_drop", "seed"):
+                "max_drop", "seed", "final_epochs", "image_size"):
         value = grid.get(key, defaults.get(key))
         axes[key] = value if isinstance(value, list) else [value]
         if not axes[key]:

@@ -113,11 +113,12 @@ def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, de
     from edgeprune.workflows import PruneJob, prune_checkpoint
 
     prune = config["prune"]
-    spec = ExperimentSpec(name="-", **{k: prune[k] for k in ExperimentSpec.__dataclass_fields__ if k != "name"})
+    spec = ExperimentSpec(name="-", **{k: prune[k] for k in ExperimentSpec.__dataclass_fields__
+                                       if k != "name" and k in prune})
     pruning, schedule = _method_config(spec)
     job = PruneJob(config=pruning, schedule=Schedule(schedule.kind, schedule.steps),
                    finetune=TrainRecipe(**config["finetune"]), max_drop=spec.max_drop, seed=spec.seed,
-                   distill=spec.distill)
+                   distill=spec.distill, final_epochs=spec.final_epochs)
     outcome = prune_checkpoint(baseline, data, job, out=out, device=device, progress=progress, log=say)
     rec = outcome.record
     return {

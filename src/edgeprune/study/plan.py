@@ -96,8 +96,12 @@ def plan_study(config: StudyConfig, fingerprint: str) -> list[Experiment]:
             baseline = Experiment(config_key(base), name, "baseline", fold, base)
             baselines.append(baseline)
             for spec in config.experiments:
+                # The resolution lever: the cut's own input size (its data at that size, the same
+                # split and fingerprint); the baseline's data key where it keeps the size.
+                cut_data = data if spec.image_size in (None, data["image_size"]) else {
+                    **data, "image_size": spec.image_size}
                 resolved = {
-                    "kind": "prune", "folds": config.folds, "fold": fold, "data": data, "arch": arch,
+                    "kind": "prune", "folds": config.folds, "fold": fold, "data": cut_data, "arch": arch,
                     "baseline_key": baseline.key, "prune": _prune_dict(spec),
                     "finetune": TrainRecipe(epochs=spec.finetune_epochs, **config.finetune).to_dict(),
                     "measure": measure,
@@ -129,6 +133,11 @@ def _prune_dict(spec: ExperimentSpec) -> dict[str, Any]:
     pruning, schedule = _method_config(spec)
     values = dataclasses.asdict(spec)
     values.pop("name")  # renaming an experiment does not change what it computes
+    # Levers added later count only where set, so earlier studies keep their keys (--resume).
+    # image_size lives in the experiment's data key.
+    values.pop("image_size")
+    if not values["final_epochs"]:
+        del values["final_epochs"]
     values["config"] = pruning.to_dict()
     values["schedule_resolved"] = schedule.to_dict()
     return values

@@ -14,7 +14,8 @@ from typing import Any
 
 from edgeprune.study.store import StudyStore
 
-ID_COLUMNS = ["name", "arch", "method", "schedule", "steps", "target", "target_kind", "finetune_epochs", "distill"]
+ID_COLUMNS = ["name", "arch", "method", "schedule", "steps", "target", "target_kind", "finetune_epochs", "distill",
+              "final_epochs", "image_size"]
 COLUMNS = ID_COLUMNS + [
     "achieved", "achieved_kind", "sparsity", "weight_sparsity", "params", "nonzero_params", "macs",
     "gzip_bytes", "onnx_bytes", "accuracy", "balanced_accuracy",
@@ -34,6 +35,7 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
         "schedule": prune.get("schedule", "-"), "steps": prune.get("steps", 0),
         "target": prune.get("target", 0.0), "target_kind": prune.get("target_kind", "-"),
         "finetune_epochs": prune.get("finetune_epochs", 0), "distill": bool(prune.get("distill", False)),
+        "final_epochs": prune.get("final_epochs", 0), "image_size": (config.get("data") or {}).get("image_size"),
         "achieved": r.get("achieved", 0.0), "achieved_kind": r.get("achieved_kind", "-"),
         "sparsity": r["sparsity"], "weight_sparsity": r["weight_sparsity"], "params": r["params"],
         "nonzero_params": r["nonzero_params"], "macs": r["macs"], "gzip_bytes": r["size_gzip_bytes"],

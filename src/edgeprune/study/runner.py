@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_folder
 from edgeprune.study.config import EXECUTORS, StudyConfig, load_config
 from edgeprune.study.plan import Experiment, plan_study
 from edgeprune.study.store import DB_NAME, LOCK_NAME, RunLock, StudyStore
@@ -213,16 +213,20 @@ def _run_local(config, todo, planned, run_dir, store, first, result, say, progre
     from edgeprune.study.execute import execute
 
     eta = _Eta(todo, result.estimate_s)
-    data_by_fold = {0: first}
+    # Data per (fold, input size): a grid over image_size needs the fold's images at each size.
+    data_by_fold = {(0, first.image_size): first}
     for index, exp in enumerate(todo, start=1):
-        if exp.fold not in data_by_fold:
-            data_by_fold[exp.fold] = load_fold_data(exp.config, log=say)
+        where = (exp.fold, exp.config["data"]["image_size"])
+        if where not in data_by_fold:
+            if len(data_by_fold) > 1:  # one extra bundle at a time: 224 px tiles are 200 MB
+                data_by_fold = {(0, first.image_size): first}
+            data_by_fold[where] = load_fold_data(exp.config, log=say)
         say(f"[{index}/{len(todo)}] {exp.label}: started; ETA for the study {_format_s(eta.eta())}")
         store.record_attempt(exp.key, exp.name)
         started_at = time.time()
         started = time.perf_counter()
         try:
-            outcome = execute(exp.to_dict(), run_dir, data=data_by_fold[exp.fold],
+            outcome = execute(exp.to_dict(), run_dir, data=data_by_fold[where],
                               baseline_checkpoint=_baseline_dir(run_dir, planned, exp.baseline_key),
                               log=say, progress=progress)
         except EdgepruneError as exc:  # the study stops here; --resume keeps what finished
@@ -246,14 +250,11 @@ def _pack(folder: Path) -> bytes:
 
 
 def _unpack(blob: bytes, target: Path) -> None:
-    """Unpack beside the target, then rename into place: the folder appears whole or not at all."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        tar.extractall(staging, filter="data")
-    if target.exists():
-        shutil.rmtree(target)  # an unfinished attempt: it has no row
-    staging.rename(target)
+    """Unpack with the one safe writer: the folder appears whole or not at all, and an unfinished
+    attempt's folder there (it has no row) is swapped out in one rename, then removed."""
+    with atomic_folder(target, overwrite=True, owned=True, what="experiment folder") as staging:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            tar.extractall(staging, filter="data")
 
 
 def ray_task(experiment: dict[str, Any], baseline_blob: bytes | None) -> dict[str, Any]:

@@ -31,7 +31,6 @@ model.safetensors, never by path: the path belongs to the training machine's dis
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from torch import nn
 
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError
-from edgeprune.outputs import atomic_file, check_output_file, publish_files, staging_folder
+from edgeprune.outputs import atomic_file, check_output_file, file_sha256, publish_files, staging_folder
 from edgeprune.validation import check_option
 from edgeprune.export.verify import (
     FP32_MIN_AGREEMENT,
@@ -98,20 +97,12 @@ def check_export_out(out: str | Path, *, inputs=(), overwrite: bool = False) -> 
                              companions=companions, what="artifact")
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checkpoint_source(checkpoint: str | Path) -> dict[str, str]:
     """The checkpoint's folder name and the sha256 of its weights: identifies it without a path."""
     from edgeprune.models.checkpoint import WEIGHTS_FILE
 
     ckpt = Path(checkpoint)
-    return {"name": ckpt.resolve().name, "sha256": _sha256_file(ckpt / WEIGHTS_FILE)}
+    return {"name": ckpt.resolve().name, "sha256": file_sha256(ckpt / WEIGHTS_FILE)}
 
 
 def portable_record(value: Any) -> Any:
@@ -215,6 +206,8 @@ def export_checkpoint(
     max_drop: float = INT8_MAX_DROP,
     seed: int = 0,
     overwrite: bool = False,
+    operating_point: str | None = None,
+    ok_classes: tuple[str, ...] | list[str] | None = None,
     log: Log | None = None,
 ) -> ExportResult:
     """export_model on an edgeprune checkpoint folder; the artifact names it by folder name and
@@ -226,13 +219,78 @@ def export_checkpoint(
         raise EdgepruneError(f"checkpoint not found: {ckpt}")
     # Options and the output location before loading anything.
     check_export_options(fmt, data, calibration_images, max_drop, threads, opset, max_verify_images, seed)
+    check_operating_point_options(fmt, data, operating_point, ok_classes)
     check_export_out(out, inputs=(ckpt,), overwrite=overwrite)
     return export_model(
         Model.load(ckpt, "cpu"), fmt, out, data=data, threads=threads,
         calibration_images=calibration_images, calibrate_method=calibrate_method, opset=opset,
         max_verify_images=max_verify_images, max_drop=max_drop, seed=seed,
-        source=checkpoint_source(ckpt), overwrite=overwrite, inputs=(ckpt,), log=log,
+        source=checkpoint_source(ckpt), overwrite=overwrite, inputs=(ckpt,),
+        operating_point=operating_point, ok_classes=ok_classes, log=log,
     )
+
+
+def split_ok_scores(classifier, split, ok_classes) -> tuple[np.ndarray, np.ndarray]:
+    """(P(OK), is a defect) per image of a split, through an artifact's Classifier."""
+    from edgeprune.runtime import softmax
+    from edgeprune.runtime.operating_point import ok_probability
+
+    probs = softmax(classifier.predict_uint8(split.images.numpy()))
+    ok_index = [classifier.class_names.index(c) for c in ok_classes]
+    return (ok_probability(probs, classifier.class_names, ok_classes),
+            ~np.isin(split.labels.numpy(), ok_index))
+
+
+def apply_operating_point(path: Path, data, target: str, ok_classes: tuple[str, ...], *, threads: int = 1,
+                          log: Log | None = None) -> dict[str, Any]:
+    """Choose the artifact's operating point on data's validation split (scored by the artifact
+    itself: an INT8 file's probabilities are not its FP32 model's), store it in the metadata and
+    return it with the figures it reaches on the test split."""
+    from edgeprune.runtime import Classifier
+    from edgeprune.runtime.operating_point import choose_operating_point, decision_figures
+
+    if len(data.val.labels) == 0:
+        raise EdgepruneError("--operating-point chooses its threshold on the validation split, and "
+                             f"{data.name} has none: use --val-fraction > 0")
+    classifier = Classifier(path, runtime="openvino" if path.suffix.lower() == ".xml" else "onnxruntime",
+                            threads=threads)
+    val_ok, val_defect = split_ok_scores(classifier, data.val, ok_classes)
+    if not val_defect.any() or val_defect.all():
+        raise EdgepruneError(f"the validation split of {data.name} holds "
+                             f"{'no defect' if not val_defect.any() else 'no OK'} image: no operating "
+                             "point can be chosen on it")
+    point = choose_operating_point(
+        val_ok, val_defect, target, ok_classes=ok_classes,
+        chosen_on=f"validation split of {data.name}: {len(val_defect)} images, {int(val_defect.sum())} defects")
+    set_artifact_metadata(path, {md.OPERATING_POINT: point.to_dict()})
+    test = decision_figures(*split_ok_scores(classifier, data.test, ok_classes), point.ok_threshold)
+    (log or (lambda _m: None))(
+        f"operating point {point.target}: DEFECT when P(OK) < {point.ok_threshold:.4f}; validation "
+        f"defect recall {point.val_defect_recall:.4f}, false rejects {point.val_false_reject_rate:.4f}; "
+        f"test defect recall {test.defect_recall if test.defect_recall is None else round(test.defect_recall, 4)} "
+        f"({test.defects_caught}/{test.defects}), false rejects "
+        f"{test.false_reject_rate if test.false_reject_rate is None else round(test.false_reject_rate, 4)} "
+        f"({test.false_rejects}/{test.oks})")
+    return {**point.to_dict(), "test": test.to_dict()}
+
+
+def check_operating_point_options(fmt: str, data, operating_point: str | None, ok_classes) -> None:
+    """--operating-point needs validation images with defects and the OK class names."""
+    if operating_point is None:
+        if ok_classes:
+            raise EdgepruneError("--ok-class goes with --operating-point")
+        return
+    from edgeprune.runtime.operating_point import parse_target
+
+    parse_target(operating_point)
+    if fmt == "sparse":
+        raise EdgepruneError("--operating-point needs an ONNX or OpenVINO artifact (sparse files are "
+                             "restored to PyTorch, which decides by top-1)")
+    if data is None:
+        raise EdgepruneError("--operating-point chooses its threshold on the validation split: pass --data")
+    if not ok_classes:
+        raise EdgepruneError("--operating-point needs the OK class(es): --ok-class NAME (repeatable), "
+                             "every other class is a defect")
 
 
 def check_export_options(fmt: str, data, calibration_images: int, max_drop: float, threads: int,
@@ -266,6 +324,8 @@ def export_model(
     source: dict[str, str] | None = None,
     overwrite: bool = False,
     inputs: tuple[str | Path, ...] = (),
+    operating_point: str | None = None,
+    ok_classes: tuple[str, ...] | list[str] | None = None,
     log: Log | None = None,
 ) -> ExportResult:
     """Export an `edgeprune.models.Model` to `out` in format `fmt`, verified, with a FILE.json
@@ -277,12 +337,17 @@ def export_model(
     model's, in percentage points; a larger drop fails the export (FILE.rejected).
     source: {"name", "sha256"} of the checkpoint it came from (default: "in-memory model" and the
     sha256 its weights would have as model.safetensors).
-    overwrite: replace an existing artifact and report at `out` (never an input: `inputs`)."""
+    overwrite: replace an existing artifact and report at `out` (never an input: `inputs`).
+    operating_point: "defect_recall=0.98" (the threshold on P(OK) chosen on data's validation split
+    for that recall, through the artifact itself) or "ok_threshold=0.7"; ok_classes name the OK
+    classes (every other one is a defect). Stored in the artifact's metadata; the station and
+    bench apply it. The report gives the figures it reaches on the test split."""
     from edgeprune.models.checkpoint import weights_sha256
     from edgeprune.models.zoo import check_finite
 
     say = log or (lambda _m: None)
     check_export_options(fmt, data, calibration_images, max_drop, threads, opset, max_verify_images, seed)
+    check_operating_point_options(fmt, data, operating_point, ok_classes)
     out = check_export_out(out, inputs=inputs, overwrite=overwrite)
     meta = model.meta
     module = model.module.cpu().eval()
@@ -306,6 +371,10 @@ def export_model(
         else:
             result = _export_onnx(module, meta, source, fmt, work, images, labels, data, threads,
                                   calibration_images, calibrate_method, opset, max_drop, seed, say)
+            if operating_point is not None and result.verification.passed:
+                result.info["operating_point"] = apply_operating_point(
+                    work, data, operating_point, tuple(ok_classes), threads=threads, log=say)
+                result.info["metadata"] = md.decode(_read_props(work))
         report = dataclasses.replace(result.verification, artifact=str(out))
         final = out if report.passed else rejected_path(out)
         result = ExportResult(final, fmt, sidecar_path(final), report, result.info)
@@ -315,14 +384,14 @@ def export_model(
 
             pairs.append((ir_bin_path(work), ir_bin_path(final)))
             result.info["weights_file"] = ir_bin_path(out).name
-            result.info["weights_sha256"] = _sha256_file(ir_bin_path(work))
+            result.info["weights_sha256"] = file_sha256(ir_bin_path(work))
         result.info.update(
             source_checkpoint=source["name"], source_checkpoint_sha256=source["sha256"],
             verified_on="real test images" if report.real_images else "random inputs",
             warnings=[] if report.real_images else [RANDOM_INPUTS_WARNING],
             # an IR's sizes count its .bin too (runtime.measure)
             file_bytes=file_size(work), gzip_bytes=gzip_size(work),
-            artifact_sha256=_sha256_file(work),  # ties the report to the very file it describes
+            artifact_sha256=file_sha256(work),  # ties the report to the very file it describes
         )
         sidecar = {
             # Names, not paths: the report sits beside the artifact and may travel with it.
