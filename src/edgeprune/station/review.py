@@ -1,9 +1,10 @@
 """The review queue: parts the station was unsure about (REVIEW), labelled by a person, and the
 export of every labelled part as a class-folder tree that `edgeprune train` and `prune` take.
 
-Labels live in their own table, `reviews` (one row per decision id, the latest label wins), in the
-station's database beside `decisions`, which stays the untouched record of what the station
-decided. The dashboard and `station export-labels` open their own connection (SQLite in WAL mode
+Labels live in their own tables in the station's database beside `decisions`, which stays the
+untouched record of what the station decided: `review_history` keeps every label given (time,
+label, client, running model), so a relabelled part shows who changed what when; `reviews` holds
+the current label per decision id (the latest), which the queue and the export read. The dashboard and `station export-labels` open their own connection (SQLite in WAL mode
 lets them read while the station writes), so a review never waits on the conveyor or the other
 way round, and the export works on a copy of the database with no station running.
 """
@@ -27,6 +28,19 @@ CREATE TABLE IF NOT EXISTS reviews (
     label TEXT NOT NULL,
     model_sha256 TEXT
 );
+CREATE TABLE IF NOT EXISTS review_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id INTEGER NOT NULL REFERENCES decisions (id),
+    ts REAL NOT NULL,
+    label TEXT NOT NULL,
+    client TEXT,
+    model_sha256 TEXT
+);
+CREATE INDEX IF NOT EXISTS review_history_decision ON review_history (decision_id, id);
+-- A database labelled before the history existed: its labels become the first history rows.
+INSERT INTO review_history (decision_id, ts, label, client, model_sha256)
+    SELECT decision_id, ts, label, NULL, model_sha256 FROM reviews
+    WHERE NOT EXISTS (SELECT 1 FROM review_history);
 """
 
 
@@ -57,9 +71,11 @@ class ReviewLog:
         with self._lock:
             self._db.close()
 
-    def label(self, decision_id: int, label: str, *, classes: Sequence[str], model_sha256: str | None) -> dict:
-        """Record a person's label for one decision. The label must be one of `classes` (the
-        running model's); an ERROR row (an unreadable image) cannot be labelled."""
+    def label(self, decision_id: int, label: str, *, classes: Sequence[str], model_sha256: str | None,
+              client: str | None = None) -> dict:
+        """Record a person's label for one decision (a later label replaces it as the current
+        one; both stay in the history). The label must be one of `classes` (the running model's);
+        an ERROR row (an unreadable image) cannot be labelled."""
         if label not in classes:
             raise EdgepruneError(f"label {label!r} is not one of the model's classes ({', '.join(classes)})")
         with self._lock:
@@ -68,11 +84,25 @@ class ReviewLog:
                 raise UnknownDecision(f"no decision {decision_id} in the log")
             if row[0] == "ERROR":
                 raise EdgepruneError(f"decision {decision_id} is an unreadable image (ERROR): nothing to label")
-            self._db.execute(
-                "INSERT INTO reviews (decision_id, ts, label, model_sha256) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(decision_id) DO UPDATE SET ts = excluded.ts, label = excluded.label, "
-                "model_sha256 = excluded.model_sha256", (decision_id, time.time(), label, model_sha256))
-        return {"id": decision_id, "label": label}
+            now = time.time()
+            with self._db:  # both rows or neither (the connection is in autocommit otherwise)
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT INTO review_history (decision_id, ts, label, client, model_sha256) "
+                    "VALUES (?, ?, ?, ?, ?)", (decision_id, now, label, client, model_sha256))
+                self._db.execute(
+                    "INSERT INTO reviews (decision_id, ts, label, model_sha256) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(decision_id) DO UPDATE SET ts = excluded.ts, label = excluded.label, "
+                    "model_sha256 = excluded.model_sha256", (decision_id, now, label, model_sha256))
+        return {"id": decision_id, "label": label, "labels": len(self.history(decision_id))}
+
+    def history(self, decision_id: int) -> list[dict[str, Any]]:
+        """Every label given to one decision, oldest first."""
+        keys = ("ts", "label", "client", "model_sha256")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(keys)} FROM review_history WHERE decision_id = ? "
+                                    "ORDER BY id", (decision_id,)).fetchall()
+        return [dict(zip(keys, r)) for r in rows]
 
     def queue(self, limit: int = 50) -> list[dict[str, Any]]:
         """REVIEW decisions no one has labelled yet, oldest first."""
