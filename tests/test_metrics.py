@@ -24,11 +24,11 @@ from edgeprune.metrics import (
     find_rapl_zones,
     latency_onnxruntime,
     latency_torch,
-    onnxruntime_session,
     read_energy,
     weight_file_sizes,
 )
 from edgeprune.models import CheckpointMeta, save_checkpoint
+from edgeprune.runtime.sessions import ort_session
 
 REQUIRED_KEYS = {
     "params", "nonzero_params", "sparsity", "weight_sparsity", "macs", "macs_counter",
@@ -149,7 +149,7 @@ def _assert_round_trip(
     min_std: float = 0.0, atol: float = 1e-4,
 ) -> None:
     """ONNX Runtime and PyTorch agree on batches of 1 and 3 (`inputs`, else random)."""
-    session = onnxruntime_session(onnx_path)
+    session = ort_session(onnx_path)
     for batch in (1, 3):
         x = torch.randn(batch, 3, input_size, input_size) if inputs is None else torch.from_numpy(inputs[:batch])
         with torch.inference_mode():

@@ -12,7 +12,7 @@ import pytest
 from station_support import db_rows, make_replay, scaled_copy, station_config
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.runtime.backends import file_sha256
+from edgeprune.outputs import file_sha256
 from edgeprune.station import Station
 
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from station_support import ModbusPlc, db_rows, make_replay, scaled_copy, station_config
 
-from edgeprune.runtime.backends import file_sha256
+from edgeprune.outputs import file_sha256
 from edgeprune.station import Station
 from edgeprune.station.dashboard_config import DashboardConfig
 from edgeprune.station.web import make_app

@@ -39,7 +39,7 @@ def test_low_confidence_becomes_review(tile_model, tmp_path):
 def test_fallback_model_rechecks_uncertain_parts(tile_model, tmp_path):
     """The cascade: an uncertain part is re-checked by the fallback, which decides it when sure
     (its sha256 is logged with the decision); sure parts never reach the fallback."""
-    from edgeprune.runtime.backends import file_sha256
+    from edgeprune.outputs import file_sha256
 
     replay = make_replay(tile_model, tmp_path / "replay", 8)
     Station(station_config(tile_model, replay, tmp_path / "plain.db")).run()

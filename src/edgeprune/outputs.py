@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -285,15 +286,19 @@ def _temp_name(target: Path) -> str:
 # ------------------------------------------------------------------------------------ folders
 
 
-def publish_folder(tmp: Path, target: Path, *, overwrite: bool, what: str = "output folder") -> None:
-    """Move the complete folder `tmp` to `target` (same parent) in one step."""
+def publish_folder(tmp: Path, target: Path, *, overwrite: bool, what: str = "output folder",
+                   owned: bool = False) -> None:
+    """Move the complete folder `tmp` to `target` (same parent) in one step. With `overwrite`, a
+    folder there is replaced only while it still holds a checkpoint alone, unless `owned`: the
+    caller owns whatever is there (a study's unfinished experiment folder) and it is replaced."""
     parent = target.parent
     with _folder_lock(parent):
         existing = _entries(target) if target.is_dir() and not target.is_symlink() else None
         if existing:
             if not overwrite:
                 raise _appeared(target, what)
-            check_output_folder(target, overwrite=True, what=what)  # still only a checkpoint?
+            if not owned:
+                check_output_folder(target, overwrite=True, what=what)  # still only a checkpoint?
             if _renameat2(tmp, target, _RENAME_EXCHANGE):
                 old = tmp  # the exchange left the old folder under the temporary name
             else:
@@ -323,17 +328,18 @@ def _temp_folder_beside(target: Path, what: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: PathLike, *, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
+def atomic_folder(target: PathLike, *, overwrite: bool = False, what: str = "output folder",
+                  owned: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; when the block ends without an error, its
-    contents are fsynced and it becomes `target` whole (see publish_folder). On an error it is
-    removed and `target` is untouched."""
+    contents are fsynced and it becomes `target` whole (see publish_folder, also for `owned`). On
+    an error it is removed and `target` is untouched."""
     target = Path(os.path.abspath(target))
     tmp = _temp_folder_beside(target, f"{what} {target}")
     _default_mode(tmp, folder=True)
     try:
         yield tmp
         _sync_tree(tmp)
-        publish_folder(tmp, target, overwrite=overwrite, what=what)
+        publish_folder(tmp, target, overwrite=overwrite, what=what, owned=owned)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; left over after an error
 
@@ -395,3 +401,21 @@ def atomic_file(target: PathLike, *, overwrite: bool = False, what: str = "outpu
         if not work.is_file():
             raise EdgepruneError(f"internal: nothing was written for {target}")
         publish_files([(work, target)], overwrite=overwrite, what=what)
+
+
+# ---------------------------------------------------------------------- caches and digests
+
+
+def cache_root() -> Path:
+    """$EDGEPRUNE_CACHE or ~/.cache/edgeprune: every cache lives below it (decoded images in
+    data/, the runtime's `auto` choice in runtime/, layer latency tables in latency/)."""
+    return Path(os.environ.get("EDGEPRUNE_CACHE") or Path.home() / ".cache" / "edgeprune")
+
+
+def file_sha256(path: PathLike) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -4,7 +4,7 @@
 train/ and test/, or a single class-folder tree; `BatchLoader` batches a `Split`."""
 
 from edgeprune.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataBundle, Split
-from edgeprune.data.cache import DATA_FORMAT_VERSION, cache_root
+from edgeprune.data.cache import DATA_FORMAT_VERSION, data_cache_dir
 from edgeprune.data.check import check_data
 from edgeprune.data.load import channel_stats, load_data
 from edgeprune.data.augment import AUGMENTS, augment_batch
@@ -31,7 +31,7 @@ __all__ = [
     "check_same_split",
     "split_defaults",
     "Split",
-    "cache_root",
+    "data_cache_dir",
     "channel_stats",
     "check_data",
     "load_data",

@@ -7,7 +7,8 @@ misses the cache. Contents, not mtimes: a file rewritten with the same size and 
 (copy tools, `os.utime`, coarse file-system clocks) must not be served stale pixels. The key for
 CIFAR-10's 60,000 JPEGs (55 MB) takes about 1 s with the files in the page cache (0.4 s for the
 old size+mtime key); decoding them takes far longer.
-Entries are plain .npy and JSON (no pickles), written to a temporary folder and renamed into place.
+Entries are plain .npy and JSON (no pickles), written with `outputs.atomic_folder` (a temporary
+folder beside the entry, renamed into place whole).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.data.decode import DecodedFiles, ProgressFn, decode_files
+from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_folder, cache_root
 
 # Bump whenever decoding changes what ends up in the arrays (resampling, colour conversion, ...).
 # 2: 16-bit greyscale scaled to 8 bits instead of clipped (runtime.preprocess.SIXTEEN_BIT_RULE).
@@ -32,8 +34,8 @@ HASH_CHUNK = 1024  # files per pool task
 READ_BLOCK = 1 << 20
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("EDGEPRUNE_CACHE") or Path.home() / ".cache" / "edgeprune") / "data"
+def data_cache_dir() -> Path:
+    return cache_root() / "data"
 
 
 def file_digest(path: str) -> str:
@@ -94,17 +96,12 @@ def _read_entry(entry: Path, n: int, image_size: int) -> DecodedFiles | None:
 
 
 def _write_entry(entry: Path, decoded: DecodedFiles) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    # Without overwrite: when another process finished the same entry first, its entry stays.
+    with atomic_folder(entry, what="data cache entry") as tmp:
         np.save(tmp / "images.npy", decoded.images)
         np.save(tmp / "sizes.npy", np.stack([decoded.widths, decoded.heights], axis=1))
         meta = {"version": DATA_FORMAT_VERSION, "modes": decoded.modes, "errors": decoded.errors}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        os.rename(tmp, entry)  # atomic; fails if another process finished the same entry first
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def decode_cached(
@@ -116,7 +113,7 @@ def decode_cached(
     description: str = "decoding images",
 ) -> DecodedFiles:
     """decode_files, through the on-disk cache."""
-    entry = cache_root() / cache_key(paths, image_size)
+    entry = data_cache_dir() / cache_key(paths, image_size)
     cached = _read_entry(entry, len(paths), image_size) if entry.is_dir() else None
     if cached is not None:
         log(f"data cache: using {entry} ({len(paths)} images, no decoding)")
@@ -127,7 +124,7 @@ def decode_cached(
     try:
         _write_entry(entry, decoded)
         log(f"data cache: decoded {len(paths)} images, saved to {entry}")
-    except OSError as exc:
+    except (OSError, EdgepruneError) as exc:
         if entry.is_dir():  # another process wrote the same entry meanwhile
             log(f"data cache: decoded {len(paths)} images ({entry} already written)")
         else:

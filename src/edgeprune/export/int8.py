@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.outputs import atomic_file
+from edgeprune.runtime.sessions import ort_session
 
 DEFAULT_CALIBRATION_IMAGES = 300
 CALIBRATION_BATCH = 32
@@ -290,20 +291,15 @@ def optimized_graph(path: str | Path, threads: int = 1) -> dict[str, Any]:
     FP32 arithmetic on INT8-stored weights, so every convolution is listed as integer or float,
     with the depthwise ones, the first (3 input channels) and the classifier called out."""
     import onnx
-    import onnxruntime as ort
 
     def weight_shape(node, index: int, init: dict) -> tuple[int, ...] | None:
         name = node.input[index] if len(node.input) > index else None
         return tuple(init[name].dims) if name in init else None
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-graph-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the runtime
-        options.intra_op_num_threads = threads
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        model = onnx.load(options.optimized_model_filepath)
+        optimized = Path(tmp) / "optimized.onnx"
+        ort_session(path, threads, optimized_model_path=optimized)  # the runtime's own options
+        model = onnx.load(optimized)
     init = {i.name: i for i in model.graph.initializer}
     convs = []
     for node in model.graph.node:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.metadata import IR_RT_INFO, ir_bin_path
+from edgeprune.runtime.sessions import import_openvino, openvino_read
 
 
 def quantize_openvino(fp32_onnx: str | Path, out_xml: str | Path, calibration: np.ndarray, *,
@@ -28,8 +29,6 @@ def quantize_openvino(fp32_onnx: str | Path, out_xml: str | Path, calibration: n
     """NNCF post-training INT8 quantization of `fp32_onnx`, written as OpenVINO IR to `out_xml`
     (+ .bin). `calibration`: normalised float32 (N, 3, S, S) images, fed one at a time (the
     batch a device runs). `metadata`: string props stored in the IR's rt_info."""
-    from edgeprune.runtime.backends import import_openvino
-
     ov = import_openvino()
     try:
         import nncf
@@ -37,7 +36,7 @@ def quantize_openvino(fp32_onnx: str | Path, out_xml: str | Path, calibration: n
         raise EdgepruneError("--format openvino-int8 needs NNCF: pip install edgeprune[openvino]") from None
     if len(calibration) == 0:
         raise EdgepruneError("OpenVINO INT8 needs calibration images")
-    model = ov.Core().read_model(str(fp32_onnx))
+    model = openvino_read(fp32_onnx)[1]
     items = [np.ascontiguousarray(calibration[i : i + 1], dtype=np.float32) for i in range(len(calibration))]
     if log:
         log(f"quantizing for OpenVINO with NNCF {nncf.__version__} (post-training, "
@@ -57,12 +56,11 @@ def quantize_openvino(fp32_onnx: str | Path, out_xml: str | Path, calibration: n
 
 def set_ir_metadata(xml: str | Path, values: dict[str, str]) -> None:
     """Merge string props into an IR's rt_info metadata (rewrites the .xml and .bin)."""
-    from edgeprune.runtime.backends import import_openvino
     from edgeprune.runtime.metadata import ir_props
 
     ov = import_openvino()
     p = Path(xml)
-    model = ov.Core().read_model(str(p))
+    model = openvino_read(p)[1]
     props = {**ir_props(model), **values}
     model.set_rt_info(json.dumps(props, sort_keys=True), IR_RT_INFO)
     tmp = p.with_name(f".{p.stem}.meta.xml")

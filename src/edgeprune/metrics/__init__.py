@@ -9,7 +9,6 @@ from edgeprune.metrics.latency import (
     latency_compared,
     latency_onnxruntime,
     latency_torch,
-    onnxruntime_session,
     time_per_image,
 )
 from edgeprune.metrics.macs import MACS_COUNTER, count_macs, count_macs_nonzero, count_macs_params, prunable_weight_macs
@@ -41,7 +40,6 @@ __all__ = [
     "latency_compared",
     "latency_onnxruntime",
     "latency_torch",
-    "onnxruntime_session",
     "peak_memory_bytes",
     "prunable_weight_macs",
     "read_energy",

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -15,6 +14,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import set_threads
 from edgeprune.runtime.energy import RaplZone, energy_used_uj, read_energy
 from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, time_callable, time_round_robin
+from edgeprune.runtime.sessions import ort_session
 
 DEFAULT_BATCH_SIZES = (1, 64)
 
@@ -98,16 +98,6 @@ def latency_torch(
     return results
 
 
-def onnxruntime_session(onnx_path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with `threads` intra-op threads, one inter-op thread, sequential execution."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def latency_onnxruntime(
     onnx_path: str | Path,
     *,
@@ -119,7 +109,7 @@ def latency_onnxruntime(
 ) -> dict[str, dict[str, float]]:
     """Same structure as `latency_torch`, for an ONNX file with a dynamic batch axis."""
     _check_counts(batch_sizes, warmup, runs, threads)
-    session = onnxruntime_session(onnx_path, threads=threads)
+    session = ort_session(onnx_path, threads)
     input_name = session.get_inputs()[0].name
     results = {}
     for batch_size in batch_sizes:

@@ -12,7 +12,6 @@ cache with `weights_only=False`, so a file planted there would run code; it is n
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -26,6 +25,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import file_sha256
 from edgeprune.validation import check_option
 
 
@@ -84,14 +84,6 @@ def torchvision_weight_files() -> dict[str, tuple[str, str]]:
     return known
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a .pth file, read safely: hash checked (torchvision file names), then
     `torch.load(weights_only=True)`, which refuses any pickled object other than tensors and
@@ -105,7 +97,7 @@ def load_pth(path: Path) -> dict[str, torch.Tensor]:
     )
     if known:
         try:
-            actual = _sha256(path)
+            actual = file_sha256(path)
         except OSError as exc:
             raise EdgepruneError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
         if not actual.startswith(known[0]):

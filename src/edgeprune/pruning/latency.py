@@ -181,7 +181,8 @@ def _layer_graph(shape: LayerShape, path: Path) -> None:
 
 
 def _backend_version(runtime: str) -> str:
-    from edgeprune.runtime.backends import check_runtime, import_openvino
+    from edgeprune.runtime.backends import check_runtime
+    from edgeprune.runtime.sessions import import_openvino
 
     check_runtime(runtime, allow_auto=False)
     module = import_openvino() if runtime == "openvino" else __import__(runtime)
@@ -197,7 +198,7 @@ def table_key(runtime: str, threads: int, input_size: int, architecture: str) ->
 
 
 def latency_cache_dir() -> Path:
-    from edgeprune.runtime.backends import cache_root
+    from edgeprune.outputs import cache_root
 
     return cache_root() / "latency"
 

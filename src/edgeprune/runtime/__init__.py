@@ -12,10 +12,11 @@ package imports torch (a test runs it with torch made unimportable).
 
 from edgeprune.runtime.backends import Backend, available_backends, make_backend, open_backend
 from edgeprune.runtime.bench import bench_onnx, compare, read_csv, write_csv
-from edgeprune.runtime.classifier import Classifier, Prediction, make_session, softmax
+from edgeprune.runtime.classifier import Classifier, Prediction, softmax
 from edgeprune.runtime.metadata import ArtifactMetadata, read_metadata
 from edgeprune.runtime.measure import cpu_device_label, cpu_isa, preferred_channel_multiple, time_round_robin
 from edgeprune.runtime.preprocess import decode_image, decode_images, normalize
+from edgeprune.runtime.sessions import ort_session
 
 __all__ = [
     "ArtifactMetadata",
@@ -30,9 +31,9 @@ __all__ = [
     "decode_image",
     "decode_images",
     "make_backend",
-    "make_session",
     "normalize",
     "open_backend",
+    "ort_session",
     "preferred_channel_multiple",
     "read_csv",
     "read_metadata",

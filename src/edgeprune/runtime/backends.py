@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,11 +22,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import atomic_file, cache_root, file_sha256
 from edgeprune.runtime.measure import cpu_device_label, cpu_isa, time_round_robin
+from edgeprune.runtime.metadata import ArtifactMetadata, ir_props, read_props
+from edgeprune.runtime.sessions import (
+    OPENVINO_INSTALL_HINT,
+    import_openvino,
+    openvino_compile,
+    openvino_read,
+    ort_session,
+)
 
 BACKENDS = ("onnxruntime", "openvino")
 RUNTIME_CHOICES = ("auto", *BACKENDS)
-INSTALL_HINT = {"onnxruntime": "pip install edgeprune[runtime]", "openvino": "pip install edgeprune[openvino]"}
+INSTALL_HINT = {"onnxruntime": "pip install edgeprune[runtime]", "openvino": OPENVINO_INSTALL_HINT}
 # The auto choice is measured at batch 1 (a device classifies one part at a time): this many
 # rounds of AUTO_RUNS calls per backend, after AUTO_WARMUP untimed calls each.
 AUTO_ROUNDS, AUTO_RUNS, AUTO_WARMUP = 5, 4, 3
@@ -58,8 +66,6 @@ class Backend:
 
     def metadata_props(self) -> dict[str, str]:
         """The file's ONNX metadata_props (edgeprune's keys among them)."""
-        from edgeprune.runtime.metadata import read_props
-
         return read_props(self.path)
 
     def __repr__(self) -> str:
@@ -86,14 +92,12 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | Path, threads: int | None = 1, providers: Sequence[str] | None = None):
         import onnxruntime as ort
 
-        from edgeprune.runtime.classifier import make_session
-
         p = _check(path, threads)
         if p.suffix.lower() == ".xml":
             raise EdgepruneError(f"{p} is an OpenVINO IR: it runs on OpenVINO only (runtime='openvino')")
         super().__init__(p, threads)
         self.version = ort.__version__
-        self.session = make_session(p, threads, providers)  # the session options live there
+        self.session = ort_session(p, threads, providers=providers)
         inputs = self.session.get_inputs()
         _single_input(p, len(inputs))
         self.input_name = inputs[0].name
@@ -107,16 +111,6 @@ class OnnxRuntimeBackend(Backend):
 
     def metadata_props(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
-
-
-def openvino_config(threads: int | None) -> dict[str, str]:
-    """OpenVINO CPU properties (string keys, as its documentation allows) for a latency-bound,
-    single-request classifier: one stream, the LATENCY hint, `threads` inference threads, and
-    FP32 arithmetic, so an FP32 artifact is not silently run in BF16 on CPUs that have it."""
-    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
-    return config
 
 
 class OpenVinoBackend(Backend):
@@ -135,16 +129,12 @@ class OpenVinoBackend(Backend):
         ir = p.suffix.lower() == ".xml"  # an OpenVINO IR (edgeprune export --format openvino-int8)
         # ONNX: read through ONNX Runtime, which also refuses a file that is not ONNX, clearly.
         self._props = {} if ir else super().metadata_props()
-        self._core = ov.Core()
-        self._config = openvino_config(threads)
+        self._core, self._model = openvino_read(p)
         try:
-            self._model = self._core.read_model(str(p))
             if ir:
-                from edgeprune.runtime.metadata import ir_props
-
                 self._props = ir_props(self._model)
             _single_input(p, len(self._model.inputs))
-            self._dynamic = self._core.compile_model(self._model, "CPU", self._config)
+            self._dynamic = openvino_compile(self._core, self._model, threads)
         except EdgepruneError:
             raise
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with its log
@@ -161,7 +151,7 @@ class OpenVinoBackend(Backend):
             return self._dynamic_request
         model = self._model.clone()
         model.reshape(list(shape))
-        request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        request = openvino_compile(self._core, model, self.threads).create_infer_request()
         self._requests[shape] = request
         return request
 
@@ -180,17 +170,6 @@ class OpenVinoBackend(Backend):
 
     def metadata_props(self) -> dict[str, str]:
         return dict(self._props)
-
-
-def import_openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise EdgepruneError(
-            f"runtime 'openvino' is not installed: {INSTALL_HINT['openvino']} (or pick --runtime "
-            "onnxruntime)"
-        ) from None
-    return openvino
 
 
 FACTORIES: dict[str, Callable[..., Backend]] = {
@@ -248,19 +227,6 @@ def make_backend(name: str, path: str | Path, *, threads: int | None = 1,
 
 # ----------------------------------------------------------------------------- auto choice
 
-def cache_root() -> Path:
-    """$EDGEPRUNE_CACHE or ~/.cache/edgeprune (the data cache's root too)."""
-    return Path(os.environ.get("EDGEPRUNE_CACHE") or Path.home() / ".cache" / "edgeprune")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class RuntimeChoice:
     """Which backend `auto` picked for a file, and on what evidence."""
@@ -303,19 +269,15 @@ def _read_choice(file: Path, key: dict[str, Any]) -> RuntimeChoice | None:
 def _write_choice(file: Path, choice: RuntimeChoice) -> None:
     record = {"runtime": choice.runtime, "key": choice.key, "median_ms": choice.median_ms,
               "measured_at": choice.measured_at}
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, file)  # atomic: two processes starting at once never read half a file
-    except OSError:
+    try:  # atomic: two processes starting at once never read half a file
+        with atomic_file(file, overwrite=True, what="runtime choice") as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except (OSError, EdgepruneError):
         pass  # a read-only cache only costs a measurement at the next start
 
 
 def _input_shape(backend: Backend, input_size: int | None) -> tuple[int, int, int, int]:
     if input_size is None:
-        from edgeprune.runtime.metadata import ArtifactMetadata
-
         input_size = ArtifactMetadata.from_props(backend.metadata_props(), str(backend.path)).input_size
     return (1, 3, input_size, input_size)
 

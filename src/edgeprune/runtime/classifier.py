@@ -8,7 +8,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.validation import check_option
+from edgeprune.runtime.backends import open_backend
 from edgeprune.runtime.metadata import ArtifactMetadata, check_graph
 from edgeprune.runtime.preprocess import ImageLike, decode_images, normalize
 
@@ -17,29 +17,6 @@ class Prediction(NamedTuple):
     label: str
     confidence: float  # softmax probability of the label
     index: int
-
-
-def make_session(path: str | Path, threads: int | None = 1, providers: Sequence[str] | None = None):
-    """An ONNX Runtime CPU session with a fixed intra-op thread count (None: ORT's default)."""
-    import onnxruntime as ort
-
-    p = Path(path)
-    if not p.is_file():
-        raise EdgepruneError(f"ONNX file not found: {p}")
-    check_option("threads", threads, optional=True)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
-    try:
-        return ort.InferenceSession(
-            str(p), options, providers=list(providers or ["CPUExecutionProvider"])
-        )
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise EdgepruneError(f"{p} is not a loadable ONNX model: {exc}") from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -61,8 +38,6 @@ class Classifier:
 
     def __init__(self, path: str | Path, *, runtime: str = "onnxruntime", threads: int | None = 1,
                  providers: Sequence[str] | None = None):
-        from edgeprune.runtime.backends import open_backend
-
         self.path = Path(path)
         self.backend, self.runtime_choice = open_backend(self.path, runtime, threads=threads,
                                                          providers=providers)

@@ -184,7 +184,7 @@ def time_callable(
 # ru_maxrss survives fork+exec and starts at the parent's (large) peak, hiding the model's memory.
 PEAK_MEMORY_NOTE = (
     "peak resident memory (VmHWM) minus resident memory after `import onnxruntime, numpy` (or "
-    "openvino), in a fresh process that then loads the ONNX model into that runtime (CPU, {threads} "
+    "openvino) and edgeprune's session builder, in a fresh process that then loads the ONNX model into that runtime (CPU, {threads} "
     "thread(s)) and runs one batch-1 inference; the peak is reset after the imports "
     "(/proc/self/clear_refs; where that is refused, the import peak is the baseline). Counts "
     "weights, graph optimisation, arena and activations, not the interpreter or libraries"
@@ -217,39 +217,34 @@ def report(baseline):
     print(json.dumps({"baseline_kib": baseline, "peak_kib": resident_kib()["VmHWM"]}))
 """
 
-# The child imports only onnxruntime and numpy (edgeprune may pull in torch), so the session
-# options repeat those of `classifier.make_session`. Arguments: path, input size, threads.
+# The probes open the model with the same session builders as every backend
+# (`edgeprune.runtime.sessions`, imported before the baseline). Arguments: path, input size, threads.
 ORT_PROBE = PROBE_PRELUDE + """
 import numpy as np
-import onnxruntime as ort
+import onnxruntime
+from edgeprune.runtime.sessions import ort_session
 path, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 baseline = reset_peak()
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-options.inter_op_num_threads = 1
-options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-options.log_severity_level = 3
-session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+session = ort_session(path, threads)
 x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
 session.run(None, {session.get_inputs()[0].name: x})
 report(baseline)
 """
 
 
-# The same for OpenVINO. Arguments: path, input size, the compile config as JSON (that of
-# `backends.openvino_config`, so the probe compiles what the backend compiles), batch-1 static.
+# The same for OpenVINO, batch-1 static. Arguments: path, input size, threads.
 OV_PROBE = PROBE_PRELUDE + """
 import numpy as np
 import openvino as ov
-path, size, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+from edgeprune.runtime.sessions import openvino_compile, openvino_read
+path, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 core = ov.Core()
 core.get_versions("CPU")  # the CPU plugin and ONNX reader libraries load before the baseline,
 ov.frontend.FrontEndManager().load_by_framework("onnx")  # as ORT's are loaded at import
 baseline = reset_peak()
-model = core.read_model(path)
+model = openvino_read(path, core)[1]
 model.reshape([1, 3, size, size])
-request = core.compile_model(model, "CPU", config).create_infer_request()
+request = openvino_compile(core, model, threads).create_infer_request()
 x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
 request.infer({0: x})
 report(baseline)
@@ -265,9 +260,12 @@ def measure_peak_memory(code: str, args: list[str], timeout_s: float = 600) -> i
 
     if not Path("/proc/self/status").is_file():
         raise EdgepruneError("peak memory is measured from /proc/self/status, which needs Linux")
+    # The child imports edgeprune.runtime.sessions from wherever this edgeprune was imported.
+    source = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)}
     try:
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+                              timeout=timeout_s, check=False, env=env)
     except subprocess.TimeoutExpired:
         raise EdgepruneError(
             f"the peak-memory probe did not finish within {timeout_s / 60:g} minutes"
@@ -298,13 +296,8 @@ def run_memory_probe(code: str, args: list[str], timeout_s: float = 600) -> Peak
 def peak_memory_onnx(path: str | Path, *, input_size: int, threads: int = 1,
                      runtime: str = "onnxruntime") -> PeakMemory:
     """See PEAK_MEMORY_NOTE. runtime: onnxruntime or openvino."""
-    if runtime == "openvino":
-        import json
-
-        from edgeprune.runtime.backends import openvino_config
-
-        return run_memory_probe(OV_PROBE, [str(path), str(input_size), json.dumps(openvino_config(threads))])
-    return run_memory_probe(ORT_PROBE, [str(path), str(input_size), str(threads)])
+    probe = OV_PROBE if runtime == "openvino" else ORT_PROBE
+    return run_memory_probe(probe, [str(path), str(input_size), str(threads)])
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.runtime.backends import file_sha256
+from edgeprune.outputs import file_sha256
 from edgeprune.station.dashboard_config import DashboardConfig
 from edgeprune.station.decision import LoadedModel
 from edgeprune.station.review import connect
