@@ -3,6 +3,8 @@ own, and the accuracies it must reach: well above chance is not enough for a dem
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgeprune.runtime.backends import available_backends
 from edgeprune.workflows.demo import run_demo
 
@@ -34,3 +36,35 @@ def test_demo_reaches_real_accuracies_and_the_artifacts_really_shrink(tmp_path):
     assert result["warnings"] == [] and 1 <= result["kept_epoch"] <= EPOCHS
     for row in rows.values():
         assert row["b1_median_ms"] > 0 and row["device"] and row["threads"] == 1
+    # the station's replay folder: 20 test images of each of the 10 digits
+    assert len(list(Path(result["replay"]).glob("*/*.png"))) == 200
+
+
+def test_demo_replay_folder_is_written_once_kept_when_identical_and_never_replaced(tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from edgeprune.data import load_data
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.workflows.demo import (
+        DATA_SEED, REPLAY_PER_CLASS, _replay_images, _replay_present, _write_replay,
+    )
+
+    data = load_data("digits", image_size=32, val_fraction=0.1, seed=DATA_SEED)
+    images = _replay_images(data)
+    folder = tmp_path / "replay"
+    assert not _replay_present(folder, images)
+    _write_replay(folder, images)
+    classes = sorted(p.name for p in folder.iterdir())
+    assert classes == sorted(data.class_names)
+    assert all(len(list((folder / c).glob("*.png"))) == REPLAY_PER_CLASS for c in classes)
+    name, pixels = next(iter(images.items()))
+    with Image.open(folder / name) as image:  # the test image itself, as the station will read it
+        assert image.size == (32, 32) and np.array_equal(np.asarray(image.convert("RGB")), pixels)
+    assert _replay_present(folder, images)  # a second demo keeps it
+
+    (folder / name).write_bytes(b"someone else's file")
+    with pytest.raises(EdgepruneError, match="holds other files"):
+        _replay_present(folder, images)
+    assert (folder / name).read_bytes() == b"someone else's file"  # refused, not replaced

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from edgeprune.cli.app import DeviceOpt, OverwriteOpt, ThreadsOpt, app, console
+from edgeprune.cli.app import DeviceOpt, OverwriteOpt, app, console
 from edgeprune.cli.common import log
-from edgeprune.workflows.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS
+from edgeprune.workflows.demo import DEMO_EPOCHS, DEMO_FINETUNE_EPOCHS, DEMO_THREADS
 
 
 @app.command()
@@ -21,13 +21,16 @@ def demo(
         int, typer.Option("--seed", help="Seed for init, shuffling, augmentation, pruning and calibration "
                           "(the data split stays fixed, so seeds are compared on the same test images).")
     ] = 0,
-    threads: ThreadsOpt = 2,
+    threads: Annotated[int, typer.Option(
+        "--threads", min=1, help="Training threads. Part of the recipe: the same seed gives the same "
+        "figures only with the same thread count (other counts sum in another order).")] = DEMO_THREADS,
     bench_threads: Annotated[int, typer.Option("--bench-threads", min=1, help="Threads for the timings.")] = 1,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a MobileNetV2 on scikit-learn's digits, prune half its parameters away, quantize it to
-    INT8 ONNX, and bench the three side by side: every figure is what was achieved here."""
+    INT8 ONNX, and bench the three side by side: every figure is what was achieved here. Also
+    writes OUT/replay (test images, <class>/<image>.png) for a station to replay."""
     from edgeprune.cli.commands_export import render_bench
     from edgeprune.workflows.demo import run_demo
 
@@ -41,3 +44,8 @@ def demo(
                   + " ".join(result["checkpoints"].values()) + " --data digits")
     console.print(f"checkpoints and artifacts in {out} (seed {seed}; the baseline keeps its best "
                   f"validation epoch, {result['kept_epoch']}/{epochs})")
+    console.print("run a station on them, its dashboard on http://127.0.0.1:8080/ (every 7 is a "
+                  "'defect'):", highlight=False)
+    console.print(f"  edgeprune station run --model {result['checkpoints']['int8']} "
+                  f"--source replay:{result['replay']} --rate 2 --ok-classes 0,1,2,3,4,5,6,8,9 "
+                  f"--db {Path(out) / 'station.db'} --http 127.0.0.1:8080", highlight=False, soft_wrap=True)
