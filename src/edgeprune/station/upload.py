@@ -141,7 +141,7 @@ class Uploader:
         self._db: sqlite3.Connection | None = None  # opened by start(), in the thread that runs
         self._lock = threading.RLock()
         self._cursor: dict[str, Any] = {}
-        self.fleet_seen = False  # a receipt came in this run: worth waiting for the rest at exit
+        self.fleet_seen = False  # a receipt ever came: worth waiting for the rest at exit
         self._inflight: dict[str, tuple[Any, float] | None] = {s: None for s in STREAMS}
         self._last_sent = {s: 0.0 for s in STREAMS}
         self._timeout = {s: ack_timeout_s for s in STREAMS}
@@ -285,6 +285,14 @@ class Uploader:
             last = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()[0]
             return int(last - self._cursor["decisions"])
 
+    def labels_pending(self) -> int:
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reviews'").fetchone() is None:
+                return 0
+            ts, decision_id = self._cursor["labels"]
+            return int(self._db.execute("SELECT COUNT(*) FROM reviews WHERE (ts, decision_id) > (?, ?)",
+                                        (ts, decision_id)).fetchone()[0])
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -299,17 +307,20 @@ class Uploader:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(CURSOR_SCHEMA)
         self._cursor = {s: self._load_cursor(s) for s in STREAMS}
+        # A station whose cursor ever moved has a fleet: at exit it waits for it (up to flush_s).
+        self.fleet_seen = self._cursor["decisions"] > 0
         self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
         self.client.loop_start()
         self._thread.start()
 
     def stop(self, flush_s: float = 3.0) -> int:
-        """Up to `flush_s` for the rest to be confirmed, when a fleet answered in this run (what is
-        left goes at the next start, from the cursor); returns the decisions still unconfirmed."""
+        """Up to `flush_s` for the rest to be confirmed, when this station has a fleet (a receipt
+        ever came; a station without one does not wait); what is left goes at the next start, from
+        the cursor. Returns the decisions still unconfirmed."""
         deadline = time.monotonic() + (flush_s if self.fleet_seen else 0.0)
         with self._lock:
             self._last_sent = {s: 0.0 for s in STREAMS}  # anything new goes now, not at the interval
-        while time.monotonic() < deadline and self.pending() > 0:
+        while time.monotonic() < deadline and (self.pending() > 0 or self.labels_pending() > 0):
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
