@@ -54,6 +54,11 @@ def run(
         "--http", help="HOST:PORT for the dashboard and its API, e.g. 127.0.0.1:8080 (loopback "
         "unless you name another address); the token for changes comes from [dashboard] token or "
         "EDGEPRUNE_STATION_TOKEN.")] = None,
+    station_id: Annotated[Optional[str], typer.Option(
+        "--station-id", help="This station's name in the fleet (default: the host name); its decision "
+        "log goes upstream over --mqtt (docs/fleet.md).")] = None,
+    line_label: Annotated[Optional[str], typer.Option(
+        "--line", help="The production line's label, for the fleet.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON.")] = False,
 ) -> None:
     """Run the station until the source ends, --max-images, or Ctrl-C / SIGTERM (the image in flight
@@ -65,6 +70,7 @@ def run(
         "ok_classes": ok_classes, "review_below": review_below, "fallback_model": fallback_model,
         "plc": plc, "mqtt": mqtt, "mqtt_interval_s": mqtt_interval, "db": db,
         "drain_timeout": drain_timeout, "runtime": runtime, "threads": threads, "http": http,
+        "station_id": station_id, "line": line_label,
     }
     cfg = load_config(config, overrides)
 

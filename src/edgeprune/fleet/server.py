@@ -9,6 +9,7 @@ what was queued or half-stored has no receipt yet, and the station sends it agai
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import socket
@@ -34,7 +35,7 @@ class FleetServer:
         self.store = store or FleetStore(config.db, config.data)  # an unreachable database fails here
         self.ingestor = Ingestor(self.store, config)
         self.host, self.port, self.topic = parse_mqtt_filter(config.mqtt)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeprune-fleet-{socket.gethostname()}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeprune-fleet-{socket.gethostname()}-{os.getpid()}")
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
