@@ -244,7 +244,7 @@ def stage_bench(args, data) -> list[dict]:
     from edgeprune.runtime.backends import available_backends
     from edgeprune.runtime.bench import achieved_gmacs
     from edgeprune.runtime.classifier import Classifier
-    from edgeprune.runtime.measure import cpu_device_label, cpu_isa, file_size, time_round_robin
+    from edgeprune.runtime.measure import TimingPolicy, cpu_device_label, cpu_isa, file_size, time_round_robin
 
     images, labels = data.test.images.numpy(), data.test.labels.numpy()
     rows, runners = [], {}
@@ -269,9 +269,9 @@ def stage_bench(args, data) -> list[dict]:
         x = rng.standard_normal((batch, 3, args.image_size, args.image_size), dtype=np.float32)
         log(f"timing {len(runners)} rows at batch {batch}, round-robin, {args.bench_threads} thread(s)")
         timings = time_round_robin({k: (lambda f=f, x=x: f(x)) for k, f in runners.items()},
-                                   per_call_items=batch, warmup=3, runs_per_round=3, min_rounds=3,
-                                   max_rounds=40, budget_s=args.budget * len(runners),
-                                   cpus=args.bench_threads)
+                                   TimingPolicy(warmup=3, runs_per_round=3, min_rounds=3, max_rounds=40,
+                                                budget_s=args.budget),
+                                   per_call_items=batch, cpus=args.bench_threads)
         for row in rows:
             t = timings[row["key"]]
             row[f"b{batch}_median_ms"], row[f"b{batch}_p90_ms"] = t.median_ms, t.p90_ms

@@ -17,7 +17,7 @@ from edgeprune.models import load_checkpoint
 from edgeprune.runtime import backends
 from edgeprune.runtime.bench import COLUMNS, BenchRow
 from edgeprune.runtime.classifier import Classifier
-from edgeprune.runtime.measure import cpu_isa, preferred_channel_multiple, time_round_robin
+from edgeprune.runtime.measure import TimingPolicy, cpu_isa, preferred_channel_multiple, time_round_robin
 from edgeprune.runtime.preprocess import normalize
 
 from helpers import NO_TORCH, run_blocked  # noqa: E402
@@ -138,7 +138,8 @@ def test_round_robin_interleaves_and_pins(monkeypatch):
     calls: list[str] = []
     candidates = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    timings = time_round_robin(candidates, warmup=1, runs_per_round=2, min_rounds=3, max_rounds=3, cpus=1)
+    timings = time_round_robin(candidates, TimingPolicy(warmup=1, runs_per_round=2, min_rounds=3, max_rounds=3),
+                               cpus=1)
     assert calls[:3] == ["a", "b", "c"]  # warm-up, once each
     rounds = ["".join(calls[3:][i:i + 6:2]) for i in range(0, 18, 6)]
     assert rounds == ["abc", "bca", "cab"]  # each round starts one place later
@@ -222,3 +223,36 @@ def test_measure_times_both_backends_side_by_side(trained_digits_checkpoint, cap
         main(["measure", str(trained_digits_checkpoint), "--runtime", "openvino,tensorrt"])
     assert exc.value.code == 2
     assert "error: unknown runtime 'tensorrt'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_timing_policy_budget_and_presets_on_a_synthetic_clock():
+    """The budget is per candidate and ends the rounds once spent (never before min_rounds):
+    checked on a clock that advances 1 ms per reading, so no real timing is involved."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.runtime.measure import TIMING_PRESETS, timing_preset
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    candidates = {name: (lambda: None) for name in "ab"}
+    # 2 readings per call, 5 calls per round and candidate: 20 ms a round for two candidates.
+    policy = TimingPolicy(warmup=0, runs_per_round=5, min_rounds=2, max_rounds=100, budget_s=0.1)
+    timings = time_round_robin(candidates, policy, clock=clock)
+    rounds = timings["a"].runs // 5
+    assert 10 <= rounds <= 11  # 0.1 s x 2 candidates = 0.2 s at ~20 ms a round
+    assert timings["a"].median_ms == timings["a"].p90_ms == pytest.approx(1.0)
+    few = time_round_robin(candidates, policy.with_budget(0.0), clock=clock)
+    assert few["a"].runs == 10  # min_rounds still run
+    fixed = time_round_robin(candidates, TimingPolicy.fixed(7, warmup=0), clock=clock)
+    assert fixed["b"].runs == 7
+    assert set(TIMING_PRESETS) >= {"auto-choice", "bench-b1", "bench-b64", "layer-table", "whole-network"}
+    assert time_round_robin(candidates, "auto-choice", clock=clock)["a"].runs == 20
+    for bad in (dict(min_rounds=0), dict(max_rounds=1, min_rounds=2), dict(runs_per_round=0),
+                dict(warmup=-1), dict(budget_s=float("nan"))):
+        with pytest.raises(EdgepruneError):
+            TimingPolicy(**bad)
+    with pytest.raises(EdgepruneError, match="unknown timing preset"):
+        timing_preset("fastest")

@@ -18,7 +18,7 @@ LAYERS: dict[str, float] = {
     "runtime": 1,
     "hardware": 2,
     "data": 3,
-    "models": 3,
+    "models": 3.5,  # a model records the data split it was trained on (models.check_data_for_model)
     "metrics": 4,
     "train": 5,
     "pruning": 5,

@@ -117,3 +117,23 @@ def test_fingerprint_is_the_data_not_the_split_or_the_size():
     b = load_data(DataOptions(spec="digits", image_size=24, seed=4, val_fraction=0.2)).split
     assert a.fingerprint == b.fingerprint
     assert (a.seed, a.val_fraction) != (b.seed, b.val_fraction)
+
+
+def test_model_check_data_is_the_one_rule(seed3_checkpoint):
+    """`Model.check_data` decides for the API, the CLI and a study: same classes, and another
+    split of the training data refused unless allowed."""
+    from edgeprune import api
+    from edgeprune.models import Model
+
+    model = Model.load(seed3_checkpoint)
+    recorded = load_data("digits", image_size=16, max_per_class=30, seed=3)
+    assert model.check_data(recorded) is None
+    other = load_data("digits", image_size=16, max_per_class=30, seed=4)
+    with pytest.raises(EdgepruneError, match="another split"):
+        model.check_data(other)
+    assert "OTHER SPLIT" in model.check_data(other, allow_other_split=True)
+    with pytest.raises(EdgepruneError, match="another split"):
+        api.evaluate(model, other)  # the API asks the same rule
+    renamed = model.with_meta(class_names=[f"c{i}" for i in range(len(model.class_names))])
+    with pytest.raises(EdgepruneError, match="classes differ"):
+        renamed.check_data(recorded)

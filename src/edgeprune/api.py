@@ -103,15 +103,11 @@ def prune_model(
 def evaluate(model: Model, data: DataBundle, split: str = "test", *, allow_other_split: bool = False) -> EvalResult:
     """Accuracy, balanced accuracy, per-class recall and confusion matrix on one split of `data`
     (refused on another split of the model's own training data, see allow_other_split)."""
-    from edgeprune.data import check_same_split
     from edgeprune.errors import EdgepruneError
-    from edgeprune.models import ensure_same_classes
 
     if split not in ("test", "val"):
         raise EdgepruneError(f"split must be test or val, got {split!r}")
-    ensure_same_classes(model.meta, data.class_names, data.name)
-    if data.split is not None:
-        check_same_split(model.split, data.split, allow_other_split=allow_other_split, what="the model")
+    model.check_data(data, allow_other_split=allow_other_split)
     return _evaluate(model.module, getattr(data, split), mean=model.mean, std=model.std,
                      class_names=model.class_names)
 
@@ -124,16 +120,12 @@ def evaluate_shifted(model: Model, data: DataBundle, shifts: str | Sequence[str]
     uint8 images before the model's normalisation, noise seeded by `seed`. Typed result: per
     shift and severity, the clean accuracy and the mean relative drop (see
     edgeprune.metrics.robustness for the parameters of each severity)."""
-    from edgeprune.data import check_same_split
     from edgeprune.errors import EdgepruneError
     from edgeprune.metrics.robustness import evaluate_shifted as _evaluate_shifted
-    from edgeprune.models import ensure_same_classes
 
     if split not in ("test", "val"):
         raise EdgepruneError(f"split must be test or val, got {split!r}")
-    ensure_same_classes(model.meta, data.class_names, data.name)
-    if data.split is not None:
-        check_same_split(model.split, data.split, allow_other_split=allow_other_split, what="the model")
+    model.check_data(data, allow_other_split=allow_other_split)
     return _evaluate_shifted(model, getattr(data, split), shifts=shifts, severities=severities, seed=seed,
                              log=log)
 
@@ -142,13 +134,8 @@ def measure(model: Model, data: DataBundle | None = None, *, threads: int = 1, r
             memory: bool = True, log: Log = None) -> Measurement:
     """What the model achieves on this machine's CPU: parameters, MACs, sizes, latency (PyTorch
     and ONNX Runtime, batch 1 and 64, `threads` threads), peak memory, test accuracy with `data`."""
-    from edgeprune.data import check_same_split
-    from edgeprune.models import ensure_same_classes
-
     if data is not None:
-        ensure_same_classes(model.meta, data.class_names, data.name)
-        if data.split is not None:
-            check_same_split(model.split, data.split, allow_other_split=False, what="the model")
+        model.check_data(data)
     values = _measure_module(model.module, input_size=model.input_size, data=data, threads=threads,
                              runs=runs, memory=memory, mean=model.mean, std=model.std, log=log)
     values["split"] = data.split.to_dict() if data is not None and data.split is not None else None

@@ -142,17 +142,14 @@ def load_data_for_checkpoint(request: DataRequest, meta, what: str):
     """The data to evaluate or fine-tune a checkpoint on: its recorded split unless told
     otherwise, at its input size, with the same classes; another split of the same data is
     refused (or flagged with --allow-other-split). Returns (data, split warning or None)."""
-    from edgeprune.data import check_same_split
-    from edgeprune.models import ensure_same_classes
+    from edgeprune.models.checkpoint import check_data_for_model
 
     # --image-size only where a command offers it (prune: the resolution lever)
     options = request.options(recorded_split=meta.split, image_size=request.image_size or meta.input_size)
     if not meta.split and request.seed is None:  # older checkpoints: the training seed at least
         options = options.replace(seed=int(meta.training.get("seed", 0) or 0))
     data = load_data_logged(options)
-    ensure_same_classes(meta, data.class_names, data.name)
-    message = check_same_split(meta.split, data.split, allow_other_split=request.allow_other_split,
-                               what=what)
+    message = check_data_for_model(meta, data, allow_other_split=request.allow_other_split, what=what)
     flagged = message if message and message.startswith("OTHER SPLIT") else None
     if message:
         warn(message)

@@ -13,7 +13,7 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import set_threads
 from edgeprune.runtime.energy import RaplZone, energy_used_uj, read_energy
-from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, time_callable, time_round_robin
+from edgeprune.runtime.measure import DEFAULT_RUNS, DEFAULT_WARMUP, TimingPolicy, time_callable, time_round_robin
 from edgeprune.runtime.sessions import ort_session
 
 DEFAULT_BATCH_SIZES = (1, 64)
@@ -53,8 +53,8 @@ def time_per_image(
         run_batch()
     zones = list(energy_zones)
     energy_before = read_energy(zones) if zones else None
-    timing = time_callable(run_batch, per_call_items=batch_size, warmup=0, min_runs=runs,
-                           max_runs=runs, budget_s=0.0, cpus=threads)
+    timing = time_callable(run_batch, TimingPolicy.fixed(runs, warmup=0), per_call_items=batch_size,
+                           cpus=threads)
     energy_after = read_energy(zones) if zones else None
     stats = {"median": timing.median_ms, "p90": timing.p90_ms}
     if zones:
@@ -156,9 +156,9 @@ def latency_compared(
                     candidates["torch"] = partial(model, torch.from_numpy(x))
                 for name, backend in loaded.items():
                     candidates[name] = partial(backend.run, x)
-                timings = time_round_robin(candidates, per_call_items=batch_size, warmup=warmup,
-                                           runs_per_round=1, min_rounds=runs, max_rounds=runs,
-                                           cpus=threads, energy=energy and model is not None)
+                timings = time_round_robin(candidates, TimingPolicy.fixed(runs, warmup=warmup),
+                                           per_call_items=batch_size, cpus=threads,
+                                           energy=energy and model is not None)
                 for name, timing in timings.items():
                     stats = {"median": timing.median_ms, "p90": timing.p90_ms}
                     if name == "torch" and timing.energy_j is not None:

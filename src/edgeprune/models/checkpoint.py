@@ -387,6 +387,19 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
+def check_data_for_model(meta: CheckpointMeta, data: Any, *, allow_other_split: bool = False,
+                         what: str = "the model") -> str | None:
+    """The one rule for using a model on a `DataBundle`: the same classes in the same order, and
+    not another split of the data it was trained on (`data.check_same_split`: refused unless
+    `allow_other_split`). Returns the note or warning to show beside the figures, or None."""
+    from edgeprune.data.options import check_same_split
+
+    ensure_same_classes(meta, data.class_names, data.name)
+    if data.split is None:  # arrays handed in directly: no fingerprint to compare
+        return None
+    return check_same_split(meta.split, data.split, allow_other_split=allow_other_split, what=what)
+
+
 def ensure_same_classes(meta: CheckpointMeta, class_names: list[str], data_name: str) -> None:
     """A checkpoint can only be evaluated or fine-tuned on data with the same classes, in order."""
     if list(meta.class_names) != list(class_names):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from edgeprune.models.checkpoint import CheckpointMeta, check_data_for_model, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -33,6 +33,11 @@ class Model:
 
     def with_meta(self, **changes: Any) -> Model:
         return Model(self.module, dataclasses.replace(self.meta, **changes))
+
+    def check_data(self, data: Any, *, allow_other_split: bool = False, what: str = "the model") -> str | None:
+        """May this model be evaluated or fine-tuned on `data` (a DataBundle)? Same classes, and
+        not another split of its training data; see `checkpoint.check_data_for_model`."""
+        return check_data_for_model(self.meta, data, allow_other_split=allow_other_split, what=what)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)

@@ -60,11 +60,7 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 
 GRID_STEPS = 8  # coarse grid: about this many counts per group between dense and the floor
-TABLE_WARMUP, TABLE_RUNS, TABLE_BUDGET_S = 3, 15, 0.4  # one table entry
-# Whole-network measurements (round-robin): at least MODEL_ROUNDS rounds, then more until
-# MODEL_BUDGET_S is spent. At 32x32 a network runs in 0.3 ms and 8 rounds take 25 ms, where one
-# scheduler hiccup doubles a median; a second of rounds does not mind it.
-MODEL_ROUNDS, MODEL_RUNS, MODEL_MAX_ROUNDS, MODEL_BUDGET_S = 8, 5, 400, 1.0
+# Timing: the "layer-table" and "whole-network" presets of runtime.measure.TIMING_PRESETS.
 PROBE_RATIO = 0.5  # the second network of the fit: every group at half its channels
 # Layers inside the network run between a few times faster than alone (call overheads, layout
 # reorders the network does not pay) and somewhat slower (cache misses): a fitted slope outside
@@ -245,8 +241,7 @@ class LatencyTable:
         dims = ((1, shape.in_channels) if shape.kind == "linear"
                 else (1, shape.in_channels, shape.height, shape.width))
         x = np.random.default_rng(0).standard_normal(dims, dtype=np.float32)
-        timing = time_callable(lambda: backend.run(x), warmup=TABLE_WARMUP, min_runs=TABLE_RUNS,
-                               max_runs=TABLE_RUNS, budget_s=TABLE_BUDGET_S, cpus=self.key["threads"])
+        timing = time_callable(lambda: backend.run(x), "layer-table", cpus=self.key["threads"])
         return timing.median_ms
 
     def save(self) -> None:
@@ -294,8 +289,7 @@ def time_onnx_files(paths: dict[str, Path], runtime: str, threads: int, input_si
     backends = {name: make_backend(runtime, p, threads=threads) for name, p in paths.items()}
     x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size), dtype=np.float32)
     timings = time_round_robin({n: (lambda b=b: b.run(x)) for n, b in backends.items()},
-                               warmup=5, runs_per_round=MODEL_RUNS, min_rounds=MODEL_ROUNDS,
-                               max_rounds=MODEL_MAX_ROUNDS, budget_s=MODEL_BUDGET_S, cpus=threads)
+                               "whole-network", cpus=threads)
     return {n: t.median_ms for n, t in timings.items()}
 
 

@@ -36,9 +36,6 @@ from edgeprune.runtime.sessions import (
 BACKENDS = ("onnxruntime", "openvino")
 RUNTIME_CHOICES = ("auto", *BACKENDS)
 INSTALL_HINT = {"onnxruntime": "pip install edgeprune[runtime]", "openvino": OPENVINO_INSTALL_HINT}
-# The auto choice is measured at batch 1 (a device classifies one part at a time): this many
-# rounds of AUTO_RUNS calls per backend, after AUTO_WARMUP untimed calls each.
-AUTO_ROUNDS, AUTO_RUNS, AUTO_WARMUP = 5, 4, 3
 
 
 class Backend:
@@ -301,8 +298,7 @@ def choose_backend(path: str | Path, *, threads: int | None = 1, input_size: int
     backends = {name: make_backend(name, path, threads=threads) for name in installed}
     x = np.random.default_rng(0).standard_normal(_input_shape(backends[installed[0]], input_size), dtype=np.float32)
     timings = time_round_robin({name: (lambda b=b: b.run(x)) for name, b in backends.items()},
-                               warmup=AUTO_WARMUP, runs_per_round=AUTO_RUNS, min_rounds=AUTO_ROUNDS,
-                               max_rounds=AUTO_ROUNDS, cpus=threads or None)
+                               "auto-choice", cpus=threads or None)  # batch 1: one part at a time
     medians = {name: t.median_ms for name, t in timings.items()}
     best = min(installed, key=lambda name: medians[name])  # ties: BACKENDS order, ONNX Runtime first
     choice = RuntimeChoice(best, "measured", key, medians,

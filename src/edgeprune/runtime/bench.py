@@ -33,6 +33,7 @@ from edgeprune.runtime.measure import (
     gzip_size,
     peak_memory_onnx,
     time_round_robin,
+    timing_preset,
 )
 
 COLUMNS = [
@@ -137,13 +138,11 @@ def time_candidates(
     sizes = sorted({size for _, size in candidates.values()})
     x1 = {s: rng.standard_normal((1, 3, s, s), dtype=np.float32) for s in sizes}
     x64 = {s: rng.standard_normal((BATCH_LARGE, 3, s, s), dtype=np.float32) for s in sizes}
-    budget = budget_s * len(candidates)
     t1 = time_round_robin({n: (lambda r=r, s=s: r(x1[s])) for n, (r, s) in candidates.items()},
-                          warmup=5, runs_per_round=5, min_rounds=2, max_rounds=60, budget_s=budget,
-                          cpus=threads)
+                          timing_preset("bench-b1").with_budget(budget_s), cpus=threads)
     t64 = time_round_robin({n: (lambda r=r, s=s: r(x64[s])) for n, (r, s) in candidates.items()},
-                           per_call_items=BATCH_LARGE, warmup=2, runs_per_round=1, min_rounds=5,
-                           max_rounds=100, budget_s=budget, cpus=threads, energy=True)
+                           timing_preset("bench-b64").with_budget(budget_s), per_call_items=BATCH_LARGE,
+                           cpus=threads, energy=True)
     energy_note = find_rapl_zones()[1]
     out = {}
     for name in candidates:

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -88,37 +88,94 @@ def pinned(cpus: tuple[int, ...] | None) -> Iterator[tuple[int, ...] | None]:
                 pass
 
 
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long `time_round_robin` times: `warmup` untimed calls per candidate, then rounds of
+    `runs_per_round` calls per candidate, at least `min_rounds`, at most `max_rounds`, stopping
+    earlier once `budget_s` seconds per candidate are spent (None: no budget, `max_rounds`
+    decides). Checked when built. The presets below name every policy the project uses."""
+
+    warmup: int = 3
+    runs_per_round: int = 5
+    min_rounds: int = 3
+    max_rounds: int = 20
+    budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.min_rounds < 1 or self.max_rounds < self.min_rounds or self.runs_per_round < 1
+                or self.warmup < 0):
+            raise EdgepruneError(
+                f"need warmup >= 0, runs_per_round >= 1 and 1 <= min_rounds <= max_rounds, got "
+                f"warmup={self.warmup}, runs_per_round={self.runs_per_round}, rounds "
+                f"{self.min_rounds}..{self.max_rounds}"
+            )
+        if self.budget_s is not None and not (0 <= self.budget_s < float("inf")):
+            raise EdgepruneError(f"the timing budget must be a finite number >= 0 s, got {self.budget_s}")
+
+    @classmethod
+    def fixed(cls, runs: int, *, warmup: int = DEFAULT_WARMUP) -> "TimingPolicy":
+        """Exactly `runs` timed calls per candidate, one per round (no budget)."""
+        if runs < 1:
+            raise EdgepruneError(f"need runs >= 1, got {runs}")
+        return cls(warmup=warmup, runs_per_round=1, min_rounds=runs, max_rounds=runs)
+
+    def with_budget(self, budget_s: float | None) -> "TimingPolicy":
+        """This policy with another budget (seconds per candidate), e.g. a `--budget` flag's."""
+        return replace(self, budget_s=budget_s)
+
+
+# The named policies. Budgets are seconds per candidate.
+TIMING_PRESETS: dict[str, TimingPolicy] = {
+    # `runtime="auto"`: which backend is faster for a file, batch 1, a short fixed measurement.
+    "auto-choice": TimingPolicy(warmup=3, runs_per_round=4, min_rounds=5, max_rounds=5),
+    # bench rows: batch 1 in rounds of 5 calls, batch 64 one call per round (a call is long).
+    "bench-b1": TimingPolicy(warmup=5, runs_per_round=5, min_rounds=2, max_rounds=60, budget_s=2.0),
+    "bench-b64": TimingPolicy(warmup=2, runs_per_round=1, min_rounds=5, max_rounds=100, budget_s=2.0),
+    # one entry of the latency cut's layer table: a single operator, 15 calls.
+    "layer-table": TimingPolicy.fixed(15, warmup=3),
+    # whole networks for the latency cut's fit: at 32x32 a network runs in 0.3 ms and 8 rounds
+    # take 25 ms, where one scheduler hiccup doubles a median; a second of rounds does not mind it.
+    "whole-network": TimingPolicy(warmup=5, runs_per_round=5, min_rounds=8, max_rounds=400, budget_s=0.5),
+    # export's "is INT8 faster here?": a first answer, not a benchmark (that is `edgeprune bench`).
+    "int8-speed": TimingPolicy(budget_s=0.75),
+    # `edgeprune measure` and `metrics.latency_*`: a fixed count, comparable between runs.
+    "measure": TimingPolicy.fixed(DEFAULT_RUNS, warmup=DEFAULT_WARMUP),
+}
+
+
+def timing_preset(name: str) -> TimingPolicy:
+    try:
+        return TIMING_PRESETS[name]
+    except KeyError:
+        raise EdgepruneError(f"unknown timing preset {name!r}: choose one of {', '.join(TIMING_PRESETS)}") from None
+
+
 def time_round_robin(
     candidates: Mapping[str, Callable[[], object]],
+    policy: TimingPolicy | str = TimingPolicy(),
     *,
     per_call_items: int | Mapping[str, int] = 1,
-    warmup: int = 3,
-    runs_per_round: int = 5,
-    min_rounds: int = 3,
-    max_rounds: int = 20,
-    budget_s: float | None = None,
     cpus: int | tuple[int, ...] | None = None,
     energy: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
     """The one timing policy (TIMING_POLICY): median and p90 of each candidate's call time
     divided by `per_call_items` (time per image), timed in interleaved rounds.
 
-    Each candidate gets `warmup` untimed calls, then every round runs each candidate
-    `runs_per_round` times, the order rotating by one place per round. At least `min_rounds`
-    rounds; stops at `max_rounds` or, with `budget_s`, once that many seconds are spent in all.
-    `cpus`: a core count (the first N cores this process may use) or explicit cores to pin every
-    thread to while timing; None leaves the scheduler free. `energy`: RAPL energy read around
-    each candidate's calls and summed per candidate (None where unreadable)."""
+    `policy` (a TimingPolicy or a preset's name): each candidate gets `warmup` untimed calls,
+    then every round runs each candidate `runs_per_round` times, the order rotating by one place
+    per round; at least `min_rounds` rounds, stopping at `max_rounds` or once `budget_s` seconds
+    per candidate are spent in all. `cpus`: a core count (the first N cores this process may
+    use) or explicit cores to pin every thread to while timing; None leaves the scheduler free.
+    `energy`: RAPL energy read around each candidate's calls and summed per candidate (None
+    where unreadable). `clock`: the time source (tests pass a synthetic one)."""
     import gc
 
     names = list(candidates)
     if not names:
         return {}
-    if min_rounds < 1 or max_rounds < min_rounds or runs_per_round < 1 or warmup < 0:
-        raise EdgepruneError(
-            f"need warmup >= 0, runs_per_round >= 1 and 1 <= min_rounds <= max_rounds, got "
-            f"warmup={warmup}, runs_per_round={runs_per_round}, rounds {min_rounds}..{max_rounds}"
-        )
+    policy = timing_preset(policy) if isinstance(policy, str) else policy
+    budget = None if policy.budget_s is None else policy.budget_s * len(names)
     items = per_call_items if isinstance(per_call_items, Mapping) else dict.fromkeys(names, per_call_items)
     zones = find_rapl_zones()[0] if energy else []
     samples: dict[str, list[float]] = {n: [] for n in names}
@@ -126,25 +183,25 @@ def time_round_robin(
     chosen = cpus if isinstance(cpus, tuple) or cpus is None else pick_cpus(cpus)
     with pinned(chosen) as on_cpus:
         for name in names:
-            for _ in range(warmup):
+            for _ in range(policy.warmup):
                 candidates[name]()
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            start = time.perf_counter()
-            for round_index in range(max_rounds):
+            start = clock()
+            for round_index in range(policy.max_rounds):
                 shift = round_index % len(names)
                 for name in names[shift:] + names[:shift]:
                     fn = candidates[name]
                     before = read_energy(zones) if zones else None
-                    for _ in range(runs_per_round):
-                        t0 = time.perf_counter()
+                    for _ in range(policy.runs_per_round):
+                        t0 = clock()
                         fn()
-                        samples[name].append(time.perf_counter() - t0)
+                        samples[name].append(clock() - t0)
                     if zones:
                         used_uj[name] += energy_used_uj(zones, before, read_energy(zones))
-                if (round_index + 1 >= min_rounds and budget_s is not None
-                        and time.perf_counter() - start >= budget_s):
+                if (round_index + 1 >= policy.min_rounds and budget is not None
+                        and clock() - start >= budget):
                     break
         finally:
             if gc_was_enabled:
@@ -159,24 +216,16 @@ def time_round_robin(
 
 def time_callable(
     fn: Callable[[], object],
+    policy: TimingPolicy | str = TimingPolicy(runs_per_round=1, min_rounds=5, max_rounds=100, budget_s=2.0),
     *,
     per_call_items: int = 1,
-    warmup: int = 3,
-    min_runs: int = 5,
-    max_runs: int = 100,
-    budget_s: float = 2.0,
     cpus: int | tuple[int, ...] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timing:
     """Median and 90th percentile wall time of fn() divided by `per_call_items` (time per image):
-    `time_round_robin` with one candidate and one call per round.
-
-    `warmup` untimed calls first; then at least `min_runs` timed calls, stopping at `max_runs`
-    or once `budget_s` seconds are spent (`edgeprune.metrics.time_per_image` fixes the count
-    with min_runs = max_runs). Garbage collection is paused while timing, as `timeit` does, so a
-    collection triggered by unrelated objects does not land in one run."""
-    return time_round_robin({"fn": fn}, per_call_items=per_call_items, warmup=warmup,
-                            runs_per_round=1, min_rounds=min(min_runs, max_runs), max_rounds=max_runs,
-                            budget_s=budget_s, cpus=cpus)["fn"]
+    `time_round_robin` with one candidate. Garbage collection is paused while timing, as
+    `timeit` does, so a collection triggered by unrelated objects does not land in one run."""
+    return time_round_robin({"fn": fn}, policy, per_call_items=per_call_items, cpus=cpus, clock=clock)["fn"]
 
 
 # Peak memory is measured in a fresh process, so that nothing this process already holds (other

@@ -87,12 +87,7 @@ def _baseline(config, data, out: Path, say: Log, progress: bool, device) -> dict
     spec = config["baseline"]
     if spec["checkpoint"]:
         model = Model.load(spec["checkpoint"])
-        from edgeprune.data import check_same_split
-        from edgeprune.models import ensure_same_classes
-
-        ensure_same_classes(model.meta, data.class_names, data.name)
-        if data.split is not None:
-            check_same_split(model.split, data.split, allow_other_split=False, what=spec["checkpoint"])
+        model.check_data(data, what=spec["checkpoint"])
         model.save(out)
         say(f"baseline: loaded {spec['checkpoint']}")
         return {"method": "baseline", "source": Path(spec["checkpoint"]).name}

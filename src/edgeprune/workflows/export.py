@@ -551,13 +551,13 @@ def _export_onnx(model, meta, source, fmt, out, images, labels, data, threads, n
     return ExportResult(out, fmt, sidecar_path(out), report, info)
 
 
-SPEED_BUDGET_S = 1.5  # per backend: a first answer, not a benchmark (that is `edgeprune bench`)
 
 
 def int8_speed(fp32: Path, int8: Path, input_size: int, *, threads: int = 1,
-               budget_s: float = SPEED_BUDGET_S) -> dict[str, dict[str, Any]]:
+               budget_s: float | None = None) -> dict[str, dict[str, Any]]:
     """Batch-1 latency of the FP32 and the INT8 file on each installed backend, timed
-    round-robin on the same cores: {backend: {fp32_b1_ms, int8_b1_ms, speedup, faster, device}}.
+    round-robin on the same cores (the "int8-speed" timing preset; `budget_s`: another budget per
+    file): {backend: {fp32_b1_ms, int8_b1_ms, speedup, faster, device}}.
     Whether INT8 pays off depends on the CPU (VNNI), the backend and the shapes: at small inputs
     the quantize/dequantize work can outweigh the integer arithmetic."""
     from edgeprune.runtime.backends import available_backends, make_backend
@@ -569,7 +569,7 @@ def int8_speed(fp32: Path, int8: Path, input_size: int, *, threads: int = 1,
         runs = {kind: make_backend(name, path, threads=threads) for kind, path in
                 (("fp32", fp32), ("int8", int8))}
         timing = time_round_robin({kind: (lambda b=b: b.run(x)) for kind, b in runs.items()},
-                                  budget_s=budget_s, cpus=threads)
+                                  _speed_policy(budget_s), cpus=threads)
         fp32_ms, int8_ms = timing["fp32"].median_ms, timing["int8"].median_ms
         result[name] = {"fp32_b1_ms": fp32_ms, "int8_b1_ms": int8_ms, "speedup": fp32_ms / int8_ms,
                         "faster": int8_ms < fp32_ms, "device": cpu_device_label(),
@@ -577,8 +577,15 @@ def int8_speed(fp32: Path, int8: Path, input_size: int, *, threads: int = 1,
     return result
 
 
+def _speed_policy(budget_s: float | None):
+    from edgeprune.runtime.measure import timing_preset
+
+    policy = timing_preset("int8-speed")
+    return policy if budget_s is None else policy.with_budget(budget_s)
+
+
 def openvino_int8_speed(fp32: Path, qdq: Path, ir: Path, input_size: int, *, threads: int = 1,
-                        budget_s: float = SPEED_BUDGET_S) -> dict[str, Any]:
+                        budget_s: float | None = None) -> dict[str, Any]:
     """Batch-1 latency on OpenVINO of the FP32 .onnx, ONNX Runtime's QDQ .onnx and NNCF's IR,
     timed round-robin on the same cores."""
     from edgeprune.runtime.backends import make_backend
@@ -588,7 +595,7 @@ def openvino_int8_speed(fp32: Path, qdq: Path, ir: Path, input_size: int, *, thr
     runs = {kind: make_backend("openvino", path, threads=threads)
             for kind, path in (("fp32", fp32), ("qdq", qdq), ("ir", ir))}
     timing = time_round_robin({kind: (lambda b=b: b.run(x)) for kind, b in runs.items()},
-                              budget_s=budget_s * 1.5, cpus=threads)
+                              _speed_policy(budget_s), cpus=threads)
     ms = {kind: t.median_ms for kind, t in timing.items()}
     return {"fp32_b1_ms": ms["fp32"], "qdq_b1_ms": ms["qdq"], "ir_b1_ms": ms["ir"],
             "ir_vs_qdq": ms["qdq"] / ms["ir"], "ir_vs_fp32": ms["fp32"] / ms["ir"],
