@@ -206,6 +206,7 @@ def test_bench_columns_have_isa_and_match_the_row_type():
     assert [f.name for f in fields(BenchRow)] == COLUMNS
 
 
+@pytest.mark.slow  # edgeprune measure on both backends (~40 s on 2 cores)
 def test_measure_times_both_backends_side_by_side(trained_digits_checkpoint, capsys):
     """`edgeprune measure --runtime onnxruntime,openvino`: the runtime layer's backends, timed in
     the same round-robin as PyTorch; an unknown backend is refused before any work."""

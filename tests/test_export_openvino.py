@@ -32,6 +32,7 @@ def ov_int8(trained_digits_checkpoint, digits32, tmp_path_factory):
                              calibration_images=CALIBRATION, max_drop=3.0)
 
 
+@pytest.mark.slow  # NNCF and QDQ INT8 exports (~170 s and ~100 s on 2 cores)
 def test_openvino_int8_is_an_ir_verified_gated_and_timed(ov_int8, trained_digits_checkpoint, digits32):
     xml = ov_int8.path
     assert xml.suffix == ".xml" and ir_bin_path(xml).is_file() and ov_int8.report_path.is_file()
@@ -59,6 +60,7 @@ def test_openvino_int8_is_an_ir_verified_gated_and_timed(ov_int8, trained_digits
     assert Classifier(xml, runtime="auto").runtime == "openvino"  # the only backend for an IR
 
 
+@pytest.mark.slow  # NNCF and QDQ INT8 exports (~170 s and ~100 s on 2 cores)
 def test_openvino_ir_runs_without_torch_and_refuses_onnxruntime(ov_int8, digits32):
     npy = Path(ov_int8.path).with_name("one.npy")
     np.save(npy, digits32.test.images.numpy()[0])
@@ -72,6 +74,7 @@ def test_openvino_ir_runs_without_torch_and_refuses_onnxruntime(ov_int8, digits3
         Classifier(ov_int8.path, runtime="onnxruntime")
 
 
+@pytest.mark.slow  # NNCF and QDQ INT8 exports (~170 s and ~100 s on 2 cores)
 def test_bench_runs_an_ir_on_openvino_only(ov_int8, digits32):
     from edgeprune.workflows import bench_artifacts
 
@@ -90,6 +93,7 @@ def test_openvino_int8_needs_an_xml_name(trained_digits_checkpoint, digits32, tm
         export_checkpoint(trained_digits_checkpoint, "openvino-int8", tmp_path / "m.onnx", data=digits32)
 
 
+@pytest.mark.slow  # NNCF and QDQ INT8 exports (~170 s and ~100 s on 2 cores)
 def test_qdq_file_runs_integer_convolutions_everywhere_after_ort_optimisation(ov_int8, trained_digits_checkpoint,
                                                                              digits32, tmp_path):
     """Depthwise convolutions, the first convolution and the classifier included: the export

@@ -130,6 +130,7 @@ def _cli(args: list[str]) -> int:
     return exc.value.code
 
 
+@pytest.mark.slow  # benches a checkpoint and its ONNX file in full (~60 s on 2 cores)
 def test_bench_checkpoint_and_onnx_side_by_side(trained_digits_onnx, tmp_path, capsys):
     ckpt, onnx_path = trained_digits_onnx
     out_csv = tmp_path / "bench.csv"
