@@ -245,6 +245,10 @@ def test_timing_policy_budget_and_presets_on_a_synthetic_clock():
     rounds = timings["a"].runs // 5
     assert 10 <= rounds <= 11  # 0.1 s x 2 candidates = 0.2 s at ~20 ms a round
     assert timings["a"].median_ms == timings["a"].p90_ms == pytest.approx(1.0)
+    # Keywords written before TimingPolicy still work; their budget_s is the total.
+    legacy = time_round_robin(candidates, warmup=0, runs_per_round=5, min_rounds=2, max_rounds=100,
+                              budget_s=0.2, clock=clock)
+    assert legacy["b"].runs == timings["b"].runs
     few = time_round_robin(candidates, policy.with_budget(0.0), clock=clock)
     assert few["a"].runs == 10  # min_rounds still run
     fixed = time_round_robin(candidates, TimingPolicy.fixed(7, warmup=0), clock=clock)

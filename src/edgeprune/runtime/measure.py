@@ -158,6 +158,7 @@ def time_round_robin(
     cpus: int | tuple[int, ...] | None = None,
     energy: bool = False,
     clock: Callable[[], float] = time.perf_counter,
+    **fields: float | None,
 ) -> dict[str, Timing]:
     """The one timing policy (TIMING_POLICY): median and p90 of each candidate's call time
     divided by `per_call_items` (time per image), timed in interleaved rounds.
@@ -168,13 +169,24 @@ def time_round_robin(
     per candidate are spent in all. `cpus`: a core count (the first N cores this process may
     use) or explicit cores to pin every thread to while timing; None leaves the scheduler free.
     `energy`: RAPL energy read around each candidate's calls and summed per candidate (None
-    where unreadable). `clock`: the time source (tests pass a synthetic one)."""
+    where unreadable). `clock`: the time source (tests pass a synthetic one).
+
+    `fields` (warmup, runs_per_round, min_rounds, max_rounds, budget_s) override the policy's
+    one by one, for callers written before TimingPolicy; that `budget_s` is the total for all
+    candidates, as it was then."""
     import gc
 
     names = list(candidates)
     if not names:
         return {}
     policy = timing_preset(policy) if isinstance(policy, str) else policy
+    if fields:
+        unknown = set(fields) - {"warmup", "runs_per_round", "min_rounds", "max_rounds", "budget_s"}
+        if unknown:
+            raise TypeError(f"time_round_robin() got unexpected keyword(s) {sorted(unknown)}")
+        if fields.get("budget_s") is not None:
+            fields["budget_s"] = fields["budget_s"] / len(names)
+        policy = replace(policy, **fields)
     budget = None if policy.budget_s is None else policy.budget_s * len(names)
     items = per_call_items if isinstance(per_call_items, Mapping) else dict.fromkeys(names, per_call_items)
     zones = find_rapl_zones()[0] if energy else []
