@@ -91,12 +91,17 @@ def run(
         raise typer.Exit(130) from None
     log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {cfg.model.name} "
         f"({station.status()['model_sha256'][:12]}), log {cfg.db}")
-    if cfg.http is not None:  # dashboard (issue 12)
+    if cfg.http is not None:
         log(f"dashboard: http://{cfg.http}/")
+    for warning in station.warnings:
+        warn(warning)
     try:
         result = station.run()
     finally:
         station.close()
+    mqtt_problem = _mqtt_problem(result.mqtt)
+    if mqtt_problem:
+        warn(mqtt_problem)
     if json_out:
         console.print_json(json.dumps(result.to_dict()))
         return
@@ -112,3 +117,17 @@ def run(
         console.print(line + f" ({cfg.threads} thread{'s' if cfg.threads > 1 else ''})")
     if result.pending_left:
         warn(f"{result.pending_left} PLC signal(s) still pending in {cfg.db}: delivered first at the next start")
+
+
+def _mqtt_problem(link: dict | None) -> str | None:
+    """What the run's summary must say about the broker: down all along, or summaries unsent."""
+    if link is None:
+        return None
+    if not link["ever_connected"]:
+        return (f"the MQTT broker {link['broker']} was unreachable for the whole run: "
+                f"{link['summaries_unsent']} summary(ies) never sent")
+    if link["summaries_unsent"]:
+        state = "up" if link["connected"] else "down"
+        return (f"{link['summaries_unsent']} MQTT summary(ies) not acknowledged by {link['broker']} at exit "
+                f"(broker {state})")
+    return None

@@ -13,6 +13,7 @@ one for the few hard parts.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -33,6 +34,8 @@ class Verdict:
     probability: float | None
     model_sha256: str | None  # the model that made the call (the fallback's when it decided)
     error: str | None = None
+    decode_ms: float = 0.0  # where the time went (the fallback's second call included)
+    infer_ms: float = 0.0
 
 
 class LoadedModel:
@@ -103,19 +106,31 @@ class Decider:
     def decide(self, item: Frame) -> Verdict:
         """The verdict for one image (the file's bytes or a camera frame); a bad image is ERROR."""
         model = self.model
+        clock = [time.perf_counter(), 0.0, 0.0]  # last mark, decode ms, infer ms
+
+        def lap(slot: int) -> None:
+            now = time.perf_counter()
+            clock[slot] += (now - clock[0]) * 1000.0
+            clock[0] = now
+
         try:
             image = decode_frame(item, model.classifier.input_size)
+            lap(1)
             label, prob = self._call(model, image)
+            lap(2)
             if prob < self.review_below and self.fallback is not None:
                 model = self.fallback
-                label, prob = self._call(model, decode_frame(item, model.classifier.input_size))
+                image = decode_frame(item, model.classifier.input_size)
+                lap(1)
+                label, prob = self._call(model, image)
+                lap(2)
         except EdgepruneError as exc:
-            return Verdict("ERROR", None, None, model.sha256, str(exc))
+            return Verdict("ERROR", None, None, model.sha256, str(exc), clock[1], clock[2])
         if prob < self.review_below:
             decision = "REVIEW"
         else:
             decision = "OK" if label in self.ok_classes else "DEFECT"
-        return Verdict(decision, label, prob, model.sha256)
+        return Verdict(decision, label, prob, model.sha256, None, clock[1], clock[2])
 
 
 Frame = Union[bytes, np.ndarray]

@@ -75,11 +75,13 @@ class MqttPublisher:
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=5)
         self.published = 0
         self.connected = False
+        self.ever_connected = False  # a broker down for the whole run is reported at exit
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         # Message ids published but not yet acknowledged by the broker (QoS 1), for the flush at exit.
         self._unacked: set[int] = set()
         self._acked: set[int] = set()
+        self._summaries: set[int] = set()  # the summaries' message ids among them
         self._lock = threading.Lock()
         self.client.on_publish = self._on_publish
         self._stop = threading.Event()
@@ -87,6 +89,7 @@ class MqttPublisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         self.connected = not reason_code.is_failure
+        self.ever_connected = self.ever_connected or self.connected
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         self.connected = False
@@ -100,7 +103,7 @@ class MqttPublisher:
 
     def publish_now(self) -> None:
         summary, samples = self.build()
-        self._track(self.client.publish(self.topic, json.dumps(summary), qos=1))
+        self._track(self.client.publish(self.topic, json.dumps(summary), qos=1), summary=True)
         for row in samples:
             try:
                 with open(row["path"], "rb") as f:
@@ -114,16 +117,28 @@ class MqttPublisher:
             self._track(self.client.publish(f"{self.topic}/sample", json.dumps(message), qos=1))
         self.published += 1
 
-    def _track(self, info) -> None:
+    def _track(self, info, summary: bool = False) -> None:
         with self._lock:
             if info.mid not in self._acked:
                 self._unacked.add(info.mid)
+                if summary:
+                    self._summaries.add(info.mid)
             self._acked.discard(info.mid)
+
+    def link(self) -> dict[str, Any]:
+        """The broker link for the run's result: up now, ever up, and what never reached it."""
+        with self._lock:
+            unsent = len(self._summaries & self._unacked)
+            messages = len(self._unacked)
+        return {"broker": f"{self.endpoint.host}:{self.endpoint.port}", "connected": self.connected,
+                "ever_connected": self.ever_connected, "summaries_published": self.published,
+                "summaries_unsent": unsent, "messages_unsent": messages}
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         with self._lock:  # may run before publish() has returned the mid to _track
             if mid in self._unacked:
                 self._unacked.discard(mid)
+                self._summaries.discard(mid)
             else:
                 self._acked.add(mid)
 
@@ -134,9 +149,12 @@ class MqttPublisher:
             except Exception as exc:  # noqa: BLE001 - a summary must never stop the station
                 log.warning("MQTT summary failed: %s", exc)
 
-    def stop(self, flush_s: float = 3.0) -> None:
+    flush_s = 3.0  # at exit; the station lowers it to what is left of its drain_timeout
+
+    def stop(self, flush_s: float | None = None) -> None:
         """A last summary, then up to `flush_s` for the queue to reach the broker (what is still
         queued after that is lost with the process: MQTT carries summaries, not the record)."""
+        flush_s = self.flush_s if flush_s is None else flush_s
         self._stop.set()
         self._thread.join(timeout=5)
         try:

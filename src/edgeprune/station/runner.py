@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +34,7 @@ from edgeprune.station.log import Decision, DecisionLog
 from edgeprune.station.mqtt import MqttPublisher, pick_samples, summarize
 from edgeprune.station.plc import Forwarder, open_adapter
 from edgeprune.station.sources import open_source
+from edgeprune.station.timings import HostLoad, StageTimes
 from edgeprune.station.upload import Uploader
 
 RECENT = 10_000  # latencies kept for the status percentiles
@@ -51,6 +52,10 @@ class RunResult:
     latency_ms_p99: float | None
     plc_latency_ms_p50: float | None  # image arrival to PLC acknowledgement
     plc_latency_ms_p99: float | None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # timings.StageTimes.summary()
+    host: dict[str, Any] = field(default_factory=dict)  # load average, CPU steal over the run
+    mqtt: dict[str, Any] | None = None  # the broker link at exit (MqttPublisher.link())
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +96,7 @@ class Station:
         self.progress_every_s = progress_every_s
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
-        self._arrivals: dict[int, float] = {}
+        self._arrivals: dict[int, tuple[float, float]] = {}  # row id -> (arrival, logged)
         self._latency_ms: deque[float] = deque(maxlen=RECENT)
         self._plc_latency_ms: deque[float] = deque(maxlen=RECENT)
         self._run_counts = {d: 0 for d in ("OK", "DEFECT", "REVIEW", "ERROR")}
@@ -101,6 +106,12 @@ class Station:
         self._correct = 0
         self._started: float | None = None
         self._mqtt_since = 0
+        self._stages = StageTimes()
+        self._stage_mark = self._stages.mark()  # the MQTT interval's start
+        # CPU steal is "since the previous sample": one sampler per reader, so the status polls
+        # do not shorten the MQTT interval's or the run's window.
+        self._host = {reader: HostLoad() for reader in ("run", "mqtt", "status")}
+        self.warnings = _class_warnings(self.source, model)
         self.state = "ready"
 
     # ------------------------------------------------------------------------- main loop
@@ -122,14 +133,16 @@ class Station:
     def run(self) -> RunResult:
         cfg = self.config
         dashboard = None
-        if cfg.http is not None:  # dashboard (issue 12): served while the loop runs
-            from edgeprune.station.web import start_dashboard
+        if cfg.http is not None:  # served while the loop runs, from a process of its own
+            from edgeprune.station.dashboard_process import DashboardProcess
 
             try:
-                dashboard = start_dashboard(self)  # a busy port fails here, before any work
+                dashboard = DashboardProcess(self)  # a busy port fails here, before any work
             except BaseException:
                 self.log.close()
                 raise
+        for warning in self.warnings:
+            self.log.alarm("source", warning)
         self._started = time.perf_counter()
         self._mqtt_since = self.log.last_id()
         ended_by = "source ended"
@@ -144,11 +157,15 @@ class Station:
         last_progress = time.perf_counter()
         pending_left = 0
         try:
+            ready = time.perf_counter()  # the loop's end of the previous image
             for item in self.source.items(self._stop):
+                got = time.perf_counter()
+                self._stages.add("wait", (item.arrival - ready) * 1000.0)
+                self._stages.add("read", (got - item.arrival) * 1000.0)
                 if self.log.seen(item.path, item.sha256):
                     self._skipped += 1
                 else:
-                    self._decide(item)
+                    self._decide(item, seen_ms=(time.perf_counter() - got) * 1000.0)
                 if cfg.max_images is not None and self._decided >= cfg.max_images:
                     ended_by = "max_images"
                     break
@@ -160,18 +177,29 @@ class Station:
                 if self.on_progress is not None and time.perf_counter() - last_progress >= self.progress_every_s:
                     last_progress = time.perf_counter()
                     self.on_progress(self.status())
+                ready = time.perf_counter()
             if self._stop.is_set() and ended_by != "max_images":
                 ended_by = "signal" if self._signalled else "stop"
         finally:
+            # Bounded whatever else is busy: the dashboard is asked to stop at once (and killed
+            # after a short grace), the PLC drain and the MQTT flush share drain_timeout.
             self.state = "stopping"
-            if dashboard is not None:  # dashboard (issue 12): gone before the log closes
-                dashboard.stop()
+            deadline = time.monotonic() + cfg.drain_timeout
+
+            def remaining() -> float:
+                return max(0.0, deadline - time.monotonic())
+
+            if dashboard is not None:
+                dashboard.request_stop()
             self.source.close()
             restore()
             if self.forwarder is not None:
-                pending_left = self.forwarder.drain(cfg.drain_timeout)
+                pending_left = self.forwarder.drain(remaining())
                 self.forwarder.stop()
+            if dashboard is not None:  # gone before the log closes
+                dashboard.stop()
             if self.mqtt is not None:
+                self.mqtt.flush_s = min(self.mqtt.flush_s, remaining())
                 self.mqtt.stop()
             if self.uploader is not None:
                 self.uploader.stop(cfg.drain_timeout)
@@ -182,17 +210,22 @@ class Station:
                 elapsed_s=time.perf_counter() - self._started,
                 latency_ms_p50=_percentile(self._latency_ms, 50), latency_ms_p99=_percentile(self._latency_ms, 99),
                 plc_latency_ms_p50=_percentile(self._plc_latency_ms, 50),
-                plc_latency_ms_p99=_percentile(self._plc_latency_ms, 99))
+                plc_latency_ms_p99=_percentile(self._plc_latency_ms, 99),
+                stages=self._stages.summary(), host=self._host["run"].sample(),
+                mqtt=self.mqtt.link() if self.mqtt is not None else None, warnings=list(self.warnings))
         if self.forwarder is not None and self.forwarder.fatal:
             raise EdgepruneError(f"PLC signals cannot be delivered: {self.forwarder.fatal} "
                                  f"({result.pending_left} signal(s) pending in {cfg.db})")
         return result
 
-    def _decide(self, item) -> None:
+    def _decide(self, item, seen_ms: float = 0.0) -> None:
         with self._swap_lock:
             decider = self._decider
         verdict = decider.decide(item.data)
-        latency_ms = (time.perf_counter() - item.arrival) * 1000.0
+        self._stages.add("decode", verdict.decode_ms)
+        self._stages.add("infer", verdict.infer_ms)
+        decided = time.perf_counter()
+        latency_ms = (decided - item.arrival) * 1000.0
         needs_signal = self.forwarder is not None and verdict.decision != "ERROR"
         row_id = self.log.add(
             Decision(ts=time.time(), source=self.source.name, path=item.path, sha256=item.sha256,
@@ -200,6 +233,8 @@ class Station:
                      decision=verdict.decision, latency_ms=latency_ms, model_sha256=verdict.model_sha256,
                      true_class=item.true_class),
             needs_signal=needs_signal, state=item.state)
+        logged = time.perf_counter()
+        self._stages.add("log", seen_ms + (logged - decided) * 1000.0)
         if row_id is None:  # decided meanwhile by another process on the same database
             self._skipped += 1
             return
@@ -212,13 +247,14 @@ class Station:
             self._correct += (verdict.decision == "OK") == (item.true_class in decider.ok_classes)
         self._latency_ms.append(latency_ms)
         if needs_signal:
-            self._arrivals[row_id] = item.arrival
+            self._arrivals[row_id] = (item.arrival, logged)
             self.forwarder.wake()
 
     def _on_sent(self, row_id: int, acked: float) -> None:
-        arrival = self._arrivals.pop(row_id, None)
-        if arrival is not None:  # None: a signal of an earlier run
-            self._plc_latency_ms.append((acked - arrival) * 1000.0)
+        times = self._arrivals.pop(row_id, None)
+        if times is not None:  # None: a signal of an earlier run
+            self._plc_latency_ms.append((acked - times[0]) * 1000.0)
+            self._stages.add("plc", (acked - times[1]) * 1000.0)
 
     _signalled = False
 
@@ -242,6 +278,8 @@ class Station:
         with self._swap_lock:
             decider = self._decider
         summary = summarize(rows, ok_classes=decider.ok_classes, class_names=decider.model.class_names)
+        mark, self._stage_mark = self._stage_mark, self._stages.mark()
+        summary.update(stages=self._stages.summary(since=mark), host=self._host["mqtt"].sample())
         summary.update(
             ts=time.time(), source=self.source.name, interval_s=self.config.mqtt_interval_s,
             total=self.log.counts(), plc_backlog=self.log.backlog() if self.forwarder else None,
@@ -280,8 +318,10 @@ class Station:
                 "last_error": fwd.last_error, "outage_since": fwd.outage_since,
                 "latency_ms_p50": _percentile(self._plc_latency_ms, 50),
                 "latency_ms_p99": _percentile(self._plc_latency_ms, 99)},
-            "mqtt": None if self.mqtt is None else {"connected": self.mqtt.connected,
-                                                    "summaries": self.mqtt.published},
+            "mqtt": None if self.mqtt is None else {**self.mqtt.link(), "summaries": self.mqtt.published},
+            "stages": self._stages.summary(),
+            "host": self._host["status"].sample(),
+            "warnings": list(self.warnings),
             "alarms": self.log.alarms(5),
         }
 
@@ -313,3 +353,14 @@ class Station:
         self.log.alarm("model_swap", f"{old.model.path} ({old.model.sha256[:12]}) -> {candidate.path} "
                        f"({candidate.sha256[:12]})")
         return candidate.sha256
+
+
+def _class_warnings(source, model: LoadedModel) -> list[str]:
+    """A replay whose folder names match none of the model's classes: every true class is then
+    unknown to the model, and the live accuracy compares unrelated names."""
+    folders = getattr(source, "class_names", None)
+    if not folders or set(folders) & set(model.class_names):
+        return []
+    return [f"the replay's folder names ({', '.join(folders[:6])}{', ...' if len(folders) > 6 else ''}) "
+            f"match none of the model's classes ({', '.join(model.class_names)}): live accuracy is "
+            "meaningless; name the folders after the model's classes"]

@@ -102,6 +102,7 @@ class ReplaySource(Source):
                                  "(expected DIR/<class>/<image>.jpg)")
         random.Random(0).shuffle(files)  # classes mixed, as on a conveyor; the same order every start
         self.files = files
+        self.class_names = sorted({c for c, _ in files})  # the true classes the folder names give
         self.rate = rate
         self.key = f"replay_position:{os.path.abspath(self.folder)}"
         self.position = int(log.get_state(self.key) or 0)

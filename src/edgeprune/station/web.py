@@ -120,31 +120,41 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
     return app
 
 
-class DashboardServer:
-    """uvicorn serving the app in a daemon thread (the station's main loop keeps the main thread
-    and its signal handlers). The socket is bound here, so a busy port fails at start-up with an
-    `error:` line instead of a log message from a background thread."""
+def bind_dashboard_socket(address: str) -> tuple[socket.socket, str, str]:
+    """(listening socket, URL, host) for `address`. Bound by the station's process before any
+    work, so a busy port fails at start-up with an `error:` line, not a message from elsewhere."""
+    host, port = parse_http(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets' connections;
+    # without it every keep-alive response (the page's polling) waits ~40 ms on delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EdgepruneError(f"--http {address}: cannot listen there ({exc.strerror or exc})") from None
+    sock.listen(256)
+    url = f"http://{host if family == socket.AF_INET else f'[{host}]'}:{sock.getsockname()[1]}/"
+    return sock, url, host
 
-    def __init__(self, station, address: str):
+
+class DashboardServer:
+    """uvicorn serving the app in a daemon thread of the calling process: the dashboard
+    process's (dashboard_process.py), or a caller's own when it serves a Station in-process."""
+
+    def __init__(self, station, address: str, *, sock: socket.socket | None = None, url: str | None = None):
         import uvicorn
 
-        host, port = parse_http(address)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets' connections;
-        # without it every keep-alive response (the page's polling) waits ~40 ms on delayed ACKs.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise EdgepruneError(f"--http {address}: cannot listen there ({exc.strerror or exc})") from None
-        sock.listen(64)
-        self.url = f"http://{host if family == socket.AF_INET else f'[{host}]'}:{sock.getsockname()[1]}/"
+        if sock is None:
+            sock, url, host = bind_dashboard_socket(address)
+        else:
+            host = parse_http(address)[0]
+        self.url = url
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         self.app = make_app(station, allowed_hosts=LOOPBACK_NAMES + [host] if loopback else None)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False,
-                                                    lifespan="off", timeout_graceful_shutdown=2))
+                                                    lifespan="off", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
                                        name="edgeprune-dashboard")
         self.thread.start()
@@ -157,13 +167,7 @@ class DashboardServer:
             raise EdgepruneError(f"--http {address}: the dashboard did not start")
         log.info("dashboard on %s", self.url)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        self.thread.join(timeout)
         self.app.state.close()
-
-
-def start_dashboard(station) -> DashboardServer:
-    """Serve the dashboard for `station` at its config's `http` address (called by Station.run)."""
-    return DashboardServer(station, station.config.http)
-
