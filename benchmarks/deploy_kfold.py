@@ -73,16 +73,16 @@ class Run:
     ablation: bool = True  # fold 0 only, unless it is the pick
 
 
-RUNS: dict[str, Run] = {
+RUNS: dict[str, Run] = {  # in training order: the likeliest picks first, the CPU is short
     "dense": Run("dense", ablation=False),
-    "t75": Run("prune"),
     "t75-160": Run("prune", image_size=160),
+    "t75": Run("prune"),
     "dense-160": Run("resize", image_size=160, final_epochs=2),
+    "t85-160": Run("prune", image_size=160, target=0.85),
     "t75-bal": Run("prune", balance="sampler"),
+    "t75-ft10": Run("prune", final_epochs=10),
     "dense-line": Run("dense", augment="line"),
     "t75-line": Run("prune", teacher="dense-line", augment="line"),
-    "t75-ft10": Run("prune", final_epochs=10),
-    "t85-160": Run("prune", image_size=160, target=0.85),
 }
 
 
@@ -204,6 +204,391 @@ def stage_train(args) -> None:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
         tmp.replace(done)
         log(f"fold {fold} {name}: test accuracy {record['test_accuracy']:.4f}, {record['seconds']:.0f} s")
+
+
+# ----------------------------------------------------------------------------- export, predict
+
+ART_DIR = "artifacts"
+FORMATS = (("fp32", "onnx"), ("int8", "onnx-int8"))
+OPERATING_POINT = f"defect_recall={RECALL_TARGET}"
+INT8_GATE_POINTS = 5.0  # the benchmark judges every artifact itself: a wide gate, the drop recorded
+
+
+def trained(fold: int) -> list[str]:
+    return [name for name in RUNS if (fold_dir(fold) / name / "result.json").is_file()]
+
+
+def artifact_path(fold: int, name: str, tag: str) -> Path:
+    return fold_dir(fold) / ART_DIR / f"{name}-{tag}.onnx"
+
+
+def folds_present() -> list[int]:
+    return sorted(int(p.name[4:]) for p in RUN_DIR.glob("fold*") if p.name[4:].isdigit())
+
+
+def stage_export(args) -> None:
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.workflows.export import export_checkpoint, sidecar_path
+
+    for fold in ([args.fold] if args.fold is not None else folds_present()):
+        for name in trained(fold):
+            for tag, fmt in FORMATS:
+                path = artifact_path(fold, name, tag)
+                if path.is_file() and sidecar_path(path).is_file():
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                log(f"fold {fold} export {name}-{tag}")
+                try:
+                    export_checkpoint(fold_dir(fold) / name, fmt, path, data=load(args, fold, RUNS[name].image_size),
+                                      threads=1, calibration_images=300, max_drop=INT8_GATE_POINTS,
+                                      operating_point=OPERATING_POINT, ok_classes=(OK_CLASS,), overwrite=True,
+                                      log=log)
+                except EdgepruneError as exc:  # a failed gate is a result: recorded, the rest goes on
+                    log(f"fold {fold} export {name}-{tag} FAILED: {exc}")
+
+
+def predictions_path(fold: int, artifact: str) -> Path:
+    return fold_dir(fold) / "predictions" / f"{artifact}.csv"
+
+
+def stage_predict(args) -> None:
+    """P(OK) and the top class of every artifact on its fold's validation and test images."""
+    import csv
+
+    from edgeprune.runtime import Classifier, softmax
+    from edgeprune.runtime.operating_point import ok_probability
+
+    for fold in ([args.fold] if args.fold is not None else folds_present()):
+        for name in trained(fold):
+            for tag, _ in FORMATS:
+                path, out = artifact_path(fold, name, tag), predictions_path(fold, f"{name}-{tag}")
+                if out.is_file() or not path.is_file():
+                    continue
+                data = load(args, fold, RUNS[name].image_size)
+                clf = Classifier(path, threads=args.threads)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                rows = []
+                for split_name, split in (("val", data.val), ("test", data.test)):
+                    probs = softmax(clf.predict_uint8(split.images.numpy()))
+                    p_ok = ok_probability(probs, clf.class_names, (OK_CLASS,))
+                    for rel, label, p, row in zip(split.paths, split.labels.tolist(), p_ok, probs):
+                        rows.append({"split": split_name, "path": str(Path(rel).relative_to(args.data)),
+                                     "true_class": data.class_names[label],
+                                     "predicted_class": clf.class_names[int(row.argmax())], "p_ok": f"{p:.6f}"})
+                tmp = out.with_suffix(".tmp")
+                with tmp.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+                tmp.replace(out)
+                log(f"fold {fold} predictions of {name}-{tag}: {len(rows)} images")
+    stage_robustness(args)
+
+
+ROBUSTNESS_RUNS = ("dense", "dense-line", "t75", "t75-line")
+ROBUSTNESS_SEVERITIES = (1, 2)
+
+
+def stage_robustness(args) -> None:
+    """Accuracy under the six shifts at severities 1 and 2 on fold 0's test split: the `line`
+    preset against none, dense and pruned."""
+    from edgeprune.metrics.robustness import evaluate_shifted
+    from edgeprune.models import Model
+
+    out = fold_dir(0) / "robustness.json"
+    done = json.loads(out.read_text()) if out.is_file() else {}
+    for name in ROBUSTNESS_RUNS:
+        if name in done or name not in trained(0):
+            continue
+        model = Model.load(fold_dir(0) / name, "cpu")
+        result = evaluate_shifted(model, load(args, 0, RUNS[name].image_size), severities=ROBUSTNESS_SEVERITIES)
+        done[name] = result.to_dict()
+        out.write_text(json.dumps(done, indent=2) + "\n")
+        log(f"robustness of {name}: clean {result.clean_accuracy:.4f}, mean relative drop "
+            f"{result.mean_relative_drop:.4f}")
+
+
+# ----------------------------------------------------------------------------- time
+
+def stage_time(args) -> None:
+    """Fold 0's FP32 and INT8 files, ONNX Runtime, 1 thread, batch 1, pinned to one core, in one
+    round-robin (the only way ratios between them mean something on a machine whose batch-1
+    timings move 10-30 % between runs); the load average is recorded beside them."""
+    import numpy as np
+
+    from edgeprune.runtime import Classifier
+    from edgeprune.runtime.measure import cpu_device_label, cpu_isa, time_round_robin
+
+    out = fold_dir(0) / "timing.json"
+    names = [f"{n}-{t}" for n in trained(0) for t, _ in FORMATS if artifact_path(0, n, t).is_file()]
+    if out.is_file() and set(json.loads(out.read_text())["ms"]) >= set(names):
+        return
+    calls = {}
+    for artifact in names:
+        clf = Classifier(artifact_path(0, *artifact.rsplit("-", 1)), threads=1)
+        x = np.random.default_rng(0).standard_normal((1, 3, clf.input_size, clf.input_size), dtype=np.float32)
+        calls[artifact] = lambda clf=clf, x=x: clf.backend.run(x)
+    load_before = os.getloadavg()
+    log(f"timing {len(calls)} artifacts in one round-robin (load average {load_before[0]:.2f})")
+    timing = time_round_robin(calls, budget_s=args.budget * len(calls), cpus=1, max_rounds=40)
+    record = {"ms": {k: v.median_ms for k, v in timing.items()}, "p90_ms": {k: v.p90_ms for k, v in timing.items()},
+              "device": cpu_device_label(), "isa": cpu_isa(), "threads": 1, "batch": 1, "runtime": "onnxruntime",
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    log(f"timing: {json.dumps(record['ms'])}")
+
+
+# ----------------------------------------------------------------------------- report
+
+def read_predictions(fold: int, artifact: str):
+    import pandas as pd
+
+    path = predictions_path(fold, artifact)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def judged(frame) -> dict:
+    """The val-chosen threshold for RECALL_TARGET and what it reaches on test."""
+    from edgeprune.runtime.operating_point import decision_figures, threshold_for_recall
+
+    val, test = frame[frame.split == "val"], frame[frame.split == "test"]
+    threshold = threshold_for_recall(val.p_ok.values, (val.true_class != OK_CLASS).values, RECALL_TARGET)
+    v = decision_figures(val.p_ok.values, (val.true_class != OK_CLASS).values, threshold)
+    t = decision_figures(test.p_ok.values, (test.true_class != OK_CLASS).values, threshold)
+    return {"ok_threshold": threshold, "val_defect_recall": v.defect_recall, "val_false_reject": v.false_reject_rate,
+            "test_defect_recall": t.defect_recall, "test_false_reject": t.false_reject_rate,
+            "test_defects": t.defects, "test_oks": t.oks,
+            "test_accuracy": float((test.predicted_class == test.true_class).mean()),
+            "test_top1_defect_recall": float((test[test.true_class != OK_CLASS].predicted_class != OK_CLASS).mean())}
+
+
+def test_outcomes(frame, threshold: float):
+    """Per test image, sorted by path: (path, is a defect, said defect)."""
+    test = frame[frame.split == "test"].sort_values("path")
+    return test.path.values, (test.true_class != OK_CLASS).values, (test.p_ok.values < threshold)
+
+
+def paired_against(reference, other, threshold_ref: float, threshold_other: float) -> dict:
+    """Defects caught and OK parts falsely rejected, other vs reference, image by image."""
+    from edgeprune.metrics.paired import paired_comparison
+
+    paths_a, defect, said_a = test_outcomes(reference, threshold_ref)
+    paths_b, _, said_b = test_outcomes(other, threshold_other)
+    if list(paths_a) != list(paths_b):
+        raise RuntimeError("the two artifacts were not tested on the same images")
+    return {"defects_caught": paired_comparison("defects caught", said_a[defect], said_b[defect]).to_dict(),
+            "false_rejects": paired_comparison("OK parts rejected", said_a[~defect], said_b[~defect]).to_dict()}
+
+
+def sidecar(fold: int, artifact: str) -> dict:
+    from edgeprune.workflows.export import sidecar_path
+
+    path = sidecar_path(artifact_path(fold, *artifact.rsplit("-", 1)))
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def ablation_rows(timing: dict | None) -> list[dict]:
+    rows = []
+    dense_ms = (timing or {}).get("ms", {}).get("dense-fp32")
+    dense_bytes = sidecar(0, "dense-fp32").get("file_bytes")
+    dense_pred = read_predictions(0, "dense-fp32")
+    dense_judged = judged(dense_pred) if dense_pred is not None else None
+    robustness = json.loads((fold_dir(0) / "robustness.json").read_text()) if (fold_dir(0) / "robustness.json").is_file() else {}
+    for name in trained(0):
+        record = json.loads((fold_dir(0) / name / "result.json").read_text())
+        for tag, _ in FORMATS:
+            artifact = f"{name}-{tag}"
+            frame = read_predictions(0, artifact)
+            if frame is None:
+                continue
+            row = {"artifact": artifact, "run": name, "format": tag, "image_size": RUNS[name].image_size,
+                   "params_removed": record.get("params_reduction"), **judged(frame)}
+            info = sidecar(0, artifact)
+            row["file_bytes"] = info.get("file_bytes")
+            row["shrink_vs_dense_fp32"] = dense_bytes / row["file_bytes"] if dense_bytes and row["file_bytes"] else None
+            ms = (timing or {}).get("ms", {}).get(artifact)
+            row["b1_ms"] = ms
+            row["speedup_vs_dense_fp32"] = dense_ms / ms if dense_ms and ms else None
+            if dense_judged is not None and artifact != "dense-fp32":
+                paired = paired_against(dense_pred, frame, dense_judged["ok_threshold"], row["ok_threshold"])
+                row["recall_vs_dense_p"] = paired["defects_caught"]["p_value"]
+                row["recall_vs_dense"] = paired["defects_caught"]["verdict"]
+                row["false_reject_vs_dense_p"] = paired["false_rejects"]["p_value"]
+                row["false_reject_vs_dense"] = paired["false_rejects"]["verdict"]
+            if tag == "fp32" and name in robustness:
+                row["shift_relative_drop"] = robustness[name]["mean_relative_drop"]
+            rows.append(row)
+    return rows
+
+
+def choose(rows: list[dict]) -> tuple[str | None, str]:
+    """The rule, on validation figures and timings only: pruned INT8 artifacts that meet both the
+    speed and the size target, lowest validation false-reject rate at the recall target, then
+    the fastest. Where none meets both, the one meeting most targets by the same order."""
+    def met(r):
+        return int((r["speedup_vs_dense_fp32"] or 0) >= TARGET_SPEEDUP) + int((r["shrink_vs_dense_fp32"] or 0) >= TARGET_SHRINK)
+
+    candidates = [r for r in rows if r["format"] == "int8" and not r["run"].startswith("dense")
+                  and r["speedup_vs_dense_fp32"] is not None]
+    if not candidates:
+        return None, "no timed pruned INT8 artifact yet"
+    best = min(candidates, key=lambda r: (-met(r), r["val_false_reject"], r["b1_ms"]))
+    why = (f"meets {met(best)} of the 2 speed/size targets; validation false-reject rate "
+           f"{best['val_false_reject']:.4f} at {RECALL_TARGET:.0%} validation defect recall")
+    return best["run"], why
+
+
+def kfold_verdict(pick: str) -> dict | None:
+    """Dense FP32 against the pick's INT8 file on every fold where both are predicted."""
+    from edgeprune.metrics.paired import mean_interval, paired_comparison
+
+    per_fold, pooled = [], {"dense": [], "pick": []}
+    for fold in folds_present():
+        dense, chosen = read_predictions(fold, "dense-fp32"), read_predictions(fold, f"{pick}-int8")
+        if dense is None or chosen is None:
+            continue
+        jd, jp = judged(dense), judged(chosen)
+        per_fold.append({"fold": fold, "dense": jd, "pick": jp})
+        for key, frame, j in (("dense", dense, jd), ("pick", chosen, jp)):
+            pooled[key].append(test_outcomes(frame, j["ok_threshold"]))
+    if not per_fold:
+        return None
+    import numpy as np
+
+    paths = np.concatenate([p for p, _, _ in pooled["dense"]])
+    if list(paths) != list(np.concatenate([p for p, _, _ in pooled["pick"]])):
+        raise RuntimeError("dense and the pick were not tested on the same images")
+    defect = np.concatenate([d for _, d, _ in pooled["dense"]])
+    said_dense = np.concatenate([s for _, _, s in pooled["dense"]])
+    said_pick = np.concatenate([s for _, _, s in pooled["pick"]])
+    intervals = {who: {metric: mean_interval([f[who][metric] for f in per_fold]).to_dict()
+                       for metric in ("test_defect_recall", "test_false_reject", "test_accuracy")}
+                 for who in ("dense", "pick")}
+    return {"folds": [f["fold"] for f in per_fold], "images": int(len(paths)), "defects": int(defect.sum()),
+            "per_fold": per_fold, "intervals": intervals,
+            "defects_caught": paired_comparison("defects caught", said_dense[defect], said_pick[defect]).to_dict(),
+            "false_rejects": paired_comparison("OK parts rejected", said_dense[~defect], said_pick[~defect]).to_dict()}
+
+
+def plots(rows: list[dict], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune.runtime.operating_point import curves
+
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for row in rows:
+        if row["format"] != "int8" and row["run"] != "dense":
+            continue
+        test = read_predictions(0, row["artifact"]).query("split == 'test'")
+        c = curves(test.p_ok.values, (test.true_class != OK_CLASS).values)
+        ax.plot(c["fpr"], c["tpr"], label=f"{row['artifact']} (AUC {c['roc_auc']:.3f})")
+    ax.set_xlabel("false-reject rate (OK parts rejected)")
+    ax.set_ylabel("defect recall")
+    ax.set_xlim(0, 0.3)
+    ax.set_ylim(0.7, 1.005)
+    ax.axhline(RECALL_TARGET, color="grey", lw=0.5, ls="--")
+    ax.set_title("ROC, fold 0 test split (defect = positive)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc_fold0.png", dpi=110)
+    written.append("roc_fold0.png")
+    plt.close(fig)
+
+    curve = [(name, json.loads((fold_dir(0) / name / "result.json").read_text()).get("history"))
+             for name in trained(0) if RUNS[name].kind == "prune"]
+    curve = [(n, h) for n, h in curve if h]
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, history in curve:
+            ax.plot([r["epoch"] for r in history], [r["val_accuracy"] for r in history], "o-", label=name)
+        ax.set_xlabel("final fine-tune epoch (distilled)")
+        ax.set_ylabel("validation accuracy (6 classes)")
+        ax.set_title("How accuracy grows with fine-tuning, fold 0")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "finetune_curve_fold0.png", dpi=110)
+        written.append("finetune_curve_fold0.png")
+        plt.close(fig)
+
+    timed = [r for r in rows if r["speedup_vs_dense_fp32"] is not None]
+    if timed:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for r in timed:
+            ax.scatter(r["speedup_vs_dense_fp32"], 100 * r["test_false_reject"],
+                       marker="o" if r["format"] == "int8" else "s")
+            ax.annotate(r["artifact"], (r["speedup_vs_dense_fp32"], 100 * r["test_false_reject"]), fontsize=6)
+        ax.axvline(TARGET_SPEEDUP, color="grey", lw=0.5, ls="--")
+        ax.set_xlabel("batch-1 speed-up vs dense FP32 (ONNX Runtime, 1 thread)")
+        ax.set_ylabel(f"test false rejects at {RECALL_TARGET:.0%} val recall (%)")
+        ax.set_title("Speed against false rejects, fold 0")
+        fig.tight_layout()
+        fig.savefig(out_dir / "speed_vs_false_reject_fold0.png", dpi=110)
+        written.append("speed_vs_false_reject_fold0.png")
+        plt.close(fig)
+    return written
+
+
+def ship(pick: str, out_dir: Path, verdict_rows: dict) -> None:
+    """Fold 0's dense FP32 file and the pick's INT8 file, the test image list, the per-image
+    predictions at each one's operating point and a manifest naming them."""
+    import csv
+
+    dense, chosen = "dense-fp32", f"{pick}-int8"
+    for artifact in (dense, chosen):
+        shutil.copyfile(artifact_path(0, *artifact.rsplit("-", 1)), out_dir / f"{artifact}.onnx")
+    frames = {a: read_predictions(0, a).query("split == 'test'").sort_values("path") for a in (dense, chosen)}
+    (out_dir / "test_images.txt").write_text("\n".join(frames[dense].path) + "\n")
+    with (out_dir / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "true_class", f"{dense}_p_ok", f"{dense}_decision", f"{chosen}_p_ok", f"{chosen}_decision"])
+        t = {a: verdict_rows[a]["ok_threshold"] for a in (dense, chosen)}
+        for (_, d), (_, c) in zip(frames[dense].iterrows(), frames[chosen].iterrows()):
+            writer.writerow([d.path, d.true_class, d.p_ok, "DEFECT" if d.p_ok < t[dense] else "OK",
+                             c.p_ok, "DEFECT" if c.p_ok < t[chosen] else "OK"])
+    manifest = {"dense": f"{dense}.onnx", "chosen": f"{chosen}.onnx", "test_images": "test_images.txt",
+                "predictions": "predictions.csv", "data": "magnetic-tile (paths relative to its folder)",
+                "fold": 0, "folds": 5, "ok_class": OK_CLASS,
+                "operating_point": {f"{a}.onnx": {"ok_threshold": verdict_rows[a]["ok_threshold"],
+                                                   "target": OPERATING_POINT, "chosen_on": "fold 0 validation split"}
+                                    for a in (dense, chosen)}}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def stage_report(args) -> None:
+    from edgeprune.hardware import software_label
+    from edgeprune.runtime.measure import cpu_device_label
+
+    out_dir = args.results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timing = json.loads((fold_dir(0) / "timing.json").read_text()) if (fold_dir(0) / "timing.json").is_file() else None
+    rows = ablation_rows(timing)
+    pick, why = choose(rows)
+    ablation_done = all(n in trained(0) for n in RUNS)
+    if pick and ablation_done and timing and read_pick() is None:
+        (RUN_DIR / "pick.json").write_text(json.dumps({"pick": pick, "why": why}, indent=2) + "\n")
+    pick = read_pick() or pick
+    verdict = kfold_verdict(pick) if pick else None
+    stem = f"{cpu_device_label()}_{software_label()}"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(out_dir / f"ablation_fold0_{stem}.csv", index=False)
+    record = {"rows": rows, "pick": pick, "pick_rule": why, "pick_final": read_pick() is not None,
+              "kfold": verdict, "timing": timing, "recall_target": RECALL_TARGET, "ok_class": OK_CLASS,
+              "targets": {"speedup_vs_dense_fp32": TARGET_SPEEDUP, "shrink_vs_dense_fp32": TARGET_SHRINK},
+              "runs": {n: dataclasses.asdict(r) for n, r in RUNS.items()},
+              "command": "python benchmarks/deploy_kfold.py all"}
+    (out_dir / f"kfold_{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    written = plots(rows, out_dir)
+    if pick and read_predictions(0, f"{pick}-int8") is not None:
+        by_artifact = {r["artifact"]: r for r in rows}
+        ship(pick, out_dir, by_artifact)
+    log(f"report: {len(rows)} fold-0 artifacts, pick {pick} ({why}); k-fold folds "
+        f"{verdict['folds'] if verdict else 'none'}; wrote {out_dir} ({', '.join(written)})")
 
 
 def parse_args(argv=None):

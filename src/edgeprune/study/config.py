@@ -12,7 +12,9 @@
                   final_epochs, image_size: lists (image_size = [160, 192, 224]: resolution and
                   pruning compared on the same axes)
     [measure]     threads, train_threads, runtimes, budget_s, memory, train_device,
-                  robustness (true | false | "auto"), robustness_shifts, robustness_severities
+                  robustness (true | false | "auto"), robustness_shifts, robustness_severities,
+                  ok_classes (the good-part classes: every model is also judged at operating
+                  points, the threshold on P(OK) chosen on validation for each recall_targets entry)
     [ray]         cpus_per_task, gpus_per_task
     [recommend]   max_drop, metric, max_latency_ms, max_size_mb, prefer, batch
 
@@ -34,7 +36,13 @@ from typing import Any
 
 from edgeprune.errors import EdgepruneError
 
-METRICS = ("accuracy", "balanced_accuracy")  # or "recall:<class name>"
+METRICS = ("accuracy", "balanced_accuracy")  # or "recall:<class name>", "false_reject@recall=R"
+OPERATING_METRIC = "false_reject@recall="  # + a recall target of [measure] recall_targets
+
+
+def operating_metric_column(recall: float) -> str:
+    """The results column of the false-reject rate at a validation-chosen defect recall."""
+    return f"{OPERATING_METRIC}{recall:g}"
 PREFER = ("fastest", "smallest")
 EXECUTORS = ("local", "ray")
 
@@ -79,6 +87,11 @@ class MeasureSpec:
     robustness: bool | str = "auto"
     robustness_shifts: tuple[str, ...] | None = None  # None: every registered shift
     robustness_severities: tuple[int, ...] = (1, 2, 3)
+    # The good-part classes (e.g. ["free"]): each model's exported file is also judged as a line
+    # judges it, at the threshold on P(OK) chosen on the validation split for each defect-recall
+    # target (edgeprune.runtime.operating_point): test defect recall, false-reject rate, ROC.
+    ok_classes: tuple[str, ...] | None = None
+    recall_targets: tuple[float, ...] = (0.98,)
 
 
 @dataclass(frozen=True)
@@ -104,9 +117,17 @@ class RecommendRule:
             check_number(self.max_latency_ms, "recommend.max_latency_ms", min=0, min_open=True)
         if self.max_size_mb is not None:
             check_number(self.max_size_mb, "recommend.max_size_mb", min=0, min_open=True)
-        if self.metric not in METRICS and not self.metric.startswith("recall:"):
-            raise EdgepruneError(f"recommend.metric {self.metric!r}: accuracy, balanced_accuracy or "
-                                 "recall:<class name>")
+        if self.metric.startswith(OPERATING_METRIC):
+            try:
+                recall = float(self.metric[len(OPERATING_METRIC):])
+            except ValueError:
+                recall = float("nan")
+            if not 0 < recall <= 1:
+                raise EdgepruneError(f"recommend.metric {self.metric!r}: false_reject@recall=R with R in (0, 1], "
+                                     "one of [measure] recall_targets")
+        elif self.metric not in METRICS and not self.metric.startswith("recall:"):
+            raise EdgepruneError(f"recommend.metric {self.metric!r}: accuracy, balanced_accuracy, "
+                                 "recall:<class name> or false_reject@recall=R")
         if self.prefer not in PREFER:
             raise EdgepruneError(f"recommend.prefer {self.prefer!r}: fastest or smallest")
         if self.batch not in (1, 64):
@@ -520,6 +541,21 @@ def _parse_measure(values: dict, path, lines, guarded) -> MeasureSpec:
     if "robustness_severities" in values:
         values = {**values, "robustness_severities": guarded(
             "measure", "robustness_severities", lambda: parse_severities(values["robustness_severities"]))}
+    if values.get("ok_classes") is not None:
+        ok = values["ok_classes"]
+        if isinstance(ok, str):
+            ok = [ok]
+        if not isinstance(ok, list) or not ok or not all(isinstance(c, str) and c for c in ok):
+            raise _fail("ok_classes must list class names, e.g. [\"free\"]", path, lines, "measure", "ok_classes")
+        values = {**values, "ok_classes": tuple(ok)}
+    if "recall_targets" in values:
+        targets = values["recall_targets"]
+        targets = targets if isinstance(targets, list) else [targets]
+        from edgeprune.runtime.operating_point import parse_target
+
+        for t in targets:
+            guarded("measure", "recall_targets", lambda t=t: parse_target(f"defect_recall={t}"))
+        values = {**values, "recall_targets": tuple(float(t) for t in targets)}
     for key, range_key in (("threads", "threads"), ("train_threads", "threads"), ("budget_s", "budget_s")):
         if key in values:
             guarded("measure", key, lambda key=key, range_key=range_key:

@@ -130,6 +130,35 @@ def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, de
 ROBUSTNESS_AUTO_MAX_TEST = 2000  # `robustness = "auto"`: measured up to this many test images
 
 
+def judge_operating_points(onnx_path: Path, data, ok_classes: tuple[str, ...], recall_targets, threads: int):
+    """({recall: the val-chosen threshold and its validation and test figures}, the test ROC) of
+    an exported file, through the file itself."""
+    from edgeprune.runtime import Classifier
+    from edgeprune.runtime.operating_point import curves, decision_figures, threshold_for_recall
+    from edgeprune.workflows.export import split_ok_scores
+
+    clf = Classifier(onnx_path, threads=threads)
+    unknown = [c for c in ok_classes if c not in clf.class_names]
+    if unknown:
+        raise EdgepruneError(f"measure.ok_classes names {', '.join(unknown)}, not a class of the data "
+                             f"({', '.join(clf.class_names)})")
+    val_ok, val_defect = split_ok_scores(clf, data.val, ok_classes)
+    test_ok, test_defect = split_ok_scores(clf, data.test, ok_classes)
+    if not val_defect.any() or val_defect.all():
+        raise EdgepruneError("operating points are chosen on the validation split, which needs both OK and "
+                             "defect images: raise data.val_fraction")
+    points = {}
+    for recall in recall_targets:
+        threshold = threshold_for_recall(val_ok, val_defect, recall)
+        val, test = (decision_figures(s, d, threshold) for s, d in ((val_ok, val_defect), (test_ok, test_defect)))
+        points[f"{recall:g}"] = {"ok_threshold": threshold, "val_defect_recall": val.defect_recall,
+                                 "val_false_reject": val.false_reject_rate, "defect_recall": test.defect_recall,
+                                 "false_reject": test.false_reject_rate, "test_defects": test.defects,
+                                 "test_oks": test.oks}
+    roc = curves(test_ok, test_defect)
+    return points, {"fpr": roc["fpr"], "tpr": roc["tpr"], "auc": roc["roc_auc"]}
+
+
 def robustness_enabled(measure: dict[str, Any], n_test: int) -> bool:
     """Whether accuracy under shifted images is measured: `robustness` true or false as set;
     "auto" (the default) on small test splits, where its 18 evaluations take seconds."""
@@ -172,8 +201,13 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
             model, data.test, shifts=measure.get("robustness_shifts"),
             severities=measure.get("robustness_severities"), mean=meta.mean, std=meta.std,
             class_names=meta.class_names, log=log, clean=ev).to_dict()
+    operating_points, roc = None, None
+    if measure.get("ok_classes"):
+        operating_points, roc = judge_operating_points(onnx_path, data, tuple(measure["ok_classes"]),
+                                                       measure.get("recall_targets", (0.98,)), measure["threads"])
     return {
         "robustness": robustness,
+        "operating_points": operating_points, "roc": roc,
         "params": counts["params"], "nonzero_params": counts["nonzero_params"], "sparsity": counts["sparsity"],
         "weight_sparsity": counts["weight_sparsity"], "macs": macs,
         "macs_nonzero": count_macs_nonzero(model, meta.input_size, macs=macs),

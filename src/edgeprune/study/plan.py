@@ -119,7 +119,7 @@ def measure_key(measure) -> dict[str, Any]:
 
     values = dataclasses.asdict(measure)
     defaults = dataclasses.asdict(MeasureSpec())
-    for name in ("robustness", "robustness_shifts", "robustness_severities"):
+    for name in ("robustness", "robustness_shifts", "robustness_severities", "ok_classes", "recall_targets"):
         if values[name] == defaults[name]:
             del values[name]
     return values

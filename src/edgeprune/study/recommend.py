@@ -31,7 +31,13 @@ class Recommendation:
 
 
 def metric_column(rule: RecommendRule) -> str:
-    return rule.metric  # "accuracy", "balanced_accuracy" or "recall:<class>", as in results()
+    # "accuracy", "balanced_accuracy", "recall:<class>" or "false_reject@recall=R", as in results()
+    return rule.metric
+
+
+def lower_is_better(rule: RecommendRule) -> bool:
+    """A false-reject rate is better low; every other metric high."""
+    return rule.metric.startswith("false_reject@")
 
 
 def recommend(table, rule: RecommendRule | None = None) -> Recommendation:
@@ -41,6 +47,10 @@ def recommend(table, rule: RecommendRule | None = None) -> Recommendation:
     rule = rule or RecommendRule()
     column = metric_column(rule)
     if column not in table:
+        if lower_is_better(rule):
+            measured = [c for c in table.columns if c.startswith("false_reject@")]
+            raise EdgepruneError(f"metric {rule.metric!r} is not in the results: set [measure] ok_classes and "
+                                 f"recall_targets in the study config (measured: {', '.join(measured) or 'none'})")
         classes = [c.split(":", 1)[1] for c in table.columns if c.startswith("recall:")]
         raise EdgepruneError(f"metric {rule.metric!r} is not in the results; classes: {', '.join(classes)}")
     baselines = table[table["method"] == "baseline"]
@@ -48,17 +58,18 @@ def recommend(table, rule: RecommendRule | None = None) -> Recommendation:
         raise EdgepruneError("the results hold no baseline row: the accuracy drop has no reference")
     # Several architectures: the best baseline is the reference (a weaker network's pruned model
     # should not qualify by being close to its own weak baseline).
-    base = float(baselines[column].max())
+    sign = -1.0 if lower_is_better(rule) else 1.0
+    base = sign * float((sign * baselines[column]).max())
     latency = f"onnxruntime_b{rule.batch}_ms"
     if rule.max_latency_ms is not None and latency not in table:
         raise EdgepruneError(f"no ONNX Runtime latency at batch {rule.batch} in the results")
     rows = []
     for _, row in table.iterrows():
         values = row.to_dict()
-        drop = (base - float(values[column])) * 100.0
+        drop = sign * (base - float(values[column])) * 100.0
         reasons = []
         if drop > rule.max_drop + 1e-9:
-            reasons.append(f"{drop:.2f} points below the baseline")
+            reasons.append(f"{drop:.2f} points worse than the baseline")
         lat = values.get(latency)
         if rule.max_latency_ms is not None and (lat is None or math.isnan(lat) or lat > rule.max_latency_ms):
             reasons.append(f"{lat:.3f} ms > {rule.max_latency_ms:g} ms")
@@ -80,7 +91,7 @@ def recommend(table, rule: RecommendRule | None = None) -> Recommendation:
 
 
 def describe_rule(rule: RecommendRule) -> str:
-    parts = [f"{rule.metric.replace('_', ' ')} at most {rule.max_drop:g} points below the baseline"]
+    parts = [f"{rule.metric.replace('_', ' ')} at most {rule.max_drop:g} points worse than the baseline"]
     if rule.max_latency_ms is not None:
         parts.append(f"ONNX Runtime latency at batch {rule.batch} at most {rule.max_latency_ms:g} ms per image")
     if rule.max_size_mb is not None:
@@ -91,7 +102,7 @@ def describe_rule(rule: RecommendRule) -> str:
 def _versus(drop_points: float) -> str:
     if abs(drop_points) < 0.005:
         return "the same as"
-    return f"{abs(drop_points):.2f} points {'below' if drop_points > 0 else 'above'}"
+    return f"{abs(drop_points):.2f} points {'worse than' if drop_points > 0 else 'better than'}"
 
 
 def _text(rec: Recommendation, rows: list[dict], latency: str) -> str:

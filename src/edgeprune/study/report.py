@@ -202,6 +202,7 @@ def write_report(run_dir: str | Path, *, overwrite: bool = False, log: Log | Non
             captions["accuracy_vs_finetune.png"] = "Test accuracy by fine-tuning budget."
         # 9: robustness, accuracy under each shift over severity
         robustness_note = _robustness_plot(plt, table, rows, tmp, images, captions, on)
+        _roc_plot(plt, table, rows, tmp, images, captions)
         # 10: k-fold spread
         if table["folds"].max() > 1:
             fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -284,6 +285,33 @@ def _robustness_plot(plt, table, rows, tmp: Path, images: list[Path], captions: 
     if missing:
         return f"No robustness figures for: {', '.join(missing)} (measured without them)."
     return None
+
+
+def _roc_plot(plt, table, rows, tmp: Path, images: list[Path], captions: dict[str, str]) -> None:
+    """Each model's ROC on its test split (defect = positive; fold 0 with k folds), where the study
+    measured operating points ([measure] ok_classes), with each one's val-chosen points marked."""
+    curves = {r["name"]: r["result"] for r in rows if r["result"].get("roc") and r.get("fold", 0) == 0}
+    names = [n for n in table["name"] if n in curves]
+    if not names:
+        return
+    baselines = set(table.loc[table["method"] == "baseline", "name"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for n in names:
+        roc = curves[n]["roc"]
+        style = dict(color="black", linewidth=2.2) if n in baselines else dict(linewidth=1.2)
+        line, = ax.plot(roc["fpr"], roc["tpr"], label=f"{n} (AUC {roc['auc']:.3f})", **style)
+        for recall, point in (curves[n].get("operating_points") or {}).items():
+            if point["false_reject"] is not None and point["defect_recall"] is not None:
+                ax.plot(point["false_reject"], point["defect_recall"], "o", color=line.get_color())
+    ax.set(xlabel="false-reject rate (good parts rejected)", ylabel="defect recall",
+           title="ROC on the test split (dots: the operating points chosen on validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, tmp, "roc.png", images)
+    captions["roc.png"] = ("Defect recall against false rejects as the threshold on P(OK) moves, each "
+                           "model's exported file on its test split (fold 0); the dots are the thresholds "
+                           "chosen on the validation split for the recall targets, placed at what they "
+                           "reach on test.")
 
 
 def _first_conv(checkpoint: Path):

@@ -51,6 +51,9 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     out["peak_memory_bytes"] = min(peak) if peak else None  # the leanest backend's
     for cls, recall in (r.get("per_class_recall") or {}).items():
         out[f"recall:{cls}"] = recall
+    for recall, point in (r.get("operating_points") or {}).items():
+        out[f"false_reject@recall={recall}"] = point["false_reject"]
+        out[f"defect_recall@recall={recall}"] = point["defect_recall"]
     robustness = r.get("robustness")  # absent: not measured (robustness off, or an older study)
     if robustness:
         for shift, accuracy in robustness["mean_accuracy_by_shift"].items():
@@ -61,10 +64,13 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _extra_columns(frame) -> list[str]:
     """The columns whose names depend on the study: shift:<name> and the mean relative drop under
-    shifts (where robustness was measured), then recall:<class>."""
+    shifts (where robustness was measured), the false-reject rate and defect recall at each
+    operating point (false_reject@recall=R, defect_recall@recall=R; where ok_classes is set), then
+    recall:<class>."""
     shift = [c for c in frame.columns if c.startswith("shift:")]
     shift += ["shift_relative_drop"] if "shift_relative_drop" in frame else []
-    return shift + [c for c in frame.columns if c.startswith("recall:")]
+    operating = [c for c in frame.columns if c.startswith(("false_reject@", "defect_recall@"))]
+    return shift + operating + [c for c in frame.columns if c.startswith("recall:")]
 
 
 def results(run_dir: str | Path, *, per_fold: bool = False):
@@ -122,5 +128,6 @@ def format_table(frame) -> str:
             "shift_relative_drop", "wall_s"]
     if frame["folds"].max() > 1:
         show.insert(7, "accuracy_std")
+    show += [c for c in frame.columns if c.startswith(("false_reject@", "defect_recall@"))]
     view = frame[[c for c in show if c in frame and frame[c].notna().any()]]
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
