@@ -182,7 +182,8 @@ class Station:
                 ended_by = "signal" if self._signalled else "stop"
         finally:
             # Bounded whatever else is busy: the dashboard is asked to stop at once (and killed
-            # after a short grace), the PLC drain and the MQTT flush share drain_timeout.
+            # after a short grace); the PLC drain, the MQTT flush and the fleet upload's wait for
+            # its receipts share drain_timeout.
             self.state = "stopping"
             deadline = time.monotonic() + cfg.drain_timeout
 
@@ -202,7 +203,7 @@ class Station:
                 self.mqtt.flush_s = min(self.mqtt.flush_s, remaining())
                 self.mqtt.stop()
             if self.uploader is not None:
-                self.uploader.stop(cfg.drain_timeout)
+                self.uploader.stop(remaining())
             self.state = "stopped"
             result = RunResult(
                 decided=self._decided, skipped=self._skipped, counts=dict(self._run_counts),
