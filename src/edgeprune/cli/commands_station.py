@@ -89,8 +89,10 @@ def run(
     except KeyboardInterrupt:  # Ctrl-C while the model loads: nothing decided yet
         log("interrupted before the first image")
         raise typer.Exit(130) from None
-    log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {cfg.model.name} "
+    log(f"station: {station.source.name} -> {cfg.plc or 'no PLC'}, model {station.start_model.path.name} "
         f"({station.status()['model_sha256'][:12]}), log {cfg.db}")
+    if station.start_model.origin != "config" or "accepted" in station.start_model.detail:
+        log(f"model: {station.start_model.detail}")
     if cfg.http is not None:
         log(f"dashboard: http://{cfg.http}/")
     for warning in station.warnings:

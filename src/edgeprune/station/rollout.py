@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.outputs import file_sha256
+from edgeprune.station.accepted import AcceptedModels
 from edgeprune.station.dashboard_config import DashboardConfig
 from edgeprune.station.decision import LoadedModel
 from edgeprune.station.review import connect
@@ -147,11 +148,16 @@ class Rollouts:
         self._db = connect(db_path, SCHEMA)
         self._db_lock = threading.Lock()
         self._busy = threading.Lock()  # one candidate at a time: the gate run is CPU-heavy
-        self._history: list[tuple[Path, str]] = []  # models that ran before, newest last (this run)
+        # The accepted model and the rollback stack live in the database: a restart keeps both.
+        self._accepted = AcceptedModels(db_path)
+        self._history: list[tuple[Path, str]] = self._accepted.stack()  # models that ran before, newest last
+        config_model = Path(station.config.model)
+        self._config_model = (config_model, file_sha256(config_model) if config_model.is_file() else "")
 
     def close(self) -> None:
         with self._db_lock:
             self._db.close()
+        self._accepted.close()
 
     # ------------------------------------------------------------------------- the log
 
@@ -244,6 +250,7 @@ class Rollouts:
                        else f"{name} refused: {str(exc).replace(str(path), 'it')}")
             raise RolloutRefused(message, 422, figures.to_dict() if figures else None) from None
         self._history.append((previous.path, previous.sha256))
+        self._accepted.push(path, new_sha, (previous.path, previous.sha256), self._config_model)
         figures = measured["figures"].to_dict()
         self.record("upload", accepted=True, status_code=200, figures=figures,
                     previous_sha256=previous.sha256, **facts)
@@ -254,8 +261,8 @@ class Rollouts:
         with self._busy:
             if not self._history:
                 self.record("rollback", client=client, accepted=False, status_code=409,
-                            reason="no earlier model in this run")
-                raise RolloutRefused("no earlier model to return to in this run", 409)
+                            reason="no earlier model on this station")
+                raise RolloutRefused("no earlier model to return to on this station", 409)
             path, sha = self._history[-1]
             current = self.station.current_model().sha256
 
@@ -269,6 +276,7 @@ class Rollouts:
                             sha256=sha, previous_sha256=current)
                 raise RolloutRefused(str(exc), 409) from None
             self._history.pop()
+            self._accepted.pop(self._config_model)
             self.record("rollback", client=client, accepted=True, status_code=200, sha256=new_sha,
                         previous_sha256=current)
             return {"accepted": True, "sha256": new_sha, "previous_sha256": current}

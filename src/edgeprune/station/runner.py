@@ -28,6 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.outputs import file_sha256
+from edgeprune.station.accepted import start_model
 from edgeprune.station.config import StationConfig
 from edgeprune.station.decision import Decider, LoadedModel, check_ok_classes
 from edgeprune.station.log import Decision, DecisionLog
@@ -69,7 +71,9 @@ class Station:
     def __init__(self, config: StationConfig, *, on_progress: Callable[[dict], None] | None = None,
                  progress_every_s: float = 10.0):
         self.config = config
-        model = LoadedModel(config.model, runtime=config.runtime, threads=config.threads)
+        # A model accepted through the dashboard (upload or rollback) outlives a restart.
+        self.start_model = start_model(config.db, config.model, file_sha256(config.model))
+        model = LoadedModel(self.start_model.path, runtime=config.runtime, threads=config.threads)
         fallback = (LoadedModel(config.fallback_model, runtime=config.runtime, threads=config.threads)
                     if config.fallback_model is not None else None)
         self._decider = Decider(model, config.ok_classes, config.review_below, fallback)
@@ -300,6 +304,8 @@ class Station:
             "source": self.source.name,
             "model": str(decider.model.path),
             "model_sha256": decider.model.sha256,
+            "model_origin": {"origin": self.start_model.origin, "detail": self.start_model.detail}
+            if decider.model.path == self.start_model.path else {"origin": "swapped", "detail": "switched in this run"},
             "fallback_model_sha256": decider.fallback.sha256 if decider.fallback else None,
             "ok_classes": sorted(decider.ok_classes),
             "review_below": decider.review_below,
