@@ -7,8 +7,9 @@
     python benchmarks/deploy_kfold.py report                the tables, the pick, the paired k-fold verdict
     python benchmarks/deploy_kfold.py all                   each of the above in turn
 
-Every stage skips what is already under benchmarks/work/deploy224-kfold/ (git-ignored): run it
-again after any interruption and it goes on where it stood. Run it in the background with `nice`:
+Every stage skips what is already under $EDGEPRUNE_CACHE/bench/deploy224-kfold/ (default
+~/.cache/edgeprune/...; --work-dir): run it again after any interruption and it goes on where it
+stood. Run it in the background with `nice`:
 it is hours of CPU on 2 cores, and the timing stage wants an idle machine.
 
 The data: all 1,344 magnetic tiles, stratified `--folds` (5) folds; fold f tests on its fifth,
@@ -51,7 +52,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, WORK, imagenet_hub_cache, run_main, shared_root  # noqa: E402
 
-RUN_DIR = WORK / "deploy224-kfold"
+def _run_dir() -> Path:
+    """Checkpoints, artifacts and predictions: under edgeprune's cache (not the git work tree, which
+    a fresh clone lays anew), so hours of training survive a new checkout on the same machine;
+    --work-dir overrides it."""
+    from edgeprune.outputs import cache_root
+
+    return cache_root() / "bench" / "deploy224-kfold"
+
+
+RUN_DIR = _run_dir()
 OK_CLASS = "free"
 RECALL_TARGET = 0.98
 TARGET_SPEEDUP = 5.0
@@ -317,7 +327,7 @@ def stage_time(args) -> None:
     import numpy as np
 
     from edgeprune.runtime import Classifier
-    from edgeprune.runtime.measure import cpu_device_label, cpu_isa, time_round_robin
+    from edgeprune.runtime.measure import TIMING_PRESETS, cpu_device_label, cpu_isa, time_round_robin
 
     out = fold_dir(0) / "timing.json"
     names = [f"{n}-{t}" for n in trained(0) for t, _ in FORMATS if artifact_path(0, n, t).is_file()]
@@ -330,9 +340,11 @@ def stage_time(args) -> None:
         calls[artifact] = lambda clf=clf, x=x: clf.backend.run(x)
     load_before = os.getloadavg()
     log(f"timing {len(calls)} artifacts in one round-robin (load average {load_before[0]:.2f})")
-    timing = time_round_robin(calls, budget_s=args.budget * len(calls), cpus=1, max_rounds=40)
+    policy = TIMING_PRESETS["bench-b1"].with_budget(args.budget)
+    timing = time_round_robin(calls, policy, cpus=1)
     record = {"ms": {k: v.median_ms for k, v in timing.items()}, "p90_ms": {k: v.p90_ms for k, v in timing.items()},
               "device": cpu_device_label(), "isa": cpu_isa(), "threads": 1, "batch": 1, "runtime": "onnxruntime",
+              "policy": dataclasses.asdict(policy), "rounds": {k: v.runs for k, v in timing.items()},
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -602,11 +614,15 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--budget", type=float, default=4.0, help="timing seconds per artifact")
     p.add_argument("--results-dir", type=Path, default=RESULTS / "deploy224-kfold")
+    p.add_argument("--work-dir", type=Path, default=None, help="where runs are kept (default: the cache)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.work_dir is not None:
+        global RUN_DIR
+        RUN_DIR = args.work_dir
     from edgeprune.hardware import set_threads
 
     set_threads(args.threads)

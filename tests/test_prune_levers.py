@@ -40,3 +40,35 @@ def test_a_cut_fine_tuned_at_another_resolution_takes_that_input(dense, tmp_path
     model = Model.load(tmp_path / "small")
     assert model.meta.input_size == 24 and outcome.record["input_size_from"] == 32
     assert 0.0 <= outcome.record["test_accuracy"] <= 1.0
+
+
+def test_the_cli_takes_every_lever(dense, tmp_path, capsys):
+    import json
+
+    from edgeprune.cli import main
+
+    out = tmp_path / "cli-cut"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(dense), "--data", "digits", "--method", "l2-channel", "--target", "0.3",
+              "--image-size", "24", "--final-epochs", "1", "--augment", "line", "--balance", "sampler",
+              "--distill", "--finetune-epochs", "1", "--batch-size", "16", "--threads", "1", "--out", str(out),
+              "--json"])
+    assert (exit_info.value.code or 0) == 0
+    record = json.loads(capsys.readouterr().out)
+    model = Model.load(out)
+    assert model.meta.input_size == 24
+    finetune = model.meta.pruning["finetune"]
+    assert (finetune["augment"], finetune["balance"], finetune["distill"]) == ("line", "sampler", True)
+    assert model.meta.pruning["final_finetune"]["epochs"] == 1
+    assert record["test_accuracy"] == model.meta.metrics["test_accuracy"]
+
+
+def test_the_cli_refuses_an_unknown_lever_value(dense, tmp_path, capsys):
+    from edgeprune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(dense), "--data", "digits", "--method", "l2-channel", "--augment", "sunny",
+              "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "augment preset 'sunny'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

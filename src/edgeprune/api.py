@@ -78,6 +78,7 @@ def prune_model(
     finetune: TrainRecipe | None = None,
     max_drop: float | None = None,
     distill: bool = False,
+    final_epochs: int = 0,
     recalib_batches: int = 20,
     seed: int = 0,
     device: str = "auto",
@@ -87,12 +88,15 @@ def prune_model(
 ) -> Model:
     """A pruned copy of `model` (the input is not changed): prune to config's target along
     `schedule` (default one-shot), fine-tuning `finetune.epochs` after each step on data.train and
-    deciding on data.val. The record (asked, achieved, steps, accuracies) is `pruned.pruning`."""
+    deciding on data.val, then `final_epochs` more (distilled with `distill`). `data` at another
+    input size than the model's fine-tunes the cut at that size (the resolution lever). The record
+    (asked, achieved, steps, accuracies) is `pruned.pruning`."""
     job = PruneJob(
         config=config,
         schedule=schedule or Schedule("oneshot", 1),
         finetune=(finetune or TrainRecipe(epochs=1)).resolved(),
         max_drop=max_drop, recalib_batches=recalib_batches, seed=seed, distill=distill,
+        final_epochs=final_epochs,
     )
     dev = resolve_device(device)
     outcome = _prune_workflow(model, data, job, device=dev, progress=progress, log=log,

@@ -123,6 +123,11 @@ def prune(
         bool, typer.Option("--distill/--no-distill", help="Fine-tune against the unpruned model's "
                            "soft outputs (knowledge distillation, T=4, weight 0.5).")
     ] = False,
+    final_epochs: Annotated[
+        int, typer.Option("--final-epochs", min=0, help="Fine-tuning epochs after the last step, one "
+                          "cosine schedule with the best validation epoch kept (distilled with "
+                          "--distill): a deep cut recovers over more epochs than one per step.")
+    ] = 0,
     lr: Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate (default: "
                                              "the optimizer's).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Fine-tuning: sgd (warm-up then cosine "
@@ -187,6 +192,7 @@ def prune(
                              batch_size=batch_size, seed=prune_seed, augment=augment,
                              balance=balance),
         max_drop=max_drop, recalib_batches=recalib_batches, seed=prune_seed, distill=distill,
+        final_epochs=final_epochs,
     )
     dev = resolve_device(device)
     set_threads(threads)
