@@ -36,8 +36,20 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Layers point one way (docs/ARCHITECTURE.md): no import against the layer order, no cycle.
+# Files kept in ruff's format; a file joins the list once `ruff format FILE` has been run on it
+# (the rest of the code base is not mass-reformatted while several people edit it).
+RUFF_FORMATTED := tests/test_readme.py benchmarks/common.py src/edgeprune/__main__.py src/edgeprune/errors.py \
+	src/edgeprune/hardware.py src/edgeprune/data/bundle.py src/edgeprune/data/check.py \
+	src/edgeprune/data/dedup.py src/edgeprune/data/splits.py src/edgeprune/export/onnx.py \
+	src/edgeprune/metrics/accuracy.py src/edgeprune/metrics/chance.py src/edgeprune/metrics/macs.py \
+	src/edgeprune/metrics/memory.py src/edgeprune/metrics/params.py src/edgeprune/metrics/size.py \
+	src/edgeprune/pruning/report.py src/edgeprune/runtime/energy.py src/edgeprune/station/page.py
+
+# ruff (rules in pyproject.toml), the format of the files above, and the layers
+# (docs/ARCHITECTURE.md): no import against the layer order, no cycle.
 lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check $(RUFF_FORMATTED)
 	$(BIN)/python -m pytest -q tests/test_layers.py
 
 bench-input: install
