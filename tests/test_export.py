@@ -423,3 +423,17 @@ def test_int8_export_measures_its_speed_against_fp32_on_every_backend(int8_minma
         assert entry["device"] and entry["threads"] == 1
     report = json.loads(int8_minmax.report_path.read_text())
     assert report["int8_speed"] == json.loads(json.dumps(speed))
+
+
+def test_int8_weights_stay_within_seven_bits_so_cpus_without_vnni_do_not_saturate(int8_minmax):
+    """ONNX Runtime's U8S8 convolutions on x86 without VNNI saturate with full-range 8-bit weights
+    (see edgeprune.export.int8.REDUCE_RANGE): every quantized weight tensor stays in 7 bits."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(int8_minmax.path))
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert len(weights) >= 40  # MobileNetV2's convolutions and the classifier
+    assert all(w.min() >= -64 and w.max() <= 63 for w in weights)
+    assert max(int(abs(w).max()) for w in weights) >= 60  # the 7 bits are used, not fewer
