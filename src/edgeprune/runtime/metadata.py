@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.drift import DriftReference
 from edgeprune.runtime.operating_point import OperatingPoint
 from edgeprune.validation import check_number, check_option
 from edgeprune.runtime.sessions import openvino_read, ort_session
@@ -49,10 +50,14 @@ SPLIT = "edgeprune.split"
 # JSON object (edgeprune.runtime.operating_point.OperatingPoint): the threshold on P(OK) chosen at
 # export for a defect-recall target on the validation split; the station and bench apply it.
 OPERATING_POINT = "edgeprune.operating_point"
+# JSON object (edgeprune.runtime.drift.DriftReference): per-image input statistics and the top
+# probability on the validation images, as decile bins; the station's drift test compares with it.
+DRIFT_REFERENCE = "edgeprune.drift_reference"
 
 JSON_KEYS = {
     CLASS_NAMES, INPUT_SIZE, MEAN, STD, SCALE, MACS, PARAMS, PRUNING, TEST_ACCURACY,
     REFERENCE_ACCURACY, WEIGHT_SPARSITY_FP32, WEIGHT_SPARSITY_INT8, CALIBRATION, SPLIT, OPERATING_POINT,
+    DRIFT_REFERENCE,
 }
 REQUIRED = (CLASS_NAMES, INPUT_SIZE, MEAN, STD)
 
@@ -102,6 +107,12 @@ class ArtifactMetadata:
         """The decision threshold chosen at export (None: top-1 decides)."""
         value = self.raw.get(OPERATING_POINT)
         return OperatingPoint.from_dict(value) if isinstance(value, dict) else None
+
+    @property
+    def drift_reference(self) -> DriftReference | None:
+        """The input-drift reference recorded at export (None: exported without one)."""
+        value = self.raw.get(DRIFT_REFERENCE)
+        return DriftReference.from_dict(value) if value is not None else None
 
     @property
     def split(self) -> dict[str, Any] | None:
@@ -173,6 +184,8 @@ def check_values(values: dict[str, Any], source: str = "the model") -> None:
         if unknown or set(point.ok_classes) >= set(names):
             raise _bad(source, OPERATING_POINT, "must name OK classes among the model's, not all of them",
                        list(point.ok_classes))
+    if values.get(DRIFT_REFERENCE) is not None:
+        DriftReference.from_dict(values[DRIFT_REFERENCE], source)
 
 
 def check_graph(meta: ArtifactMetadata, input_shape: list, output_shape: list, source: str) -> None:

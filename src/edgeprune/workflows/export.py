@@ -274,6 +274,32 @@ def apply_operating_point(path: Path, data, target: str, ok_classes: tuple[str, 
     return {**point.to_dict(), "test": test.to_dict()}
 
 
+def drift_reference(path: Path, data, *, threads: int = 1, log: Log | None = None) -> dict[str, Any] | None:
+    """Record the station's drift reference in the artifact's metadata: the input statistics and
+    the top probability (scored by the artifact itself) of data's validation images, as decile
+    bins (edgeprune.runtime.drift). None, with a note, when there are too few validation images."""
+    from edgeprune.runtime import Classifier, softmax
+    from edgeprune.runtime.drift import DriftReference, batch_statistics
+
+    say = log or (lambda _m: None)
+    images = data.val.images.numpy()
+    if len(images) < 20:
+        say(f"NOTE: no drift reference: the validation split of {data.name} has {len(images)} images "
+            "(20 or more needed; --val-fraction); the station will not watch for input drift")
+        return None
+    classifier = Classifier(path, runtime="openvino" if path.suffix.lower() == ".xml" else "onnxruntime",
+                            threads=threads)
+    top = softmax(classifier.predict_uint8(images)).max(axis=1)
+    reference = DriftReference.build(batch_statistics(images), top,
+                                     chosen_on=f"validation split of {data.name}: {len(images)} images")
+    set_artifact_metadata(path, {md.DRIFT_REFERENCE: reference.to_dict()})
+    q = {name: bins.quantiles["p50"] for name, bins in reference.features.items()}
+    say(f"drift reference on {len(images)} validation images: median brightness {q['brightness']:.1f}, "
+        f"contrast {q['contrast']:.1f}, sharpness {q['sharpness']:.1f}, top probability {q['top_probability']:.3f}")
+    return {"images": reference.images, "chosen_on": reference.chosen_on,
+            "medians": {k: round(v, 4) for k, v in q.items()}}
+
+
 def check_operating_point_options(fmt: str, data, operating_point: str | None, ok_classes) -> None:
     """--operating-point needs validation images with defects and the OK class names."""
     if operating_point is None:
@@ -332,7 +358,9 @@ def export_model(
     report beside it; a file that fails verification is moved to FILE.rejected and this raises.
 
     data: a DataBundle with the model's classes at its input size: its test split verifies the
-    artifact, its training split calibrates INT8. Required for `onnx-int8`.
+    artifact, its training split calibrates INT8, its validation split gives the station's drift
+    reference (`edgeprune.drift_reference`: input statistics and top probabilities as decile
+    bins, through the artifact itself; none below 20 validation images). Required for `onnx-int8`.
     max_drop: `onnx-int8` only: the largest allowed drop of INT8 test accuracy below the FP32
     model's, in percentage points; a larger drop fails the export (FILE.rejected).
     source: {"name", "sha256"} of the checkpoint it came from (default: "in-memory model" and the
@@ -374,6 +402,9 @@ def export_model(
             if operating_point is not None and result.verification.passed:
                 result.info["operating_point"] = apply_operating_point(
                     work, data, operating_point, tuple(ok_classes), threads=threads, log=say)
+                result.info["metadata"] = md.decode(_read_props(work))
+            if data is not None and result.verification.passed:
+                result.info["drift_reference"] = drift_reference(work, data, threads=threads, log=say)
                 result.info["metadata"] = md.decode(_read_props(work))
         report = dataclasses.replace(result.verification, artifact=str(out))
         final = out if report.passed else rejected_path(out)
