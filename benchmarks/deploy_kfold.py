@@ -585,7 +585,10 @@ def stage_report(args) -> None:
         (RUN_DIR / "pick.json").write_text(json.dumps({"pick": pick, "why": why}, indent=2) + "\n")
     pick = read_pick() or pick
     verdict = kfold_verdict(pick) if pick else None
-    stem = f"{cpu_device_label()}_{software_label()}"
+    # the ISA in the name too: an AVX2 and an AVX-512 VNNI EPYC share the device label, not INT8 speed
+    from edgeprune.runtime.measure import cpu_isa
+
+    stem = f"{cpu_device_label()}-{(cpu_isa() or 'isa-unknown').replace('+', '-')}_{software_label()}"
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(out_dir / f"ablation_fold0_{stem}.csv", index=False)

@@ -11,7 +11,7 @@ import pytest
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime import Classifier, softmax
 from edgeprune.runtime.operating_point import (
-    OperatingPoint, choose_operating_point, curves, decision_figures, ok_probability, parse_target,
+    OperatingPoint, curves, decision_figures, ok_probability, parse_target,
     threshold_for_recall,
 )
 

@@ -300,7 +300,7 @@ def _roc_plot(plt, table, rows, tmp: Path, images: list[Path], captions: dict[st
         roc = curves[n]["roc"]
         style = dict(color="black", linewidth=2.2) if n in baselines else dict(linewidth=1.2)
         line, = ax.plot(roc["fpr"], roc["tpr"], label=f"{n} (AUC {roc['auc']:.3f})", **style)
-        for recall, point in (curves[n].get("operating_points") or {}).items():
+        for point in (curves[n].get("operating_points") or {}).values():
             if point["false_reject"] is not None and point["defect_recall"] is not None:
                 ax.plot(point["false_reject"], point["defect_recall"], "o", color=line.get_color())
     ax.set(xlabel="false-reject rate (good parts rejected)", ylabel="defect recall",
