@@ -492,6 +492,13 @@ def plots(rows: list[dict], out_dir: Path) -> list[str]:
     from edgeprune.runtime.operating_point import curves
 
     written = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        written.append(name)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6, 5))
     for row in rows:
         if row["format"] != "int8" and row["run"] != "dense":
@@ -506,10 +513,7 @@ def plots(rows: list[dict], out_dir: Path) -> list[str]:
     ax.axhline(RECALL_TARGET, color="grey", lw=0.5, ls="--")
     ax.set_title("ROC, fold 0 test split (defect = positive)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "roc_fold0.png", dpi=110)
-    written.append("roc_fold0.png")
-    plt.close(fig)
+    save(fig, "roc_fold0.png")
 
     curve = [(name, json.loads((fold_dir(0) / name / "result.json").read_text()).get("history"))
              for name in trained(0) if RUNS[name].kind == "prune"]
@@ -522,10 +526,7 @@ def plots(rows: list[dict], out_dir: Path) -> list[str]:
         ax.set_ylabel("validation accuracy (6 classes)")
         ax.set_title("How accuracy grows with fine-tuning, fold 0")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "finetune_curve_fold0.png", dpi=110)
-        written.append("finetune_curve_fold0.png")
-        plt.close(fig)
+        save(fig, "finetune_curve_fold0.png")
 
     timed = [r for r in rows if r["speedup_vs_dense_fp32"] is not None]
     if timed:
@@ -538,10 +539,7 @@ def plots(rows: list[dict], out_dir: Path) -> list[str]:
         ax.set_xlabel("batch-1 speed-up vs dense FP32 (ONNX Runtime, 1 thread)")
         ax.set_ylabel(f"test false rejects at {RECALL_TARGET:.0%} val recall (%)")
         ax.set_title("Speed against false rejects, fold 0")
-        fig.tight_layout()
-        fig.savefig(out_dir / "speed_vs_false_reject_fold0.png", dpi=110)
-        written.append("speed_vs_false_reject_fold0.png")
-        plt.close(fig)
+        save(fig, "speed_vs_false_reject_fold0.png")
     return written
 
 
@@ -588,7 +586,10 @@ def stage_report(args) -> None:
     # the ISA in the name too: an AVX2 and an AVX-512 VNNI EPYC share the device label, not INT8 speed
     from edgeprune.runtime.measure import cpu_isa
 
-    stem = f"{cpu_device_label()}-{(cpu_isa() or 'isa-unknown').replace('+', '-')}_{software_label()}"
+    import onnxruntime
+
+    stem = (f"{cpu_device_label()}-{(cpu_isa() or 'isa-unknown').replace('+', '-')}_{software_label()}"
+            f"_ort{onnxruntime.__version__}")
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(out_dir / f"ablation_fold0_{stem}.csv", index=False)
