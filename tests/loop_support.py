@@ -89,3 +89,88 @@ def wait_for(check, timeout: float, what: str, every: float = 0.2):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(every)
+
+
+# ----------------------------------------------------------------------------- tiny trained models
+# scikit-learn's digits at their own 8x8 size as PNG class folders, and linear classifiers trained
+# on them with scikit-learn (a second each) written as ONNX graphs with edgeprune's metadata: real
+# trained models, small enough for several stations on a loaded 2-core machine. Digits 0-4 are the
+# good parts, 5-9 the defects.
+DIGIT_CLASSES = [str(d) for d in range(10)]
+DIGIT_OK = "0,1,2,3,4"
+
+
+def digits_sets(root: Path, replay_copies: int = 3) -> dict[str, object]:
+    """{"train": (images, labels), "acceptance": DIR, "replay": DIR}: disjoint parts of digits; the
+    replay holds `replay_copies` noisy copies of its part (a longer stream of distinct files)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    labels = digits.target
+    order = np.random.default_rng(0).permutation(len(labels))
+    images, labels = images[order], labels[order]
+    n = len(labels)
+    train, accept, replay = slice(0, n // 2), slice(n // 2, int(n * 0.7)), slice(int(n * 0.7), n)
+
+    def write(folder: Path, imgs, labs, copies: int = 1, noise: int = 0) -> Path:
+        rng = np.random.default_rng(1)
+        for name in DIGIT_CLASSES:
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        for c in range(copies):
+            for i, (img, lab) in enumerate(zip(imgs, labs)):
+                pixels = img.astype(np.int16)
+                if noise:
+                    pixels = pixels + rng.integers(-noise, noise + 1, img.shape)
+                rgb = np.repeat(np.clip(pixels, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+                Image.fromarray(rgb).save(folder / str(lab) / f"{c}-{i:04d}.png")
+        return folder
+
+    rgb_train = np.repeat(images[train][:, None], 3, axis=1)  # (N, 3, 8, 8)
+    return {"train": (rgb_train, labels[train]),
+            "acceptance": write(root / "acceptance", images[accept], labels[accept]),
+            "replay": write(root / "replay", images[replay], labels[replay], replay_copies, noise=6)}
+
+
+def train_linear(train, out: Path, *, shuffle_labels: bool = False, fraction: float = 1.0, seed: int = 0,
+                 c: float = 1.0) -> Path:
+    """A logistic regression on the images' normalised pixels, as an ONNX graph the station runs."""
+    import warnings
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    from sklearn.linear_model import LogisticRegression
+
+    from edgeprune.runtime import metadata as md
+    from edgeprune.runtime.preprocess import normalize
+
+    images, labels = train
+    keep = np.random.default_rng(seed).permutation(len(labels))[: int(len(labels) * fraction)]
+    # The three channels are equal (grey digits): fit on one, spread the weights over three.
+    x = normalize(images[keep], [0.5] * 3, [0.25] * 3)[:, 0].reshape(len(keep), -1)
+    y = labels[keep].copy()
+    if shuffle_labels:
+        np.random.default_rng(seed + 1).shuffle(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # labels shuffled on purpose need not converge
+        clf = LogisticRegression(max_iter=60 if shuffle_labels else 200, C=c).fit(x, y)
+    weight = np.tile(clf.coef_ / 3.0, (1, 3)).astype(np.float32)
+    bias = clf.intercept_.astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"], transB=1)],
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor("weight", TensorProto.FLOAT, weight.shape, weight.flatten()),
+         helper.make_tensor("bias", TensorProto.FLOAT, bias.shape, bias)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.helper.set_model_props(model, md.encode({
+        md.PRODUCER: "edgeprune", md.FORMAT: "onnx", md.CLASS_NAMES: DIGIT_CLASSES, md.INPUT_SIZE: 8,
+        md.MEAN: [0.5] * 3, md.STD: [0.25] * 3, md.LAYOUT: "NCHW"}))
+    onnx.save(model, str(out))
+    return out

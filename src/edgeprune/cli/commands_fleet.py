@@ -94,3 +94,102 @@ def status(
                       (s.model_sha256 or "–")[:12], f"{pct(s.live_accuracy)} of {s.reviewed}" if s.reviewed else "–",
                       s.drift_state or "–", "; ".join(s.alarms) or "none")
     console.print(table)
+
+
+def _registry(cfg):
+    from edgeprune.fleet.registry import ModelRegistry, models_dir_for
+    from edgeprune.fleet.store import make_engine
+
+    engine = make_engine(cfg.db)
+    return ModelRegistry(engine, models_dir_for(cfg.data)), engine
+
+
+@fleet_app.command("register")
+def register(
+    model: Annotated[Path, typer.Argument(help="The candidate: an ONNX file with edgeprune's metadata.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    acceptance: Annotated[Optional[Path], typer.Option(
+        "--acceptance", help="The frozen acceptance set: a labelled class-folder tree no candidate trains on "
+        "(default: the config's acceptance).")] = None,
+    ok_classes: Annotated[Optional[str], typer.Option(
+        "--ok-classes", help="Comma-separated good classes (default: the config's ok_classes, else the "
+        "model's operating point's).")] = None,
+    parent: Annotated[Optional[str], typer.Option("--parent", help="The registered model it descends from (sha256 prefix or file).")] = None,
+    study_run: Annotated[Optional[str], typer.Option("--study-run", help="The study run that made it.")] = None,
+    data_fingerprint: Annotated[Optional[str], typer.Option(
+        "--data-fingerprint", help="The training data's fingerprint (default: the one the model's metadata records).")] = None,
+    fleet_labels: Annotated[Optional[int], typer.Option("--fleet-labels", min=0, help="Fleet-labelled images it was trained on.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the registry row as JSON.")] = False,
+) -> None:
+    """Judge a model on the frozen acceptance set (torch-free, as a station decides) and register it
+    as a candidate in the fleet database's model registry."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.fleet import load_config
+
+    cfg = load_config(config, {"db": db, "acceptance": acceptance})
+    if cfg.acceptance is None:
+        raise EdgepruneError("no acceptance set: pass --acceptance DIR or set acceptance in the fleet config")
+    oks = tuple(c.strip() for c in ok_classes.split(",") if c.strip()) if ok_classes else cfg.ok_classes
+    registry, engine = _registry(cfg)
+    try:
+        from edgeprune.outputs import file_sha256
+
+        known = registry.find(file_sha256(model)) if model.is_file() else None
+        if known is not None:
+            log(f"{model.name} is already registered as {known.sha256[:12]} (state {known.state}); nothing changed")
+        found = known or registry.register(model, acceptance=cfg.acceptance, ok_classes=oks, parent=parent,
+                                  study_run=study_run, data_fingerprint=data_fingerprint, fleet_labels=fleet_labels)
+    finally:
+        engine.dispose()
+    if json_out:
+        console.print_json(json.dumps(found.to_dict()))
+        return
+    if known is not None:
+        return
+    log(f"registered {found.name} ({found.sha256[:12]}), state {found.state}: accuracy {found.accuracy:.3f}, "
+        f"balanced {found.balanced_accuracy:.3f}, defect recall {found.defect_recall:.3f} on "
+        f"{found.acceptance_images} acceptance images ({found.acceptance_defects} defects), "
+        f"{found.latency_ms_p50:.2f} ms on {found.latency_device}, {found.size_bytes} bytes")
+
+
+@fleet_app.command("models")
+def list_models(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the registry (with every state change) as JSON.")] = False,
+) -> None:
+    """The model registry: every candidate, its acceptance figures and its state."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from edgeprune.fleet import load_config
+
+    cfg = load_config(config, {"db": db, "http": None} if config is None else {"db": db})
+    if db is None and config is None and not Path(cfg.db).is_file():
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError(f"no fleet database at {cfg.db}: pass --db PATH|postgresql://... or --config")
+    registry, engine = _registry(cfg)
+    try:
+        found = registry.models()
+        states = {m.sha256: registry.states(m.sha256) for m in found}
+    finally:
+        engine.dispose()
+    if json_out:
+        console.print_json(json.dumps([{**m.to_dict(), "states": [asdict(s) for s in states[m.sha256]]}
+                                       for m in found]))
+        return
+    table = Table(title=f"model registry: {len(found)} model(s)")
+    for name in ("sha256", "name", "state", "accuracy", "balanced", "defect recall", "latency ms", "size",
+                 "parent", "fleet labels", "last change"):
+        table.add_column(name)
+    for m in found:
+        last = states[m.sha256][-1] if states[m.sha256] else None
+        table.add_row(m.sha256[:12], m.name or "–", m.state, f"{m.accuracy:.3f}", f"{m.balanced_accuracy:.3f}",
+                      f"{m.defect_recall:.3f}", f"{m.latency_ms_p50:.2f}", str(m.size_bytes),
+                      (m.parent_sha256 or "–")[:12], "–" if m.fleet_labels is None else str(m.fleet_labels),
+                      last.reason if last else "–")
+    console.print(table)
+

@@ -7,6 +7,16 @@
     token = "..."                              # or EDGEPRUNE_FLEET_TOKEN; without one nothing can be changed
     stations = ["line1-a", "line2-a"]          # allow-list (absent: every station id is taken)
     offline_after_s = 60                       # silent longer than this: an alarm
+    acceptance = "acceptance/"                 # the frozen labelled set every candidate is judged on
+    ok_classes = ["good"]                      # the good classes (else the model's operating point's)
+
+    [[stations]]                               # instead of the allow-list: stations the fleet can
+    id = "line1-a"                             # roll models out to (their ids form the allow-list)
+    url = "http://10.0.0.11:8080"              # the station's dashboard
+    token_env = "LINE1_A_TOKEN"                # or token = "..." (never printed or logged)
+
+    [rollout]                                  # defaults of `edgeprune fleet rollout` (docs/loop.md)
+    shadow_images = 200
 
 Relative paths in the file are relative to the file's folder.
 """
@@ -15,7 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +44,64 @@ TOKEN_ENV = "EDGEPRUNE_FLEET_TOKEN"
 
 
 @dataclass(frozen=True)
+class StationEndpoint:
+    """A station the fleet can switch: its dashboard's URL and the token its changes need."""
+    id: str
+    url: str
+    token: str | None = None
+    token_env: str | None = None
+
+    def __post_init__(self) -> None:
+        check_station_id(self.id)
+        parts = urlsplit(self.url) if isinstance(self.url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EdgepruneError(f"stations {self.id}: url must be the dashboard's http://HOST:PORT, got {self.url!r}")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
+            raise EdgepruneError(f"stations {self.id}: token must be a string of at least 8 characters")
+        if self.token_env is not None and not isinstance(self.token_env, str):
+            raise EdgepruneError(f"stations {self.id}: token_env must name an environment variable")
+
+    def bearer_token(self) -> str | None:
+        """The config's token, else the variable token_env names; never printed or logged."""
+        return self.token or (os.environ.get(self.token_env) if self.token_env else None) or None
+
+    def __repr__(self) -> str:  # a token never reaches a log through a repr
+        return f"StationEndpoint(id={self.id!r}, url={self.url!r})"
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How a roll-out judges a candidate (the [rollout] table; `fleet rollout` flags on top)."""
+    shadow_images: int = 200  # live images each shadow station decides with the candidate too
+    min_agreement: float = 0.95  # share of those where the candidate's decision equals the live one
+    max_shadow_latency_ms: float | None = None  # the candidate's median on the station (None: no limit)
+    canary_images: int = 200  # images a switched station decides before the next wave may switch
+    waves: int = 2  # the stations after the canary, in this many waves
+    history_images: int = 500  # a station's own recent history the canary is compared with
+    max_defect_rate_change: float = 0.10  # |defect rate after - before|, absolute
+    max_review_rate_change: float = 0.10
+    max_latency_ratio: float = 2.0  # decision latency p50 after / before
+    poll_s: float = 1.0  # how often the stations are asked
+    station_timeout_s: float = 10.0  # one HTTP request
+
+    def __post_init__(self) -> None:
+        for name in ("shadow_images", "canary_images", "history_images"):
+            check_number(getattr(self, name), f"rollout.{name}", min=1, integer=True)
+        check_number(self.waves, "rollout.waves", min=1, max=100, integer=True)
+        for name in ("min_agreement", "max_defect_rate_change", "max_review_rate_change"):
+            check_number(getattr(self, name), f"rollout.{name}", min=0, max=1)
+        if self.max_shadow_latency_ms is not None:
+            check_number(self.max_shadow_latency_ms, "rollout.max_shadow_latency_ms", min=0, min_open=True)
+        check_number(self.max_latency_ratio, "rollout.max_latency_ratio", min=1)
+        check_number(self.poll_s, "rollout.poll_s", min=0.05, max=600)
+        check_number(self.station_timeout_s, "rollout.station_timeout_s", min=0.1, max=600)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RolloutSettings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     mqtt: str = "mqtt://127.0.0.1:1883/factory/#"
     db: str = "fleet.db"
@@ -42,6 +110,10 @@ class FleetConfig:
     token: str | None = None
     stations: tuple[str, ...] | None = None
     offline_after_s: float = 60.0
+    acceptance: Path | None = None
+    ok_classes: tuple[str, ...] | None = None
+    endpoints: tuple[StationEndpoint, ...] = ()  # [[stations]] tables
+    rollout: RolloutSettings = field(default_factory=lambda: RolloutSettings())
 
     def __post_init__(self) -> None:
         parse_mqtt_filter(self.mqtt)
@@ -51,6 +123,13 @@ class FleetConfig:
             parse_http(self.http)
         if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
             raise EdgepruneError("token must be a string of at least 8 characters")
+        if self.stations is not None and any(isinstance(s, StationEndpoint) for s in self.stations):
+            if not all(isinstance(s, StationEndpoint) for s in self.stations):
+                raise EdgepruneError("stations: either a list of ids or [[stations]] tables, not both")
+            object.__setattr__(self, "endpoints", tuple(self.stations))
+            object.__setattr__(self, "stations", tuple(s.id for s in self.endpoints))
+            if len(set(self.stations)) != len(self.stations):
+                raise EdgepruneError("stations: a station id appears twice")
         if self.stations is not None:
             if isinstance(self.stations, str) or not all(isinstance(s, str) for s in self.stations):
                 raise EdgepruneError(f"stations must be a list of station ids, got {self.stations!r}")
@@ -59,6 +138,12 @@ class FleetConfig:
             object.__setattr__(self, "stations", tuple(self.stations))
         object.__setattr__(self, "data", Path(self.data))
         check_number(self.offline_after_s, "offline_after_s", min=1, max=7 * 86400)
+        if self.acceptance is not None:
+            object.__setattr__(self, "acceptance", Path(self.acceptance))
+        if self.ok_classes is not None:
+            if isinstance(self.ok_classes, str) or not all(isinstance(c, str) and c for c in self.ok_classes):
+                raise EdgepruneError(f"ok_classes must be a list of class names, got {self.ok_classes!r}")
+            object.__setattr__(self, "ok_classes", tuple(self.ok_classes))
 
     def bearer_token(self) -> str | None:
         """The config's token, else $EDGEPRUNE_FLEET_TOKEN, else None (nothing may change)."""
@@ -90,7 +175,7 @@ def parse_mqtt_filter(url: Any) -> tuple[str, int, str]:
     return parts.hostname, port, topic
 
 
-_KEYS = {f.name for f in fields(FleetConfig)}
+_KEYS = {f.name for f in fields(FleetConfig)} - {"endpoints"}
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FleetConfig:
@@ -110,7 +195,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             if key not in _KEYS:
                 raise EdgepruneError(f"{p}: unknown key {key!r} (known: {', '.join(sorted(_KEYS))})")
             values[key] = value
-        for key in ("data", "db"):
+        if isinstance(values.get("stations"), list) and any(isinstance(v, dict) for v in values["stations"]):
+            values["stations"] = [_endpoint(v, p) for v in values["stations"]]
+        if "rollout" in values:
+            values["rollout"] = _rollout_table(values["rollout"], p)
+        for key in ("data", "db", "acceptance"):
             value = values.get(key)
             if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
                 values[key] = str(p.parent / value)
@@ -127,3 +216,25 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise EdgepruneError(f"{where}{exc}") from None
     except EdgepruneError as exc:
         raise EdgepruneError(f"{where}{exc}") from None
+
+
+def _endpoint(value: Any, where: Path) -> StationEndpoint:
+    if not isinstance(value, dict):
+        raise EdgepruneError(f"{where}: [[stations]] entries must be tables (id, url, token or token_env)")
+    known = {f.name for f in fields(StationEndpoint)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise EdgepruneError(f"{where}: [[stations]]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    if "id" not in value or "url" not in value:
+        raise EdgepruneError(f"{where}: [[stations]] needs id and url")
+    return StationEndpoint(**value)
+
+
+def _rollout_table(value: Any, where: Path) -> RolloutSettings:
+    if not isinstance(value, dict):
+        raise EdgepruneError(f"{where}: [rollout] must be a table")
+    known = {f.name for f in fields(RolloutSettings)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise EdgepruneError(f"{where}: [rollout]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return RolloutSettings(**value)
