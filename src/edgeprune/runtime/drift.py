@@ -228,6 +228,11 @@ class DriftMonitor:
         self.observed = 0
         self.last: DriftCheck = DriftCheck(None, None, False)
 
+    @property
+    def filled(self) -> int:
+        """Images in the window now (the test runs once it holds `window`)."""
+        return len(self._history)
+
     def reset_window(self) -> None:
         self._history.clear()
         for counts in self._counts:
@@ -263,6 +268,6 @@ class DriftMonitor:
     def state(self) -> dict[str, Any]:
         """JSON-ready: state, PSI per feature, the worst, the window's fill."""
         return {"state": "drift" if self.alarm else "ok", "psi": self.last.psi, "worst": self.last.worst,
-                "threshold": self.threshold, "window": self.window, "window_filled": len(self._history),
+                "threshold": self.threshold, "window": self.window, "window_filled": self.filled,
                 "observed": self.observed, "reference_images": self.reference.images,
                 "expected_clean_psi": round(expected_null_psi(self.reference, self.window), 4)}

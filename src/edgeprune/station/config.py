@@ -31,6 +31,7 @@ SOURCE_KINDS = ("replay", "folder", "camera")
 PLC_SCHEMES = ("modbus", "opcua")
 RUNTIMES = ("onnxruntime", "openvino", "auto")
 SYNCHRONOUS = ("NORMAL", "FULL")
+DRIFT_ACTIONS = ("off", "alarm", "review")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class StationConfig:
     upload_interval_s: float = 5.0  # a batch at least this often (when there is anything new)
     upload_batch: int = 500  # or as soon as this many rows wait
     upload_ack_timeout_s: float = 10.0  # no fleet receipt within it: resend from the cursor
+    # Input drift (drift.py): the last drift_window images against the model's reference (PSI).
+    drift_action: str = "alarm"  # off | alarm (status, page, MQTT event) | review (and every part to REVIEW)
+    drift_window: int = 200  # images in the sliding window
+    drift_psi_threshold: float = 0.25  # the largest PSI over the statistics above it: drift
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -133,6 +138,12 @@ class StationConfig:
         check_number(self.upload_interval_s, "upload_interval_s", min=0.05, max=86400)
         check_number(self.upload_batch, "upload_batch", min=1, max=50_000, integer=True)
         check_number(self.upload_ack_timeout_s, "upload_ack_timeout_s", min=0.1, max=3600)
+        if self.drift_action not in DRIFT_ACTIONS:
+            raise EdgepruneError(f"drift_action must be one of {', '.join(DRIFT_ACTIONS)}, got {self.drift_action!r}")
+        check_number(self.drift_window, "drift_window", min=20, max=100_000, integer=True,
+                     hint="images in the drift test's sliding window")
+        check_number(self.drift_psi_threshold, "drift_psi_threshold", min=0, max=10, min_open=True,
+                     hint="PSI: 0.1 a small shift, 0.25 a large one")
 
     def replace(self, **changes: Any) -> StationConfig:
         return replace(self, **changes)

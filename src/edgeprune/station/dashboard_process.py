@@ -10,13 +10,14 @@ gate's evaluation of an uploaded model run in a child process (a fresh interpret
 unlike multiprocessing's spawn, without re-running the caller's main script) at a lower
 priority (nice +10) and, where the machine has several cores, never on the last one. It reads
 the station's SQLite database directly (WAL: readers never block the writer) and asks the
-station's process for two things only, over a socket pair served by one bridge thread:
+station's process for three things only, over a socket pair served by one bridge thread:
 
 - `status`: the station's in-memory snapshot (counters, latency percentiles, PLC and MQTT links),
   asked at most every STATUS_TTL_S whatever the number of clients: the cost to the line is
   bounded and independent of the dashboard's load;
 - `swap`: switch to a model the dashboard process has already loaded and gated; the station
-  loads it beside the running one and swaps it between two images (`Station.swap_model`).
+  loads it beside the running one and swaps it between two images (`Station.swap_model`);
+- `ack_drift`: a person acknowledged the input-drift alarm (`Station.acknowledge_drift`).
 
 Stopping is bounded: the station asks the child to stop, waits at most STOP_GRACE_S, then kills
 it (it holds nothing that needs a graceful end: every label and roll-out is committed when made),
@@ -116,6 +117,12 @@ class StationView:
         self._models[sha] = candidate
         self._status = None  # the next status shows the new model
         return sha
+
+    def acknowledge_drift(self, client: str | None = None) -> dict:
+        """Forwarded to the station's process (Station.acknowledge_drift)."""
+        answer = self._ask("ack_drift", client)
+        self._status = None  # the next status shows it cleared
+        return answer
 
     def close(self) -> None:
         self.log.close()
@@ -220,6 +227,8 @@ class DashboardProcess:
                         return None if candidate.sha256 == sha else "the file changed after it was gated"
 
                     answer = ("ok", self.station.swap_model(path, gate=same_bytes))
+                elif request[0] == "ack_drift":
+                    answer = ("ok", self.station.acknowledge_drift(request[1]))
                 else:
                     answer = ("error", f"unknown request {request[0]!r}")
             except EdgepruneError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -36,6 +36,10 @@ class Verdict:
     error: str | None = None
     decode_ms: float = 0.0  # where the time went (the fallback's second call included)
     infer_ms: float = 0.0
+    # The primary model's decoded input and largest probability: the drift monitor's inputs
+    # (the reference was recorded on the primary model, so never the fallback's).
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    top_probability: float | None = None
 
 
 class LoadedModel:
@@ -89,9 +93,9 @@ class Decider:
         self.ok_classes = frozenset(ok_classes)
         self.review_below = review_below
 
-    def _call(self, model: LoadedModel, image: np.ndarray) -> tuple[str, float]:
-        """(the class decided, its probability): the top-1 class, or under the artifact's
-        operating point the likeliest class of the side P(OK) falls on."""
+    def _call(self, model: LoadedModel, image: np.ndarray) -> tuple[str, float, float]:
+        """(the class decided, its probability, the largest probability): the top-1 class, or
+        under the artifact's operating point the likeliest class of the side P(OK) falls on."""
         probs = model.probabilities(image)
         point = model.classifier.metadata.operating_point
         if point is not None:
@@ -101,7 +105,7 @@ class Decider:
             index = int(np.where(side, probs, -1.0).argmax())
         else:
             index = int(probs.argmax())
-        return model.class_names[index], float(probs[index])
+        return model.class_names[index], float(probs[index]), float(probs.max())
 
     def decide(self, item: Frame) -> Verdict:
         """The verdict for one image (the file's bytes or a camera frame); a bad image is ERROR."""
@@ -114,15 +118,15 @@ class Decider:
             clock[0] = now
 
         try:
-            image = decode_frame(item, model.classifier.input_size)
+            image = primary_image = decode_frame(item, model.classifier.input_size)
             lap(1)
-            label, prob = self._call(model, image)
+            label, prob, top = self._call(model, image)
             lap(2)
             if prob < self.review_below and self.fallback is not None:
                 model = self.fallback
                 image = decode_frame(item, model.classifier.input_size)
                 lap(1)
-                label, prob = self._call(model, image)
+                label, prob, _ = self._call(model, image)
                 lap(2)
         except EdgepruneError as exc:
             return Verdict("ERROR", None, None, model.sha256, str(exc), clock[1], clock[2])
@@ -130,7 +134,7 @@ class Decider:
             decision = "REVIEW"
         else:
             decision = "OK" if label in self.ok_classes else "DEFECT"
-        return Verdict(decision, label, prob, model.sha256, None, clock[1], clock[2])
+        return Verdict(decision, label, prob, model.sha256, None, clock[1], clock[2], primary_image, top)
 
 
 Frame = Union[bytes, np.ndarray]

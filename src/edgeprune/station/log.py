@@ -154,6 +154,12 @@ class DecisionLog:
             self._db.execute("INSERT INTO alarms (ts, kind, message) VALUES (?, ?, ?)",
                              (time.time(), kind, message))
 
+    def set_state(self, key: str, value: str) -> None:
+        """A value kept across restarts (e.g. a latched drift alarm), outside a decision's transaction."""
+        with self._lock:
+            self._db.execute("INSERT INTO station_state (key, value) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
     def get_state(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM station_state WHERE key = ?", (key,)).fetchone()

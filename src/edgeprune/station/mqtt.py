@@ -2,7 +2,8 @@
 
 Topics: `TOPIC` gets the summary, `TOPIC/sample` one JSON message per sampled image (the latest
 DEFECT or REVIEW of the interval first, else the latest image; JPEG/PNG bytes base64-encoded, as
-the camera wrote them). Messages are published with QoS 1: while the broker is down paho keeps
+the camera wrote them), `TOPIC/event` an event when it happens (input drift raised or
+acknowledged). Messages are published with QoS 1: while the broker is down paho keeps
 them in its queue (up to MAX_QUEUED) and sends them, in order, when it reconnects, so nothing is
 lost to a broker restart; the station never waits for the broker.
 """
@@ -116,6 +117,13 @@ class MqttPublisher:
             message["image_base64"] = base64.b64encode(data).decode("ascii")
             self._track(self.client.publish(f"{self.topic}/sample", json.dumps(message), qos=1))
         self.published += 1
+
+    def publish_event(self, kind: str, values: dict[str, Any]) -> None:
+        """A station event on TOPIC/event (QoS 1, queued while the broker is down): JSON with
+        `kind`, `ts`, station_id and line, and `values` (a drift event: state "drift" or "ok").
+        The fleet keeps it in its `events` table (fleet.store.ingest_event)."""
+        message = {"kind": kind, "ts": time.time(), **values, **self.identity}
+        self._track(self.client.publish(f"{self.topic}/event", json.dumps(message), qos=1))
 
     def _track(self, info, summary: bool = False) -> None:
         with self._lock:

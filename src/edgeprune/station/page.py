@@ -66,6 +66,8 @@ PAGE = """<!doctype html>
       <tr><th>sha256</th><td colspan="2" class="mono" id="model-sha">–</td></tr>
       <tr><th>Gate</th><td colspan="2" id="gate">–</td></tr>
       <tr><th>Alarms</th><td colspan="2" id="alarms">–</td></tr>
+      <tr><th>Drift</th><td id="drift-state">–</td><td><button id="drift-ack" hidden>Acknowledge</button>
+        <span id="drift-psi" class="muted"></span></td></tr>
     </table>
   </section>
   <section>
@@ -199,6 +201,13 @@ async function refreshStatus() {
   text('gate', g.gate_set ? 'accuracy ≥ ' + g.min_accuracy + ', defect recall ≥ ' + g.min_defect_recall +
     (g.max_latency_ms ? ', latency ≤ ' + g.max_latency_ms + ' ms' : '') : 'no gate set: uploads refused');
   text('alarms', s.alarms.length ? s.alarms.map((a) => a.kind + ': ' + a.message).slice(0, 2).join(' | ') : 'none');
+  const d = s.drift;
+  link('drift-state', d.state === 'off' ? null : d.state === 'ok', d.state === 'off' ? 'not watched: ' + d.reason :
+    d.state === 'drift' ? 'INPUT DRIFT (' + d.worst + ')' + (d.action === 'review' ? ': every part to REVIEW' : '') :
+    d.psi ? 'ok' : 'ok (window ' + d.window_filled + ' / ' + d.window + ')');
+  text('drift-psi', d.psi ? 'PSI ' + Object.entries(d.psi).map(([k, v]) => k + ' ' + v.toFixed(2)).join(', ') +
+    ' (threshold ' + d.threshold + ')' : '');
+  $('drift-ack').hidden = d.state !== 'drift';
   classes = m.class_names;
   drawChart(s.timeline);
   if (lastId === null) lastId = Math.max(0, s.last_id - SHOWN);
@@ -283,6 +292,13 @@ async function refreshReview() {
   if (!empty) { empty = document.createElement('div'); empty.id = 'review-empty'; box.parentNode.appendChild(empty); }
   empty.textContent = q.items.length ? (q.backlog > q.items.length ? (q.backlog - q.items.length) + ' more waiting' : '') : 'nothing to review';
 }
+
+$('drift-ack').addEventListener('click', async () => {
+  const r = await fetch('/api/drift/acknowledge', { method: 'POST', headers: { 'Authorization': 'Bearer ' + tokenBox.value } });
+  const answer = await r.json().catch(() => ({}));
+  text('message', r.ok ? 'drift alarm acknowledged' : 'not acknowledged (' + r.status + '): ' + (answer.detail || ''));
+  $('message').className = r.ok ? 'up' : 'down';
+});
 
 async function tick() {
   try {

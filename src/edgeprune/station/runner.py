@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +38,10 @@ from edgeprune.station.plc import Forwarder, open_adapter
 from edgeprune.station.sources import open_source
 from edgeprune.station.timings import HostLoad, StageTimes
 from edgeprune.station.upload import Uploader
+from edgeprune.runtime.drift import DriftMonitor, expected_null_psi, image_statistics
 
 RECENT = 10_000  # latencies kept for the status percentiles
+DRIFT_STATE_KEY = "drift_alarm_since"  # station_state: a latched drift alarm outlives a restart
 
 
 @dataclass
@@ -116,6 +118,17 @@ class Station:
         # do not shorten the MQTT interval's or the run's window.
         self._host = {reader: HostLoad() for reader in ("run", "mqtt", "status")}
         self.warnings = _class_warnings(self.source, model)
+        self._drift_lock = threading.Lock()  # the dashboard's acknowledgement comes from another thread
+        self._drift_since: float | None = None  # when the alarm was raised (time.time())
+        self._drift, why = _drift_monitor(config, model)
+        self._drift_off = why or 'drift_action = "off"'  # why there is no drift watch
+        if why:
+            self.warnings.append(why)
+        self.warnings += _drift_noise_warning(self._drift)
+        latched = self.log.get_state(DRIFT_STATE_KEY)
+        if latched and self._drift is not None:  # raised before a restart and not acknowledged
+            self._drift.alarm = True
+            self._drift_since = float(latched)
         self.state = "ready"
 
     # ------------------------------------------------------------------------- main loop
@@ -229,6 +242,8 @@ class Station:
         verdict = decider.decide(item.data)
         self._stages.add("decode", verdict.decode_ms)
         self._stages.add("infer", verdict.infer_ms)
+        if verdict.image is not None:
+            verdict = self._watch_drift(verdict)
         decided = time.perf_counter()
         latency_ms = (decided - item.arrival) * 1000.0
         needs_signal = self.forwarder is not None and verdict.decision != "ERROR"
@@ -254,6 +269,70 @@ class Station:
         if needs_signal:
             self._arrivals[row_id] = (item.arrival, logged)
             self.forwarder.wake()
+
+    def _watch_drift(self, verdict):
+        """The image's statistics into the drift window (~0.1 ms: drift.py); on a new alarm, an
+        alarm row and an MQTT event; under drift_action = "review", the part goes to a person."""
+        start = time.perf_counter()
+        with self._drift_lock:
+            monitor = self._drift
+            if monitor is None:
+                return verdict
+            check = monitor.observe(image_statistics(verdict.image), verdict.top_probability)
+            alarm = monitor.alarm
+            if check.raised:
+                self._drift_since = time.time()
+        self._stages.add("drift", (time.perf_counter() - start) * 1000.0)
+        if check.raised:
+            self.log.set_state(DRIFT_STATE_KEY, repr(self._drift_since))
+            worst = check.worst
+            self.log.alarm("drift", f"input drift: PSI of {worst} {check.psi[worst]:.3f} > "
+                           f"{monitor.threshold:g} over the last {monitor.window} images"
+                           + ("; every part goes to REVIEW until acknowledged"
+                              if self.config.drift_action == "review" else ""))
+            if self.mqtt is not None:
+                self.mqtt.publish_event("drift", self._drift_event("drift"))
+        if alarm and self.config.drift_action == "review" and verdict.decision in ("OK", "DEFECT"):
+            return replace(verdict, decision="REVIEW")
+        return verdict
+
+    def _drift_event(self, state: str, **extra: Any) -> dict[str, Any]:
+        """The MQTT event's fields (fleet.store.ingest_event keeps them; `state` sets the
+        station's drift state there)."""
+        with self._swap_lock:
+            model_sha256 = self._decider.model.sha256
+        with self._drift_lock:
+            monitor = self._drift
+            last = monitor.last if monitor is not None else None
+            return {"state": state, "action": self.config.drift_action,
+                    "psi": last.psi if last else None, "worst": last.worst if last else None,
+                    "statistic": last.psi[last.worst] if last and last.psi and last.worst else None,
+                    "threshold": self.config.drift_psi_threshold, "window": self.config.drift_window,
+                    "model_sha256": model_sha256, **extra}
+
+    def acknowledge_drift(self, client: str | None = None) -> dict[str, Any]:
+        """A person saw the drift alarm: it is cleared and the window starts afresh (a drift that
+        persists raises it again after one full window); parts are decided normally again."""
+        with self._drift_lock:
+            monitor = self._drift
+            if monitor is None:
+                raise EdgepruneError(f"input drift is not watched on this station: {self._drift_off}")
+            was = monitor.alarm
+            monitor.acknowledge()
+            self._drift_since = None
+        if was:
+            self.log.set_state(DRIFT_STATE_KEY, "")
+            self.log.alarm("drift_acknowledged", f"input drift acknowledged by {client or 'a person'}")
+            if self.mqtt is not None:
+                self.mqtt.publish_event("drift", self._drift_event("ok", acknowledged_by=client))
+        return {"acknowledged": was, **self.drift_status()}
+
+    def drift_status(self) -> dict[str, Any]:
+        """The drift watch for /api/status: state ok | drift | off, the PSI per statistic, ..."""
+        with self._drift_lock:
+            if self._drift is None:
+                return {"state": "off", "action": self.config.drift_action, "reason": self._drift_off}
+            return {**self._drift.state(), "action": self.config.drift_action, "since": self._drift_since}
 
     def _on_sent(self, row_id: int, acked: float) -> None:
         times = self._arrivals.pop(row_id, None)
@@ -330,6 +409,7 @@ class Station:
             "host": self._host["status"].sample(),
             "warnings": list(self.warnings),
             "alarms": self.log.alarms(5),
+            "drift": self.drift_status(),
         }
 
     def decisions(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
@@ -354,12 +434,41 @@ class Station:
             reason = gate(candidate)
             if reason:
                 raise EdgepruneError(f"model {path} refused by the gate: {reason}")
-        with self._swap_lock:
+        monitor, why = _drift_monitor(cfg, candidate)
+        with self._swap_lock, self._drift_lock:
             old = self._decider
             self._decider = Decider(candidate, cfg.ok_classes, old.review_below, old.fallback)
+            if monitor is not None and self._drift is not None and self._drift.alarm:
+                monitor.alarm = True  # the alarm is about the images: it stays until acknowledged
+            self._drift = monitor
+            self._drift_off = why or 'drift_action = "off"'
         self.log.alarm("model_swap", f"{old.model.path} ({old.model.sha256[:12]}) -> {candidate.path} "
                        f"({candidate.sha256[:12]})")
         return candidate.sha256
+
+
+def _drift_monitor(config: StationConfig, model: LoadedModel) -> tuple[DriftMonitor | None, str | None]:
+    """The drift window over the model's reference, or None and why not."""
+    if config.drift_action == "off":
+        return None, None
+    reference = model.classifier.metadata.drift_reference
+    if reference is None:
+        return None, (f"{model.path.name} carries no drift reference (exported without validation "
+                      "data, or by an older edgeprune): input drift is not watched")
+    return DriftMonitor(reference, config.drift_window, config.drift_psi_threshold), None
+
+
+def _drift_noise_warning(monitor: DriftMonitor | None) -> list[str]:
+    """A threshold near the PSI that clean images give by chance raises false alarms."""
+    if monitor is None:
+        return []
+    clean = expected_null_psi(monitor.reference, monitor.window)
+    if monitor.threshold >= 2 * clean:
+        return []
+    return [f"drift_psi_threshold {monitor.threshold:g} is less than twice the PSI that clean images give "
+            f"by chance over drift_window = {monitor.window} against this model's {monitor.reference.images} "
+            f"reference images (about {clean:.2f}): expect false drift alarms; raise drift_window or the "
+            "threshold (docs/drift.md)"]
 
 
 def _class_warnings(source, model: LoadedModel) -> list[str]:

@@ -4,6 +4,7 @@ Per image, in the decision loop (runner.py):
 - `wait`: for the next image (the source's pacing, or a camera that is late);
 - `read`: the file read and hashed (from the image's arrival to the loop having it);
 - `decode`, `infer`: in the Decider (the fallback's second call included);
+- `drift`: the input statistics and the drift window's update (drift.py; none without a reference);
 - `log`: the skip check and the transaction that logs the decision and its pending PLC signal;
 - `plc`: from the logged row to the PLC's acknowledgement (the forwarder's thread).
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("wait", "read", "decode", "infer", "log", "plc")
+STAGES = ("wait", "read", "decode", "infer", "drift", "log", "plc")
 RECENT = 10_000
 
 

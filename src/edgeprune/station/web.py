@@ -11,6 +11,7 @@ its own, dashboard_process.py, so no request can hold the decision loop's interp
     POST /api/review/{id}        {"label": CLASS}                          token
     POST /api/models             multipart field `file` (ONNX), gate-checked  token
     POST /api/models/rollback                                              token
+    POST /api/drift/acknowledge  clears the input-drift alarm (drift.py)   token
 
 Security: it binds where `http` says (127.0.0.1 unless told otherwise); every state-changing
 request needs `Authorization: Bearer TOKEN` (the config's dashboard.token or
@@ -19,7 +20,8 @@ request bodies are capped (the upload limit for /api/models, 64 KiB elsewhere) w
 stream in, not after; a file is read only for a decision id the log holds, and only when its
 bytes still hash to what was decided; an id SQLite cannot hold is a 404 like any unknown one.
 
-The routes live in one router per concern (routes_status, routes_review, routes_models) over a
+The routes live in one router per concern (routes_status, routes_review, routes_models,
+routes_drift) over a
 shared `web_context.DashboardContext`; this module assembles the app and serves it.
 """
 
@@ -38,6 +40,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.station.dashboard_config import DashboardConfig, parse_http
 from edgeprune.station.review import ReviewLog
 from edgeprune.station.rollout import Rollouts
+from edgeprune.station.routes_drift import drift_router
 from edgeprune.station.routes_models import FORM_OVERHEAD, BodyTooLarge, models_router
 from edgeprune.station.routes_review import review_router
 from edgeprune.station.routes_status import status_router
@@ -115,7 +118,7 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    for router in (status_router(ctx), review_router(ctx), models_router(ctx)):
+    for router in (status_router(ctx), review_router(ctx), models_router(ctx), drift_router(ctx)):
         app.include_router(router)
     return app
 
