@@ -11,6 +11,9 @@ its own, dashboard_process.py, so no request can hold the decision loop's interp
     POST /api/review/{id}        {"label": CLASS}                          token
     POST /api/models             multipart field `file` (ONNX), gate-checked  token
     POST /api/models/rollback                                              token
+    GET  /api/shadow[?model=SHA256]  the shadow model's figures (agreement, latency, reviewed recall)
+    POST /api/shadow             multipart field `file` (ONNX): decide live images beside the model  token
+    POST /api/shadow/stop                                                  token
     POST /api/drift/acknowledge  clears the input-drift alarm (drift.py)   token
 
 Security: it binds where `http` says (127.0.0.1 unless told otherwise); every state-changing
@@ -43,6 +46,8 @@ from edgeprune.station.rollout import Rollouts
 from edgeprune.station.routes_drift import drift_router
 from edgeprune.station.routes_models import FORM_OVERHEAD, BodyTooLarge, models_router
 from edgeprune.station.routes_review import review_router
+from edgeprune.station.routes_shadow import shadow_router
+from edgeprune.station.shadow import Shadow
 from edgeprune.station.routes_status import status_router
 from edgeprune.station.web_context import DashboardContext, DashboardData
 
@@ -99,12 +104,13 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
     `app.state.close()` releases the app's database connections."""
     config = config or station.config.dashboard
     db_path = Path(station.config.db)
-    ctx = DashboardContext(station, config, ReviewLog(db_path), Rollouts(station, config), DashboardData(db_path))
+    ctx = DashboardContext(station, config, ReviewLog(db_path), Rollouts(station, config), DashboardData(db_path),
+                           Shadow(station.config))
     upload_limit = config.max_upload_bytes
 
     app = FastAPI(title="edgeprune station", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit + FORM_OVERHEAD
-                       if path == "/api/models" else SMALL_BODY)
+                       if path in ("/api/models", "/api/shadow") else SMALL_BODY)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -120,6 +126,7 @@ def make_app(station, config: DashboardConfig | None = None, *, allowed_hosts: l
 
     for router in (status_router(ctx), review_router(ctx), models_router(ctx), drift_router(ctx)):
         app.include_router(router)
+    app.include_router(shadow_router(ctx))
     return app
 
 

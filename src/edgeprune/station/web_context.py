@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from edgeprune.station.dashboard_config import DashboardConfig
 from edgeprune.station.review import ReviewLog, connect
 from edgeprune.station.rollout import Rollouts
+from edgeprune.station.shadow import Shadow
 
 THUMBNAIL_PX = 96
 CHART_WINDOW_S, CHART_BUCKET_S = 300, 5
@@ -83,6 +84,7 @@ class DashboardContext:
     reviews: ReviewLog
     rollouts: Rollouts
     data: DashboardData
+    shadow: Shadow
 
     def authorized(self, request: Request) -> bool:
         expected = self.config.bearer_token()
@@ -97,7 +99,7 @@ class DashboardContext:
         raise HTTPException(401, why, headers={"WWW-Authenticate": "Bearer"})
 
     def close(self) -> None:
-        for part in (self.reviews, self.rollouts, self.data):
+        for part in (self.shadow, self.reviews, self.rollouts, self.data):
             part.close()
 
 
