@@ -270,6 +270,10 @@ def test_model_without_reference_is_not_watched(tile_model, tmp_path):
     replay = make_replay(tile_model, tmp_path / "replay", 2)
     station = Station(station_config((bare, tile_model[1]), replay, tmp_path / "s.db"))
     assert station.status()["drift"]["state"] == "off"
+    assert "no drift reference" in station.status()["drift"]["reason"] and station.warnings == []
+    station.close()
+    # drift_action = "review" asked for what cannot happen: a warning at start.
+    station = Station(station_config((bare, tile_model[1]), replay, tmp_path / "s.db", drift_action="review"))
     assert any("no drift reference" in w for w in station.warnings)
     with pytest.raises(EdgepruneError, match="not watched"):
         station.acknowledge_drift()

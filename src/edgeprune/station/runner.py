@@ -122,7 +122,7 @@ class Station:
         self._drift_since: float | None = None  # when the alarm was raised (time.time())
         self._drift, why = _drift_monitor(config, model)
         self._drift_off = why or 'drift_action = "off"'  # why there is no drift watch
-        if why:
+        if why and config.drift_action == "review":  # asked for, and impossible: say so at start
             self.warnings.append(why)
         self.warnings += _drift_noise_warning(self._drift)
         latched = self.log.get_state(DRIFT_STATE_KEY)
