@@ -193,3 +193,88 @@ def list_models(
                       last.reason if last else "–")
     console.print(table)
 
+
+@fleet_app.command("rollout")
+def rollout(
+    model: Annotated[str, typer.Argument(help="A registered model: its file or a sha256 prefix (`fleet models`).")],
+    config: Annotated[Path, typer.Option(
+        "--config", help="fleet.toml with the [[stations]] (id, url, token or token_env) and [rollout] defaults.")],
+    db: DbOpt = None,
+    stations: Annotated[Optional[str], typer.Option(
+        "--stations", help="Comma-separated station ids, in roll-out order (the first is the canary; default: "
+        "every [[stations]] entry).")] = None,
+    shadow_images: Annotated[Optional[int], typer.Option("--shadow-images", help="Live images each station "
+                                                         "decides with the candidate in shadow first.")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Shadow decisions equal to "
+                                                           "the running model's, at least this share.")] = None,
+    canary_images: Annotated[Optional[int], typer.Option("--canary-images", help="Images a switched station "
+                                                         "decides before the next wave switches.")] = None,
+    waves: Annotated[Optional[int], typer.Option("--waves", help="The stations after the canary, in this many waves.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Drive the roll-out here until it ends: exit 0 when every "
+                                       "station runs the model, 3 when it was stopped or rolled back.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up waiting after "
+                                                     "this many seconds (exit 4; the roll-out goes on).")] = None,
+) -> None:
+    """Shadow, canary, waves: switch the fleet's stations to a registered model, rolling every
+    switched station back on a breach. State is in the fleet database: `fleet serve` (or a
+    second `fleet rollout MODEL --wait`) resumes a roll-out whose driver stopped."""
+    import os
+    import socket
+
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.fleet import load_config
+    from edgeprune.fleet.rollout import Driver, Rollouts
+
+    cfg = load_config(config, {"db": db})
+    if not cfg.endpoints:
+        raise EdgepruneError(f"{config} lists no [[stations]] tables (id, url, token or token_env)")
+    known = [e.id for e in cfg.endpoints]
+    chosen = [s.strip() for s in stations.split(",") if s.strip()] if stations else known
+    unknown = [s for s in chosen if s not in known]
+    if unknown or len(set(chosen)) != len(chosen) or not chosen:
+        raise EdgepruneError(f"--stations: {', '.join(unknown) or 'repeated or empty'}; the config's stations are "
+                             f"{', '.join(known)}")
+    missing_token = [e.id for e in cfg.endpoints if e.id in chosen and not e.bearer_token()]
+    if missing_token:
+        raise EdgepruneError(f"no token for station(s) {', '.join(missing_token)}: set token or token_env "
+                             "(and export the variable)")
+    settings = cfg.rollout.with_overrides({"shadow_images": shadow_images, "min_agreement": min_agreement,
+                                           "canary_images": canary_images, "waves": waves})
+    registry, engine = _registry(cfg)
+    rollouts = Rollouts(engine, registry)
+    driver = Driver(rollouts, cfg, owner=f"cli-{socket.gethostname()}-{os.getpid()}")
+    try:
+        target = registry.resolve(model)
+        active = [rollouts.get(i) for i in rollouts.active()]
+        resumed = next((r for r in active if r.model_sha256 == target.sha256), None)
+        if resumed is not None:
+            rollout_id = resumed.id
+            log(f"roll-out {rollout_id} of {target.sha256[:12]} is {resumed.state}: resuming it")
+        else:
+            rollout_id = rollouts.create(target.sha256, chosen, settings)
+            log(f"roll-out {rollout_id}: {target.name} ({target.sha256[:12]}) to {', '.join(chosen)}")
+        if not wait:
+            log("`fleet serve` with this config drives it; `fleet rollout ... --wait` drives it here")
+            return
+        seen = [0]
+
+        def show(r) -> None:
+            events = rollouts.events(r.id)
+            for event in events[seen[0]:]:
+                log(f"  {event['kind']}: {event['detail']}")
+            seen[0] = len(events)
+
+        final = driver.drive(rollout_id, timeout_s=timeout, on_step=show)
+    finally:
+        driver.close()
+        engine.dispose()
+    if not final.finished:
+        log(f"roll-out {final.id} is still {final.state} after {timeout:g} s; it goes on (fleet serve resumes it)")
+        raise typer.Exit(4)
+    if final.state == "done":
+        log(f"done: every station ({', '.join(final.stations)}) runs {final.model_sha256[:12]}")
+        return
+    log(f"roll-out {final.id} {final.state}: {final.reason}")
+    if final.figures:
+        console.print_json(json.dumps(final.figures))
+    raise typer.Exit(3)

@@ -83,7 +83,7 @@ class RolloutSettings:
     max_review_rate_change: float = 0.10
     max_latency_ratio: float = 2.0  # decision latency p50 after / before
     poll_s: float = 1.0  # how often the stations are asked
-    station_timeout_s: float = 10.0  # one HTTP request
+    station_timeout_s: float = 30.0  # one HTTP request (a gated upload runs the gate set first)
 
     def __post_init__(self) -> None:
         for name in ("shadow_images", "canary_images", "history_images"):

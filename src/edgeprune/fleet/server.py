@@ -46,6 +46,11 @@ class FleetServer:
         self._queue: queue.Queue = queue.Queue(QUEUE_MAX)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="edgeprune-fleet-ingest", daemon=True)
+        self.rollouts = None
+        if config.endpoints:  # stations the fleet may switch: it drives their roll-outs too
+            from edgeprune.fleet.rollout import RolloutWorker
+
+            self.rollouts = RolloutWorker(self.store.engine, config, owner=f"serve-{socket.gethostname()}-{os.getpid()}")
         self.http = None
         if config.http is not None:
             self.http = _HttpServer(self, config.http)  # a busy port fails here, before anything starts
@@ -83,6 +88,8 @@ class FleetServer:
         self._worker.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        if self.rollouts is not None:
+            self.rollouts.start()
         if self.http is not None:
             self.http.start()
 
@@ -91,6 +98,8 @@ class FleetServer:
         self.client.disconnect()
         self.client.loop_stop()
         self._worker.join(10)
+        if self.rollouts is not None:
+            self.rollouts.stop()
         if self.http is not None:
             self.http.stop()
         self.store.close()
