@@ -9,7 +9,7 @@ import sqlite3
 import threading
 
 import httpx
-from loop_support import AUTH, wait_for
+from loop_support import wait_for
 from station_support import free_port, scaled_copy, station_config
 from station_tiny import tiny_station_files
 from test_bad_input import tiny_onnx
