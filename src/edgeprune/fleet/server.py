@@ -21,7 +21,6 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.fleet.config import FleetConfig, parse_mqtt_filter
 from edgeprune.fleet.ingest import Ingestor
 from edgeprune.fleet.store import FleetStore
-from edgeprune.station.dashboard_config import parse_http
 
 log = logging.getLogger("edgeprune.fleet")
 QUEUE_MAX = 10_000  # messages waiting for the worker; beyond it paho's thread waits (back-pressure)
@@ -127,20 +126,11 @@ class _HttpServer:
         import uvicorn
 
         from edgeprune.fleet.web import make_app
-        from edgeprune.station.web import LOOPBACK_NAMES
+        from edgeprune.station.web import LOOPBACK_NAMES, bind_dashboard_socket
 
-        host, port = parse_http(address)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise EdgepruneError(f"--http {address}: cannot listen there ({exc.strerror or exc})") from None
-        sock.listen(64)
+        # the dashboard's own binder: an `error:` line for a busy port, TCP_NODELAY for polling
+        sock, self.url, host = bind_dashboard_socket(address)
         self.sock = sock
-        self.url = f"http://{host if family == socket.AF_INET else f'[{host}]'}:{sock.getsockname()[1]}/"
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         app = make_app(server.store, server.config, status=server.status,
                        allowed_hosts=LOOPBACK_NAMES + [host] if loopback else None)
