@@ -28,6 +28,8 @@ on fold 0 in one ablation from the same dense teacher:
     t75-160        the same cut fine-tuned and run at 160 px (--image-size 160 on prune)
     dense-160      the dense model fine-tuned 2 epochs at 160 px: resolution alone
     t85-160        a deeper cut (15 % of the parameters) at 160 px
+    t85-160-ft10-bal, t80-160-ft10-bal
+                   the cuts at 160 px with the levers combined: 10 final epochs, balanced sampling
 
 The pick (`report`): on fold 0's *validation* split, every INT8 artifact gets the threshold for
 98 % defect recall; among those that time >= 5x faster than dense FP32 (ONNX Runtime, 1 thread,
@@ -93,6 +95,10 @@ RUNS: dict[str, Run] = {  # in training order: the likeliest picks first, the CP
     "t75-ft10": Run("prune", final_epochs=10),
     "dense-line": Run("dense", augment="line"),
     "t75-line": Run("prune", teacher="dense-line", augment="line"),
+    # the levers that helped at 224 px (10 final epochs, balanced sampling) on the cuts that reach
+    # the speed and size targets at 160 px
+    "t85-160-ft10-bal": Run("prune", image_size=160, target=0.85, final_epochs=10, balance="sampler"),
+    "t80-160-ft10-bal": Run("prune", image_size=160, target=0.80, final_epochs=10, balance="sampler"),
 }
 
 

@@ -122,18 +122,24 @@ def tile_model(tile_tree: Path, shared_weights: Path, tmp_path_factory: pytest.T
     import edgeprune as ep
     from edgeprune.train import TrainRecipe
 
-    hub = tmp_path_factory.mktemp("hub")
-    (hub / "checkpoints").mkdir()
-    (hub / "checkpoints" / "mobilenet_v2-b0353104.pth").symlink_to(shared_weights / "mobilenet_v2-b0353104.pth")
-    previous_hub = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))
+    # A temporary TORCH_HOME, not torch.hub.set_dir: set_dir pins the hub folder for the rest of
+    # the session, so later tests that point TORCH_HOME elsewhere would be ignored.
+    torch_home = tmp_path_factory.mktemp("torch-home")
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    (torch_home / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").symlink_to(
+        shared_weights / "mobilenet_v2-b0353104.pth")
+    previous_home = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(torch_home)
     try:
         data = ep.load_data(ep.DataOptions(spec=str(tile_tree), image_size=TILE_SIZE, normalization="imagenet",
                                            max_per_class=TILE_PER_CLASS))
         torch.manual_seed(0)
         model = ep.train_model(data, TrainRecipe(epochs=3, seed=0), weights="imagenet", device="cpu")
     finally:
-        torch.hub.set_dir(previous_hub)
+        if previous_home is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = previous_home
     balanced = model.metrics["test_balanced_accuracy"]
     assert balanced >= TILE_MIN_BALANCED_ACCURACY, (
         f"the station's tile model reached only {balanced:.1%} balanced test accuracy (chance 50%)")
