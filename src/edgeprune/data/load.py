@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from edgeprune.data.sources import (
     ClassTree,
     detect_source,
     list_class_tree,
+    list_extra_tree,
     load_cifar_arrays,
     load_digits_arrays,
 )
@@ -197,6 +199,30 @@ def _array_fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def _add_extra_train(train: Split, test: Split, folder: str, class_names, fingerprint: str, image_size: int,
+                     skip_bad: bool, notes: list[str], log, progress) -> tuple[Split, int, str]:
+    """The training split with DataOptions.extra_train's images appended, their count, and the
+    fingerprint over both (unchanged when the tree holds no image: the training data is the same).
+    They join after the base data was split, so val and test are the base data's alone and the
+    base images land in the same splits as without them."""
+    tree = list_extra_tree(Path(folder), list(class_names))
+    if not tree.paths:
+        notes.append(f"extra_train {folder} holds no images yet")
+        return train, 0, fingerprint
+    extra = _decode_tree(tree, f"extra_train {folder}", image_size=image_size, max_per_class=None,
+                         skip_bad=skip_bad, stats=FileStats(), notes=notes, log=log, progress=progress)
+    leaks = found_in(pixel_hashes(test.images), pixel_hashes(extra.images))
+    if leaks:
+        notes.append(f"{len(leaks)} extra_train image(s) are exact copies of test images (identical pixels at "
+                     f"{image_size}x{image_size}): test figures may be optimistic")
+    digest = hashlib.sha256(b"edgeprune-extra-train-v1")
+    digest.update(fingerprint.encode() + b"\n")
+    digest.update(_tree_fingerprint(Path(folder), [tree]).encode())
+    paths = train.paths + extra.paths if train.paths is not None and extra.paths is not None else None
+    merged = Split(torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels]), paths)
+    return merged, len(extra), digest.hexdigest()
+
+
 def load_data_with_stats(
     spec: str | DataOptions = "digits",
     *,
@@ -285,6 +311,12 @@ def load_data_with_stats(
     notes += [note] if note else []
     if val_fraction == 0:
         notes.append("val_fraction is 0: no validation hold-out, the val split is empty")
+    extra_count = 0
+    if opts.extra_train is not None:
+        train, extra_count, fingerprint = _add_extra_train(
+            train, test, opts.extra_train, class_names, fingerprint, image_size, opts.skip_bad, notes, log, progress)
+        if extra_count:
+            name += f", plus {extra_count} training-only image(s) from {opts.extra_train}"
 
     if opts.normalization == "cifar":
         mean, std = CIFAR_MEAN, CIFAR_STD
@@ -311,7 +343,7 @@ def load_data_with_stats(
         split=SplitRecord(
             seed=seed, val_fraction=val_fraction, test_fraction=test_fraction if own_test_split else None,
             max_per_class=max_per_class, image_size=image_size, fingerprint=fingerprint,
-            folds=opts.folds, fold=opts.fold,
+            folds=opts.folds, fold=opts.fold, extra_train=extra_count,
         ),
     )
     return LoadedData(bundle, stats)

@@ -33,6 +33,11 @@ class DataOptions:
     max_per_class: int | None = None  # first N images per class of each split (quick runs)
     download: bool = False  # CIFAR-10 only
     skip_bad: bool = False  # leave unreadable files out instead of stopping
+    # A class-folder tree (<class>/<image>, classes a subset of the data's) added to the training
+    # split only, after the base data is split: never to val or test, so the images that judge a
+    # model are the base data's alone (the fleet's labelled parts, edgeprune.fleet.retrain). The
+    # fingerprint covers it; max_per_class does not limit it.
+    extra_train: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -63,6 +68,8 @@ class DataOptions:
                 f"unknown normalization {self.normalization!r}: choose one of {', '.join(NORMALIZATIONS)}"
             )
         check_option("max_per_class", self.max_per_class, optional=True)
+        if self.extra_train is not None and (not isinstance(self.extra_train, str) or not self.extra_train):
+            raise EdgepruneError(f"extra_train must name a class-folder tree, got {self.extra_train!r}")
 
     def replace(self, **changes: Any) -> DataOptions:
         return dataclasses.replace(self, **changes)
@@ -82,17 +89,20 @@ class SplitRecord:
     fingerprint: str
     folds: int = 1  # k-fold: the test set is part `fold` of `folds` (test_fraction is then 1/folds)
     fold: int = 0
+    extra_train: int = 0  # images of DataOptions.extra_train added to the training split
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         if self.folds == 1:  # a one-split record reads exactly as before k-fold existed
             del values["folds"], values["fold"]
+        if not self.extra_train:
+            del values["extra_train"]
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SplitRecord:
         names = {f.name for f in dataclasses.fields(cls)}
-        optional = {"folds", "fold"}  # records written before k-fold have one split
+        optional = {"folds", "fold", "extra_train"}  # records written before k-fold have one split
         missing = names - optional - set(values)
         if missing:
             raise EdgepruneError(f"split record lacks {sorted(missing)}")

@@ -256,3 +256,25 @@ def load_cifar_arrays(root: Path, *, download: bool) -> tuple[dict, list[str]]:
         action = "download" if download else "read"
         raise EdgepruneError(f"could not {action} CIFAR-10 under {root}: {exc}") from exc
     return arrays, list(dataset.classes)
+
+
+def list_extra_tree(folder: Path, class_names: list[str]) -> ClassTree:
+    """Image files under folder/<class>/ for extra training images: labels index the base data's
+    `class_names`. Unlike a data set's own tree, a class may be absent or empty (the fleet has
+    labelled no part of it yet); a class the base data lacks is refused, since the model could
+    not learn it and the test split could not judge it."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise EdgepruneError(f"extra_train {folder}: no such folder (a class-folder tree <class>/<image>)")
+    found = visible_subfolders(folder)
+    unknown = [name for name in found if name not in class_names]
+    if unknown:
+        raise EdgepruneError(
+            f"extra_train {folder} has class folder(s) the data lacks: {', '.join(unknown)} "
+            f"(the data's classes: {', '.join(class_names)})"
+        )
+    _class_links(folder, found)
+    samples, skipped = _list_files(folder, found)
+    index = {name: class_names.index(name) for name in found}
+    labels = np.array([index[found[label]] for _, label in samples], dtype=np.int64)
+    return ClassTree(list(class_names), [path for path, _ in samples], labels, _skipped_notes(folder, skipped))

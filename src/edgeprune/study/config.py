@@ -2,7 +2,8 @@
 
     name = "digits-quick"
     folds = 1                      # > 1: stratified k-fold, every experiment per fold (plan.py)
-    [data]        spec, image_size, val_fraction, test_fraction, seed, normalization, max_per_class
+    [data]        spec, image_size, val_fraction, test_fraction, seed, normalization, max_per_class,
+                  extra_train (a class-folder tree added to the training split only)
     [baseline]    arch, weights, width_mult, epochs, optimizer, lr, ... | checkpoint = "PATH"
     [finetune]    the fine-tune recipe (optimizer, lr, ...; epochs come from each experiment)
     [[experiments]] name, method, target, target_kind, schedule, steps, finetune_epochs, distill,
@@ -154,7 +155,7 @@ class StudyConfig:
 TOP_KEYS = {"name", "folds", "data", "baseline", "finetune", "experiments", "grid", "measure", "ray",
             "recommend"}
 DATA_KEYS = {"spec", "image_size", "val_fraction", "test_fraction", "seed", "normalization",
-             "max_per_class", "download", "skip_bad"}
+             "max_per_class", "download", "skip_bad", "extra_train"}
 RECIPE_KEYS = {"epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "batch_size", "schedule",
                "seed", "augment", "balance"}
 BASELINE_KEYS = {"arch", "weights", "width_mult", "checkpoint"} | RECIPE_KEYS
@@ -326,6 +327,11 @@ def _parse_data(values, base_dir: Path, path, lines, guarded):
         hint = f" (EDGEPRUNE_SHARED={shared})" if shared else ""
         raise _fail(f"data folder not found: {spec}{hint}", path, lines, "data", "spec")
     values["spec"] = spec
+    if values.get("extra_train") is not None:  # training-only images (DataOptions.extra_train)
+        extra = values["extra_train"]
+        if not isinstance(extra, str) or not expand_path(extra, base_dir).is_dir():
+            raise _fail(f"extra_train folder not found: {extra}", path, lines, "data", "extra_train")
+        values["extra_train"] = str(expand_path(extra, base_dir))
     for key in values:
         guarded("data", key, lambda key=key: DataOptions(**{"spec": "digits", key: values[key]})
                 if key != "spec" else None)

@@ -70,6 +70,8 @@ def _data_key(options, fingerprint: str) -> dict[str, Any]:
     values = dataclasses.asdict(options)
     if values["folds"] == 1:
         del values["folds"], values["fold"]
+    if values.get("extra_train") is None:  # likewise: studies without extra training images keep their keys
+        values.pop("extra_train", None)
     return {**values, "fingerprint": fingerprint}
 
 
