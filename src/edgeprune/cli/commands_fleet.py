@@ -278,3 +278,67 @@ def rollout(
     if final.figures:
         console.print_json(json.dumps(final.figures))
     raise typer.Exit(3)
+
+
+@fleet_app.command("retrain")
+def retrain(
+    config: Annotated[Path, typer.Option(
+        "--config", help="fleet.toml: db, data (the labelled tree), acceptance, ok_classes and the \\[retrain] "
+        "table (study, runs, executor, ray_address, int8_max_drop, retrain_after_labels, retrain_after_drift_s, "
+        "poll_s).")],
+    study: Annotated[Optional[Path], typer.Option(
+        "--study", help="The study config (TOML) to run; its \\[data] is the base data set, the fleet's labelled "
+        "tree is added to the training split only (default: \\[retrain] study).")] = None,
+    db: DbOpt = None,
+    executor: Annotated[Optional[str], typer.Option(
+        "--executor", help="local (here) or ray (one Ray task per experiment), as `study run`.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="An existing Ray cluster (with --executor ray), as `study run`.")] = None,
+    auto: Annotated[bool, typer.Option(
+        "--auto", help="Watch the triggers (\\[retrain] retrain_after_labels, retrain_after_drift_s) every poll_s "
+        "and retrain when one is due, until Ctrl-C / SIGTERM.")] = False,
+    max_runs: Annotated[Optional[int], typer.Option(
+        "--max-runs", min=1, help="With --auto: stop after this many retrains.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the retrain's row and the registered model as JSON.")] = False,
+) -> None:
+    """Retrain and re-compress: run the study on the base data plus the fleet's labelled parts
+    (training split only), export its recommendation to INT8 (verified, gated) and register it as
+    a candidate judged on the frozen acceptance set. One retrain at a time, whoever starts it;
+    every run is recorded in the fleet database and shown on the fleet page."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.fleet import load_config
+    from edgeprune.fleet.retrain import Trigger, run_retrain, watch
+
+    cfg = load_config(config, {"db": db})
+    overrides = {"study": study, "executor": executor, "ray_address": ray_address}
+    if ray_address is not None and (executor or cfg.retrain.executor) != "ray":
+        raise EdgepruneError("--ray-address needs --executor ray")
+    from dataclasses import replace
+
+    cfg = replace(cfg, retrain=cfg.retrain.with_overrides(overrides))
+    if auto:
+        import signal
+        import threading
+
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            log(f"watching the retrain triggers every {cfg.retrain.poll_s:g} s (Ctrl-C stops)")
+            ran = watch(cfg, stop=stop, max_runs=max_runs, log=log)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        log(f"stopped after {ran} retrain(s)")
+        return
+    if max_runs is not None:
+        raise EdgepruneError("--max-runs needs --auto")
+    outcome = run_retrain(cfg, Trigger("manual", "by hand (edgeprune fleet retrain)"), log=log)
+    m = outcome.model
+    if json_out:
+        console.print_json(json.dumps({"retrain": outcome.record.to_dict(), "model": m.to_dict(),
+                                       "experiment": outcome.experiment}))
+        return
+    log(f"retrain {outcome.record.id}: registered {m.sha256[:12]} ({outcome.experiment}) as a candidate: accuracy "
+        f"{m.accuracy:.3f}, balanced {m.balanced_accuracy:.3f}, defect recall {m.defect_recall:.3f} on "
+        f"{m.acceptance_images} acceptance images, {m.latency_ms_p50:.2f} ms on {m.latency_device}, "
+        f"{m.size_bytes} bytes, {m.fleet_labels} fleet label(s); `fleet rollout {m.sha256[:12]} --wait` rolls it out")

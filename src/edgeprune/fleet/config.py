@@ -18,6 +18,11 @@
     [rollout]                                  # defaults of `edgeprune fleet rollout` (docs/loop.md)
     shadow_images = 200
 
+    [retrain]                                  # `edgeprune fleet retrain` and its triggers (docs/loop.md)
+    study = "retrain-study.toml"               # the study a retrain runs (base data + DATA as training-only)
+    retrain_after_labels = 200                 # a retrain once this many fleet labels came since the last
+    retrain_after_drift_s = 3600               # ... or a station's drift alarm lasted this long
+
 Relative paths in the file are relative to the file's folder.
 """
 
@@ -102,6 +107,39 @@ class RolloutSettings:
 
 
 @dataclass(frozen=True)
+class RetrainSettings:
+    """`edgeprune fleet retrain` (the [retrain] table; flags on top): which study makes a candidate,
+    where it runs, and when `fleet retrain --auto` starts one by itself."""
+    study: Path | None = None  # the study config (TOML): its [data] is the base data set
+    runs: Path | None = None  # each retrain's study in RUNS/retrain-<id>/ (default: DATA-retrains)
+    executor: str = "local"  # local | ray, as `study run --executor`
+    ray_address: str | None = None  # with executor = "ray": `study run --ray-address`
+    int8_max_drop: float | None = None  # the INT8 gate in points (None: export's default)
+    retrain_after_labels: int | None = None  # fleet labels received since the last retrain (None: off)
+    retrain_after_drift_s: float | None = None  # a station's drift alarm older than this (None: off)
+    poll_s: float = 60.0  # how often `fleet retrain --auto` looks at the triggers
+
+    def __post_init__(self) -> None:
+        for name in ("study", "runs"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.executor not in ("local", "ray"):
+            raise EdgepruneError(f"retrain.executor must be local or ray, got {self.executor!r}")
+        if self.ray_address is not None and (self.executor != "ray" or not isinstance(self.ray_address, str)):
+            raise EdgepruneError("retrain.ray_address needs retrain.executor = \"ray\"")
+        if self.int8_max_drop is not None:
+            check_number(self.int8_max_drop, "retrain.int8_max_drop", min=0, max=100)
+        if self.retrain_after_labels is not None:
+            check_number(self.retrain_after_labels, "retrain.retrain_after_labels", min=1, integer=True)
+        if self.retrain_after_drift_s is not None:
+            check_number(self.retrain_after_drift_s, "retrain.retrain_after_drift_s", min=0)
+        check_number(self.poll_s, "retrain.poll_s", min=0.05, max=86400)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RetrainSettings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     mqtt: str = "mqtt://127.0.0.1:1883/factory/#"
     db: str = "fleet.db"
@@ -114,6 +152,7 @@ class FleetConfig:
     ok_classes: tuple[str, ...] | None = None
     endpoints: tuple[StationEndpoint, ...] = ()  # [[stations]] tables
     rollout: RolloutSettings = field(default_factory=lambda: RolloutSettings())
+    retrain: RetrainSettings = field(default_factory=lambda: RetrainSettings())
 
     def __post_init__(self) -> None:
         parse_mqtt_filter(self.mqtt)
@@ -199,6 +238,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             values["stations"] = [_endpoint(v, p) for v in values["stations"]]
         if "rollout" in values:
             values["rollout"] = _rollout_table(values["rollout"], p)
+        if "retrain" in values:
+            values["retrain"] = _retrain_table(values["retrain"], p)
         for key in ("data", "db", "acceptance"):
             value = values.get(key)
             if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
@@ -238,3 +279,20 @@ def _rollout_table(value: Any, where: Path) -> RolloutSettings:
     if unknown:
         raise EdgepruneError(f"{where}: [rollout]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
     return RolloutSettings(**value)
+
+
+def _retrain_table(value: Any, where: Path) -> RetrainSettings:
+    if not isinstance(value, dict):
+        raise EdgepruneError(f"{where}: [retrain] must be a table")
+    known = {f.name for f in fields(RetrainSettings)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise EdgepruneError(f"{where}: [retrain]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    values = dict(value)
+    for key in ("study", "runs"):  # relative to the config file's folder, like data and acceptance
+        if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+            values[key] = str(where.parent / values[key])
+    try:
+        return RetrainSettings(**values)
+    except EdgepruneError as exc:
+        raise EdgepruneError(f"{where}: {exc}") from None

@@ -49,6 +49,11 @@ PAGE = """<!doctype html>
     <svg id="classes-chart" width="100%" height="200" viewBox="0 0 600 200" role="img"
          aria-label="predicted classes over every station"></svg>
   </section>
+  <section class="wide">
+    <h2>Retrains</h2>
+    <table><thead><tr><th>#</th><th>trigger</th><th>why</th><th>started</th><th>took</th><th>state</th>
+      <th>fleet labels</th><th>model</th><th>error</th></tr></thead><tbody id="retrains"></tbody></table>
+  </section>
   <section>
     <h2>Models</h2>
     <table><thead><tr><th>model sha256</th><th>stations</th></tr></thead><tbody id="models"></tbody></table>
@@ -136,6 +141,20 @@ function modelsTable(data) {
   }
 }
 
+function retrainsTable(data) {
+  const body = $('retrains'); body.replaceChildren();
+  for (const r of data.retrains || []) {
+    const tr = el('tr'); tr.dataset.retrain = String(r.id); tr.className = 'retrain-row';
+    const took = r.ended_ts === null ? (data.generated_ts - r.started_ts) : (r.ended_ts - r.started_ts);
+    tr.append(el('td', String(r.id)), el('td', r.trigger, 'trigger'), el('td', r.detail || '–'));
+    tr.append(el('td', new Date(r.started_ts * 1000).toLocaleString()), el('td', took.toFixed(0) + ' s'));
+    tr.append(el('td', r.state, (r.state === 'failed' || r.state === 'abandoned' ? 'alarm ' : r.state === 'done' ? 'ok ' : '') + 'state'));
+    tr.append(el('td', r.fleet_labels === null ? '–' : String(r.fleet_labels)));
+    tr.append(el('td', r.model_sha256 ? r.model_sha256.slice(0, 12) : '–', 'mono model'));
+    tr.append(el('td', r.error || '', 'error')); body.append(tr);
+  }
+}
+
 async function refresh() {
   try {
     const r = await fetch('/api/fleet'); const data = await r.json();
@@ -144,7 +163,7 @@ async function refresh() {
     const srv = data.server;
     $('ingest').textContent = (srv ? (srv.connected ? 'broker connected' : 'broker DOWN') + ' · ' : '') +
       data.ingest_errors + ' bad payloads';
-    stationsTable(data); linesChart(data); classesChart(data); modelsTable(data);
+    stationsTable(data); linesChart(data); classesChart(data); modelsTable(data); retrainsTable(data);
   } catch (e) { $('summary').textContent = 'fleet server unreachable'; }
 }
 refresh(); setInterval(refresh, 2000);

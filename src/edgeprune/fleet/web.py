@@ -1,7 +1,8 @@
 """The fleet page and its API (FastAPI), under the station dashboard's conventions.
 
     GET  /                                  the page (fleet/page.py: HTML, one script, inline SVG charts)
-    GET  /api/fleet                         every station's figures (store.FleetFigures) and the ingest counters
+    GET  /api/fleet                         every station's figures (store.FleetFigures), the ingest counters
+                                            and the latest retrains (retrain.Retrains)
     POST /api/stations/{id}/acknowledge     clear the station's alarms until a new one comes     token
 
 Security as the dashboard's: loopback unless told, Host headers checked on loopback, every
@@ -22,14 +23,18 @@ from fastapi.responses import HTMLResponse, Response
 from edgeprune.errors import EdgepruneError
 from edgeprune.fleet.config import FleetConfig
 from edgeprune.fleet.page import APP_JS, PAGE
+from edgeprune.fleet.retrain import Retrains
 from edgeprune.fleet.store import FleetStore
 from edgeprune.station.config import check_station_id
 from edgeprune.station.web import SECURITY_HEADERS, SMALL_BODY, BodyLimit
+
+RETRAINS_SHOWN = 10  # the newest retrains on the page and in /api/fleet
 
 
 def make_app(store: FleetStore, config: FleetConfig, *, status: Callable[[], dict] | None = None,
              allowed_hosts: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="edgeprune fleet", docs_url=None, redoc_url=None, openapi_url=None)
+    retrains = Retrains(store.engine)
     app.add_middleware(BodyLimit, limit_for=lambda path: SMALL_BODY)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -65,6 +70,7 @@ def make_app(store: FleetStore, config: FleetConfig, *, status: Callable[[], dic
         out = store.figures(offline_after_s=config.offline_after_s).to_dict()
         out["server"] = status() if status is not None else None
         out["token_configured"] = config.bearer_token() is not None
+        out["retrains"] = [r.to_dict() for r in retrains.latest(RETRAINS_SHOWN)]
         return out
 
     @app.post("/api/stations/{station_id}/acknowledge")

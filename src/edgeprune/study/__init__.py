@@ -10,7 +10,8 @@ recommends a model.
 
 Modules: config (TOML -> dataclasses), plan (experiments keyed by a hash of their resolved
 config), store (SQLite in RUN_DIR), execute (one experiment on the workflows), runner (local and
-Ray executors), retime (every model timed again in one round-robin), results, report, recommend.
+Ray executors), retime (every model timed again in one round-robin), results, report, recommend,
+candidate (the recommendation run, chosen and exported to INT8: what a fleet retrain registers).
 Names resolve lazily (pandas, matplotlib and Ray load only when used)."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _WHERE = {
     "run_study": "runner", "StudyRun": "runner",
     "write_report": "report",
     "retime_study": "retime",
+    "study_candidate": "candidate", "Candidate": "candidate",
 }
 __all__ = sorted([*_WHERE, "Recommendation", "recommend", "results"])
 
