@@ -146,7 +146,7 @@ def main_cifar32(argv=None) -> int:
     for name, ckpt, fmt, out in plan:
         log(f"export {name}: {ckpt} -> {out} ({fmt})")
         t0 = time.perf_counter()
-        result = export_checkpoint(ckpt, fmt, out, data=data, threads=args.threads,
+        result = export_checkpoint(ckpt, out, fmt, data=data, threads=args.threads,
                                    calibration_images=args.calibration_images,
                                    max_verify_images=args.max_verify, log=log)
         exports[name] = {**result.to_dict(), "seconds": time.perf_counter() - t0}

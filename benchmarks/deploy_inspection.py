@@ -87,7 +87,7 @@ def prune_run(config_factory, schedule: str, steps: int, epochs_per_step: int):
         # distill: each step's fine-tuning follows the dense model's soft outputs too.
         job = PruneJob(config=config_factory(), schedule=Schedule(schedule, steps), distill=True,
                        finetune=TrainRecipe(**{**FINETUNE_RECIPE, "epochs": epochs_per_step}))
-        outcome = prune_checkpoint(RUN_DIR / "dense", data, job, out=out, device="cpu", log=log)
+        outcome = prune_checkpoint(RUN_DIR / "dense", job, data, out=out, device="cpu", log=log)
         rec = outcome.record
         keep = ("test_accuracy", "method", "asked", "achieved", "achieved_kind", "seconds",
                 "params_reduction", "macs_reduction", "latency")
@@ -208,7 +208,7 @@ def stage_export(args, data) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         log(f"export {name} ({fmt})")
         try:
-            export_checkpoint(RUN_DIR / run, fmt, path, data=data, threads=args.bench_threads,
+            export_checkpoint(RUN_DIR / run, path, fmt, data=data, threads=args.bench_threads,
                               calibration_images=args.calibration_images, max_drop=args.max_drop,
                               overwrite=True, log=log)
         except EdgepruneError as exc:  # a failed gate is a result: recorded, the study goes on

@@ -170,7 +170,7 @@ def train_one(args, name: str, spec: Run, fold: int, out: Path) -> dict:
     job = PruneJob(config=TaylorChannel(target=spec.target, target_kind="params"),
                    schedule=Schedule("geometric", 2), finetune=recipe, distill=True,
                    final_epochs=spec.final_epochs)
-    outcome = prune_checkpoint(teacher_dir, data, job, out=out, device=device, log=log)
+    outcome = prune_checkpoint(teacher_dir, job, data, out=out, device=device, log=log)
     rec = outcome.record
     return {"test_accuracy": rec["test_accuracy"], "seconds": rec["seconds"],
             "params_reduction": rec.get("params_reduction"), "macs_reduction": rec.get("macs_reduction"),
@@ -255,7 +255,7 @@ def stage_export(args) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 log(f"fold {fold} export {name}-{tag}")
                 try:
-                    export_checkpoint(fold_dir(fold) / name, fmt, path, data=load(args, fold, RUNS[name].image_size),
+                    export_checkpoint(fold_dir(fold) / name, path, fmt, data=load(args, fold, RUNS[name].image_size),
                                       threads=1, calibration_images=300, max_drop=INT8_GATE_POINTS,
                                       operating_point=OPERATING_POINT, ok_classes=(OK_CLASS,), overwrite=True,
                                       log=log)

@@ -91,7 +91,7 @@ def trained_digits_onnx(trained_digits_checkpoint: Path, digits32, tmp_path_fact
     from edgeprune.workflows import export_checkpoint
 
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    result = export_checkpoint(trained_digits_checkpoint, "onnx", out,
+    result = export_checkpoint(trained_digits_checkpoint, out, "onnx",
                                data=digits32, max_verify_images=100)
     return trained_digits_checkpoint, result.path
 

@@ -585,7 +585,7 @@ def announced(*args, **kwargs):
     return real(*args, **kwargs)
 verify.verify_onnx = announced
 print("ready", flush=True)
-export_checkpoint(checkpoint, "onnx", out, overwrite=True)
+export_checkpoint(checkpoint, out, "onnx", overwrite=True)
 print("done", flush=True)
 """
 
@@ -600,7 +600,7 @@ def test_an_export_killed_while_it_verifies_leaves_the_previous_artifact_and_rep
     old_ckpt = tiny_checkpoint(tmp_path / "old", seed=0)
     new_ckpt = tiny_checkpoint(tmp_path / "new", seed=1)
     out = tmp_path / "model.onnx"
-    export_checkpoint(old_ckpt, "onnx", out)
+    export_checkpoint(old_ckpt, out, "onnx")
     old = {"artifact": out.read_bytes(), "report": sidecar_path(out).read_bytes()}
 
     def kill(*, at_line: str | None, delay: float = 0.0) -> None:

@@ -75,7 +75,7 @@ def mobilenet_checkpoints(trained_digits_checkpoint, digits32, tmp_path_factory)
 @pytest.fixture(scope="module")
 def dense_onnx(mobilenet_checkpoints, digits32, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "dense.onnx"
-    return export_checkpoint(mobilenet_checkpoints[0], "onnx", out, data=digits32, max_verify_images=200)
+    return export_checkpoint(mobilenet_checkpoints[0], out, "onnx", data=digits32, max_verify_images=200)
 
 
 @pytest.mark.parametrize("which", ["dense", "slim"])
@@ -84,7 +84,7 @@ def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dens
     if which == "dense":
         result = dense_onnx
     else:
-        result = export_checkpoint(ckpt, "onnx", tmp_path / "slim.onnx", data=digits32, max_verify_images=200)
+        result = export_checkpoint(ckpt, tmp_path / "slim.onnx", "onnx", data=digits32, max_verify_images=200)
     out = result.path
     report = result.verification
     assert report.real_images and report.n_images == 200
@@ -158,7 +158,7 @@ def trained_resnet(digits32, tmp_path_factory):
 @pytest.mark.slow
 def test_int8_accuracy_within_a_few_points_and_zeros_kept(trained_resnet, digits32, tmp_path):
     dense_ckpt, pruned_ckpt = trained_resnet
-    result = export_checkpoint(dense_ckpt, "onnx-int8", tmp_path / "dense-int8.onnx", data=digits32,
+    result = export_checkpoint(dense_ckpt, tmp_path / "dense-int8.onnx", "onnx-int8", data=digits32,
                                calibration_images=300, max_drop=3.0)
     report = result.verification
     assert report.real_images and report.n_images == len(digits32.test.labels)
@@ -172,7 +172,7 @@ def test_int8_accuracy_within_a_few_points_and_zeros_kept(trained_resnet, digits
     fp32_bytes = (dense_ckpt / "model.safetensors").stat().st_size
     assert result.path.stat().st_size < 0.3 * fp32_bytes  # INT8 weights: ~4x smaller than FP32
 
-    pruned = export_checkpoint(pruned_ckpt, "onnx-int8", tmp_path / "l1-int8.onnx", data=digits32,
+    pruned = export_checkpoint(pruned_ckpt, tmp_path / "l1-int8.onnx", "onnx-int8", data=digits32,
                                calibration_images=100, max_drop=3.0)
     sparsity = pruned.info["int8"]
     assert sparsity["zeros_kept"] and sparsity["tensors_matched"] > 0
@@ -194,21 +194,21 @@ def _cli(args: list[str]) -> int:
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(EdgepruneError, match="checkpoint not found"):
-        export_checkpoint(tmp_path / "nope", "onnx", tmp_path / "x.onnx")
+        export_checkpoint(tmp_path / "nope", tmp_path / "x.onnx", "onnx")
     assert _cli(["export", str(tmp_path / "nope"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_int8_without_calibration_data_is_a_clear_error(mobilenet_checkpoints, tmp_path, capsys):
     with pytest.raises(EdgepruneError, match="quantizing needs calibration data: pass --data"):
-        export_checkpoint(mobilenet_checkpoints[0], "onnx-int8", tmp_path / "q.onnx")
+        export_checkpoint(mobilenet_checkpoints[0], tmp_path / "q.onnx", "onnx-int8")
     code = _cli(["export", str(mobilenet_checkpoints[0]), "--format", "onnx-int8",
                  "--out", str(tmp_path / "q.onnx")])
     assert code == 2
     assert "quantizing needs calibration data: pass --data" in capsys.readouterr().err
     assert not (tmp_path / "q.onnx").exists()
     with pytest.raises(EdgepruneError, match="unknown export format"):
-        export_checkpoint(mobilenet_checkpoints[0], "tflite", tmp_path / "q.tflite")
+        export_checkpoint(mobilenet_checkpoints[0], tmp_path / "q.tflite", "tflite")
 
 
 # --- the INT8 file: calibration methods, integer kernels, the accuracy gate -----------------
@@ -219,7 +219,7 @@ INT8_CALIBRATION = 100  # images: enough for ranges, quick to calibrate on one c
 @pytest.fixture(scope="module")
 def int8_minmax(trained_digits_checkpoint, digits32, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "minmax.onnx"
-    return export_checkpoint(trained_digits_checkpoint, "onnx-int8", out, data=digits32,
+    return export_checkpoint(trained_digits_checkpoint, out, "onnx-int8", data=digits32,
                              calibration_images=INT8_CALIBRATION, max_drop=3.0)
 
 
@@ -246,7 +246,7 @@ def test_int8_calibration_methods_give_working_files_near_fp32(method, int8_minm
                                                                 digits32, tmp_path):
     # 100 images: batches must come out equal (ORT's histogram calibrators fail on a short last one).
     allowed = CALIBRATION_DROP[method]
-    result = export_checkpoint(trained_digits_checkpoint, "onnx-int8", tmp_path / f"{method}.onnx",
+    result = export_checkpoint(trained_digits_checkpoint, tmp_path / f"{method}.onnx", "onnx-int8",
                                data=digits32, calibration_images=INT8_CALIBRATION,
                                calibrate_method=method, max_drop=allowed)
     report = result.verification
@@ -357,7 +357,7 @@ def test_cli_int8_max_drop_gate(trained_digits_checkpoint, tmp_path, monkeypatch
 
 def test_max_drop_is_checked(mobilenet_checkpoints, tmp_path, capsys):
     with pytest.raises(EdgepruneError, match="max drop must be >= 0"):
-        export_checkpoint(mobilenet_checkpoints[0], "onnx", tmp_path / "x.onnx", max_drop=-1.0)
+        export_checkpoint(mobilenet_checkpoints[0], tmp_path / "x.onnx", "onnx", max_drop=-1.0)
     assert _cli(["export", str(mobilenet_checkpoints[0]), "--format", "onnx", "--max-drop", "2",
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "applies to --format onnx-int8 and openvino-int8 only" in " ".join(capsys.readouterr().err.split())
@@ -376,7 +376,7 @@ def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits32
     ckpt = mobilenet_checkpoints[0]
     out = tmp_path / "fp32.onnx"
     with pytest.raises(EdgepruneError, match=r"top-1 agreement 50\.0000% is below the required 99\.9%"):
-        export_checkpoint(ckpt, "onnx", out, data=digits32, max_verify_images=50)
+        export_checkpoint(ckpt, out, "onnx", data=digits32, max_verify_images=50)
     assert not out.exists() and (tmp_path / "fp32.onnx.rejected").is_file()
     side = json.loads(sidecar_path(tmp_path / "fp32.onnx.rejected").read_text())
     assert side["rejected"] and not side["verification"]["passed"]
@@ -392,7 +392,7 @@ def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits32
 
 def test_without_data_the_report_and_the_command_say_random_inputs(mobilenet_checkpoints, tmp_path, capsys):
     ckpt = mobilenet_checkpoints[0]
-    result = export_checkpoint(ckpt, "onnx", tmp_path / "r.onnx")
+    result = export_checkpoint(ckpt, tmp_path / "r.onnx", "onnx")
     assert not result.verification.real_images and result.verification.n_images > 0
     side = json.loads(sidecar_path(result.path).read_text())
     assert side["verified_on"] == "random inputs" and side["warnings"] == [RANDOM_INPUTS_WARNING]
@@ -423,6 +423,14 @@ def test_int8_export_measures_its_speed_against_fp32_on_every_backend(int8_minma
         assert entry["device"] and entry["threads"] == 1
     report = json.loads(int8_minmax.report_path.read_text())
     assert report["int8_speed"] == json.loads(json.dumps(speed))
+
+
+def test_int8_that_is_not_faster_is_a_warning_on_the_result(int8_minmax):
+    """Python callers see what the CLI prints: one warning per backend where INT8 lost."""
+    slower = [b for b, entry in int8_minmax.info["int8_speed"].items() if not entry["faster"]]
+    said = [w for w in int8_minmax.warnings if w.startswith("INT8 is not faster")]
+    assert [w.split(" on ")[1].split(" here")[0] for w in said] == slower
+    assert int8_minmax.to_dict()["warnings"] == int8_minmax.warnings
 
 
 def test_int8_weights_stay_within_seven_bits_so_cpus_without_vnni_do_not_saturate(int8_minmax):

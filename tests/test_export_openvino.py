@@ -28,7 +28,7 @@ CALIBRATION = 100
 @pytest.fixture(scope="module")
 def ov_int8(trained_digits_checkpoint, digits32, tmp_path_factory):
     out = tmp_path_factory.mktemp("ov") / "model.xml"
-    return export_checkpoint(trained_digits_checkpoint, "openvino-int8", out, data=digits32,
+    return export_checkpoint(trained_digits_checkpoint, out, "openvino-int8", data=digits32,
                              calibration_images=CALIBRATION, max_drop=3.0)
 
 
@@ -90,7 +90,7 @@ def test_bench_runs_an_ir_on_openvino_only(ov_int8, digits32):
 
 def test_openvino_int8_needs_an_xml_name(trained_digits_checkpoint, digits32, tmp_path):
     with pytest.raises(EdgepruneError, match="name the file MODEL.xml"):
-        export_checkpoint(trained_digits_checkpoint, "openvino-int8", tmp_path / "m.onnx", data=digits32)
+        export_checkpoint(trained_digits_checkpoint, tmp_path / "m.onnx", "openvino-int8", data=digits32)
 
 
 @pytest.mark.slow  # NNCF and QDQ INT8 exports (~170 s and ~100 s on 2 cores)
@@ -98,7 +98,7 @@ def test_qdq_file_runs_integer_convolutions_everywhere_after_ort_optimisation(ov
                                                                              digits32, tmp_path):
     """Depthwise convolutions, the first convolution and the classifier included: the export
     records what stays float (the optimised graph), and here nothing may."""
-    result = export_checkpoint(trained_digits_checkpoint, "onnx-int8", tmp_path / "q.onnx", data=digits32,
+    result = export_checkpoint(trained_digits_checkpoint, tmp_path / "q.onnx", "onnx-int8", data=digits32,
                                calibration_images=CALIBRATION, max_drop=3.0)
     graph = result.info["optimized_graph"]
     assert graph == {k: v for k, v in optimized_graph(result.path).items() if k != "ops"}

@@ -154,7 +154,7 @@ def test_sparse_export_through_the_workflow(trained_digits_checkpoint, tmp_path)
 
     digits = load_data("digits", image_size=32)
     out = tmp_path / "out" / "model.epsparse"
-    result = export_checkpoint(ckpt, "sparse", out, data=digits, max_verify_images=100)
+    result = export_checkpoint(ckpt, out, "sparse", data=digits, max_verify_images=100)
     report = result.verification
     assert report.passed and report.weights_identical and report.real_images and report.n_images == 100
     assert report.top1_agreement == 1.0 and report.max_abs_diff == 0.0

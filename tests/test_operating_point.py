@@ -63,7 +63,7 @@ def exported(trained_digits_checkpoint, digits32, tmp_path_factory):
     from edgeprune.workflows import export_checkpoint
 
     out = tmp_path_factory.mktemp("op") / "digits.onnx"
-    result = export_checkpoint(trained_digits_checkpoint, "onnx", out, data=digits32, max_verify_images=100,
+    result = export_checkpoint(trained_digits_checkpoint, out, "onnx", data=digits32, max_verify_images=100,
                                operating_point="defect_recall=0.95", ok_classes=OK)
     return out, result
 
@@ -85,6 +85,16 @@ def test_export_stores_the_point_chosen_on_validation_and_reports_test(exported,
     assert result.info["operating_point"]["test"] == test.to_dict()
     sidecar = json.loads(path.with_name(path.name + ".json").read_text())
     assert sidecar["operating_point"]["ok_threshold"] == point.ok_threshold
+
+
+def test_the_python_api_chooses_the_same_point(exported, trained_digits_checkpoint, digits32, tmp_path):
+    import edgeprune as ep
+
+    path, _ = exported
+    out = tmp_path / "api.onnx"
+    ep.export_model(ep.load_model(trained_digits_checkpoint), out, data=digits32,
+                    operating_point="defect_recall=0.95", ok_classes=list(OK))
+    assert Classifier(out).metadata.operating_point == Classifier(path).metadata.operating_point
 
 
 def test_bench_applies_the_artifacts_point(exported, digits32):

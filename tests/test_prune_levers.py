@@ -25,7 +25,7 @@ def test_final_epochs_fine_tune_after_the_schedule_and_record_their_curve(dense,
     data = load_data("digits", image_size=32, val_fraction=0.1, seed=0, max_per_class=40)
     job = PruneJob(config=TaylorChannel(target=0.5), schedule=Schedule("oneshot", 1),
                    finetune=TrainRecipe(epochs=1, batch_size=16), distill=True, final_epochs=2)
-    outcome = prune_checkpoint(dense, data, job, out=tmp_path / "cut", progress=False)
+    outcome = prune_checkpoint(dense, job, data, out=tmp_path / "cut", progress=False)
     final = outcome.record["final_finetune"]
     assert final["epochs"] == 2 and [r["epoch"] for r in final["history"]] == [1, 2]
     assert sum(r["kept"] for r in final["history"]) == 1
@@ -36,7 +36,7 @@ def test_a_cut_fine_tuned_at_another_resolution_takes_that_input(dense, tmp_path
     data = load_data("digits", image_size=24, val_fraction=0.1, seed=0, max_per_class=40)
     job = PruneJob(config=TaylorChannel(target=0.5), schedule=Schedule("oneshot", 1),
                    finetune=TrainRecipe(epochs=1, batch_size=16))
-    outcome = prune_checkpoint(dense, data, job, out=tmp_path / "small", progress=False)
+    outcome = prune_checkpoint(dense, job, data, out=tmp_path / "small", progress=False)
     model = Model.load(tmp_path / "small")
     assert model.meta.input_size == 24 and outcome.record["input_size_from"] == 32
     assert 0.0 <= outcome.record["test_accuracy"] <= 1.0

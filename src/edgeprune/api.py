@@ -99,7 +99,7 @@ def prune_model(
         final_epochs=final_epochs,
     )
     dev = resolve_device(device)
-    outcome = _prune_workflow(model, data, job, device=dev, progress=progress, log=log,
+    outcome = _prune_workflow(model, job, data, device=dev, progress=progress, log=log,
                           allow_other_split=allow_other_split)
     return Model(outcome.model.cpu().eval(), outcome.meta)
 
@@ -148,16 +148,20 @@ def measure(model: Model, data: DataBundle | None = None, *, threads: int = 1, r
 
 def export_model(model: Model, path: str | Path, format: str = "onnx", *, data: DataBundle | None = None,
                  threads: int = 1, calibration_images: int = 300, calibrate_method: str = "minmax",
-                 max_drop: float = 1.0, overwrite: bool = False, log: Log = None) -> ExportResult:
+                 max_drop: float = 1.0, operating_point: str | None = None,
+                 ok_classes: Sequence[str] | None = None, overwrite: bool = False, log: Log = None) -> ExportResult:
     """Write a deployable artifact (`onnx`, `onnx-int8`, `sparse`) and verify it against the model
     on data's test images (random inputs without data). INT8 needs data (its training split
     calibrates) and is refused (file set aside as FILE.rejected) when its test accuracy is more
-    than `max_drop` points below the FP32 model's. An existing file at `path` (or its report) is
-    replaced only with `overwrite`."""
+    than `max_drop` points below the FP32 model's. `operating_point` (`defect_recall=R` or
+    `ok_threshold=T`, with the `ok_classes`) chooses the OK/DEFECT threshold on data's validation
+    split through the written file and stores it in the artifact. An existing file at `path` (or
+    its report) is replaced only with `overwrite`."""
     set_threads(threads)
     return _export_workflow.export_model(
-        model, format, path, data=data, threads=threads, calibration_images=calibration_images,
-        calibrate_method=calibrate_method, max_drop=max_drop, overwrite=overwrite, log=log)
+        model, path, format, data=data, threads=threads, calibration_images=calibration_images,
+        calibrate_method=calibrate_method, max_drop=max_drop, operating_point=operating_point,
+        ok_classes=tuple(ok_classes) if ok_classes else None, overwrite=overwrite, log=log)
 
 
 def bench(artifacts: Sequence[str | Path], data: DataBundle | DataOptions | str | None = None, *,

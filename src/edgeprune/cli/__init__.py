@@ -15,6 +15,7 @@ from edgeprune.errors import EdgepruneError
 # isort: off
 from edgeprune.cli import commands_data as _commands_data  # noqa: F401,E402
 from edgeprune.cli import commands_train as _commands_train  # noqa: F401,E402
+from edgeprune.cli import commands_evaluate as _commands_evaluate  # noqa: F401,E402
 from edgeprune.cli import commands_measure as _commands_measure  # noqa: F401,E402
 from edgeprune.cli import commands_prune as _commands_prune  # noqa: F401,E402
 from edgeprune.cli import commands_export as _commands_export  # noqa: F401,E402

@@ -119,21 +119,14 @@ def export(
         # Said before the work starts, so it shows even when the export then fails.
         warn("no --data: the artifact is checked on random inputs only, not on real test images")
     result = export_checkpoint(
-        checkpoint, fmt, out, data=dataset, threads=threads, calibration_images=calibration_images,
+        checkpoint, out, fmt, data=dataset, threads=threads, calibration_images=calibration_images,
         calibrate_method=calibrate_method, opset=opset, max_verify_images=max_verify,
         max_drop=INT8_MAX_DROP if max_drop is None else max_drop, overwrite=overwrite,
         operating_point=operating_point, ok_classes=ok_class, log=log,
     )
-    for backend, speed in result.info.get("int8_speed", {}).items():
-        if not speed["faster"]:
-            warn(f"INT8 is not faster than FP32 on {backend} here: batch-1 {speed['int8_b1_ms']:.3f} "
-                 f"vs {speed['fp32_b1_ms']:.3f} ms ({speed['device']}, {speed['isa'] or 'no VNNI'}): "
-                 "keep the FP32 file for speed, or measure at the camera's resolution")
-    ov_speed = result.info.get("openvino_int8_speed")
-    if ov_speed and not ov_speed["ir_beats_qdq"]:
-        warn(f"NNCF's OpenVINO IR is not faster than OpenVINO running the QDQ .onnx here: batch-1 "
-             f"{ov_speed['ir_b1_ms']:.3f} vs {ov_speed['qdq_b1_ms']:.3f} ms ({ov_speed['device']}): "
-             "ship `--format onnx-int8` to OpenVINO instead")
+    for message in result.warnings:
+        if message not in result.info.get("warnings", []):  # said before the work started
+            warn(message)
     result.info["chance_level_warning"] = warn_if_chance(
         result.verification.artifact_accuracy, len(meta.class_names), f"{fmt} artifact's test")
     if as_json:
@@ -155,6 +148,7 @@ def export(
             f"operating point {point['target']}: DEFECT when P(OK) < {point['ok_threshold']:.4f} (chosen on "
             f"the {point['chosen_on']}); test: defects caught {test['defects_caught']}/{test['defects']}, "
             f"false rejects {test['false_rejects']}/{test['oks']}", highlight=False)
+    ov_speed = result.info.get("openvino_int8_speed")
     if ov_speed:
         console.print(f"OpenVINO batch-1 ({ov_speed['device']}, {ov_speed['threads']} thread(s), "
                       f"round-robin): NNCF IR {ov_speed['ir_b1_ms']:.3f} ms, QDQ .onnx "

@@ -201,7 +201,7 @@ def prune(
     check_output_folder(out, inputs=(checkpoint,), overwrite=overwrite, what="--out")
     dataset, split_warning = load_data_for_checkpoint(request, meta, str(checkpoint))
     # stdout stays pure JSON with --json: no progress bars then.
-    outcome = prune_checkpoint(checkpoint, dataset, job, out=out, overwrite=overwrite, device=dev,
+    outcome = prune_checkpoint(checkpoint, job, dataset, out=out, overwrite=overwrite, device=dev,
                                progress=not as_json, log=log,
                                allow_other_split=request.allow_other_split)
     record = outcome.record

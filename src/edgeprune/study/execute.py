@@ -69,7 +69,7 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
     from edgeprune.workflows import export_checkpoint
 
     say(f"{exp.label}: exporting and verifying {ONNX_FILE}")
-    export = export_checkpoint(checkpoint, "onnx", folder / ONNX_FILE, data=data,
+    export = export_checkpoint(checkpoint, folder / ONNX_FILE, "onnx", data=data,
                                threads=config["measure"]["threads"], max_verify_images=MAX_VERIFY_IMAGES)
     result = measure_checkpoint(checkpoint, folder / ONNX_FILE, data, config["measure"], log=say)
     result.update(record)
@@ -114,7 +114,7 @@ def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, de
     job = PruneJob(config=pruning, schedule=Schedule(schedule.kind, schedule.steps),
                    finetune=TrainRecipe(**config["finetune"]), max_drop=spec.max_drop, seed=spec.seed,
                    distill=spec.distill, final_epochs=spec.final_epochs)
-    outcome = prune_checkpoint(baseline, data, job, out=out, device=device, progress=progress, log=say)
+    outcome = prune_checkpoint(baseline, job, data, out=out, device=device, progress=progress, log=say)
     rec = outcome.record
     return {
         "method": rec["method"], "asked": rec["asked"], "achieved": rec["achieved"],

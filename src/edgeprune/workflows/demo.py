@@ -94,11 +94,11 @@ def run_demo(
         finetune=TrainRecipe(epochs=finetune_epochs, seed=seed),
         seed=seed,
     )
-    outcome = prune_checkpoint(baseline, data, job, out=pruned, overwrite=overwrite, device=dev,
+    outcome = prune_checkpoint(baseline, job, data, out=pruned, overwrite=overwrite, device=dev,
                                progress=progress, log=log)
 
     say("3/4 quantizing the pruned model to INT8 ONNX (calibrated on training images, verified on test)")
-    export_checkpoint(pruned, "onnx-int8", int8, data=data, threads=bench_threads, seed=seed,
+    export_checkpoint(pruned, int8, "onnx-int8", data=data, threads=bench_threads, seed=seed,
                       overwrite=overwrite, log=log)
 
     say(f"4/4 benching the three side by side on the CPU with {bench_threads} thread(s)")

@@ -69,9 +69,27 @@ class ExportResult:
     verification: VerificationReport
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should know before shipping this file, measured here: INT8 that is not
+        faster than FP32, an OpenVINO IR slower than the QDQ file, a check on random inputs only.
+        The CLI prints them; Python callers read them here."""
+        out = list(self.info.get("warnings", []))  # the verification's own (random inputs)
+        for backend, speed in self.info.get("int8_speed", {}).items():
+            if not speed["faster"]:
+                out.append(f"INT8 is not faster than FP32 on {backend} here: batch-1 {speed['int8_b1_ms']:.3f} "
+                           f"vs {speed['fp32_b1_ms']:.3f} ms ({speed['device']}, {speed['isa'] or 'no VNNI'}): "
+                           "keep the FP32 file for speed, or measure at the camera's resolution")
+        ov_speed = self.info.get("openvino_int8_speed")
+        if ov_speed and not ov_speed["ir_beats_qdq"]:
+            out.append(f"NNCF's OpenVINO IR is not faster than OpenVINO running the QDQ .onnx here: batch-1 "
+                       f"{ov_speed['ir_b1_ms']:.3f} vs {ov_speed['qdq_b1_ms']:.3f} ms ({ov_speed['device']}): "
+                       "ship `--format onnx-int8` to OpenVINO instead")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": str(self.path), "format": self.format, "report": str(self.report_path),
-                "verification": self.verification.to_dict(), **self.info}
+                "verification": self.verification.to_dict(), **self.info, "warnings": self.warnings}
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -194,8 +212,8 @@ def _check_data(meta, data) -> None:
 
 def export_checkpoint(
     checkpoint: str | Path,
-    fmt: str,
     out: str | Path,
+    fmt: str = "onnx",
     *,
     data=None,
     threads: int = 1,
@@ -222,7 +240,7 @@ def export_checkpoint(
     check_operating_point_options(fmt, data, operating_point, ok_classes)
     check_export_out(out, inputs=(ckpt,), overwrite=overwrite)
     return export_model(
-        Model.load(ckpt, "cpu"), fmt, out, data=data, threads=threads,
+        Model.load(ckpt, "cpu"), out, fmt, data=data, threads=threads,
         calibration_images=calibration_images, calibrate_method=calibrate_method, opset=opset,
         max_verify_images=max_verify_images, max_drop=max_drop, seed=seed,
         source=checkpoint_source(ckpt), overwrite=overwrite, inputs=(ckpt,),
@@ -336,8 +354,8 @@ def check_export_options(fmt: str, data, calibration_images: int, max_drop: floa
 
 def export_model(
     model,
-    fmt: str,
     out: str | Path,
+    fmt: str = "onnx",
     *,
     data=None,
     threads: int = 1,

@@ -74,8 +74,8 @@ class PruneOutcome:
 
 def prune_checkpoint(
     checkpoint: str | Path,
-    data,
     job: PruneJob,
+    data,
     *,
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -90,7 +90,7 @@ def prune_checkpoint(
     if out is not None:
         check_output_folder(out, inputs=(checkpoint,), overwrite=overwrite, what="checkpoint folder")
     model = Model.load(checkpoint, device)
-    outcome = prune_model(model, data, job, device=device, progress=progress, log=log,
+    outcome = prune_model(model, job, data, device=device, progress=progress, log=log,
                           allow_other_split=allow_other_split, source=Path(checkpoint).name,
                           in_place=True)  # freshly loaded: nobody else holds it
     if out is not None:
@@ -104,8 +104,8 @@ def prune_checkpoint(
 
 def prune_model(
     model: Model,
-    data,
     job: PruneJob,
+    data,
     *,
     device: torch.device | str = "cpu",
     progress: bool = True,
