@@ -185,3 +185,37 @@ def train_linear(train, out: Path, *, shuffle_labels: bool = False, fraction: fl
         md.MEAN: [0.5] * 3, md.STD: [0.25] * 3, md.LAYOUT: "NCHW"}))
     onnx.save(model, str(out))
     return out
+
+
+def slow_copy(model: Path, out: Path, *, width: int = 1024, layers: int = 120) -> Path:
+    """The same classifier with `layers` matrix-vector products of its input added to its logits
+    times zero: the same decisions, many times the latency (a candidate that agrees in shadow but
+    breaches the canary's latency tolerance). ONNX Runtime does not fold x * 0 away: it cannot know
+    the product is finite."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph_model = onnx.load(str(model))
+    graph = graph_model.graph
+    rng = np.random.default_rng(0)
+    graph.initializer.extend([
+        numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32) / width, "slow_w"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "slow_zero"),
+    ])
+    # The flattened input (1 x 192) padded to `width`, then the products, reduced and zeroed.
+    nodes = [helper.make_node("Pad", ["flat", "slow_pads"], ["slow_0"])]
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, width - 192], np.int64), "slow_pads"))
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"slow_{i}", "slow_w"], [f"slow_{i + 1}"]))
+    nodes += [helper.make_node("ReduceSum", [f"slow_{layers}"], ["slow_sum"], keepdims=1),
+              helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_nothing"]),
+              helper.make_node("Add", ["logits_raw", "slow_nothing"], ["logits"])]
+    for node in graph.node:
+        for k, name in enumerate(node.output):
+            if name == "logits":
+                node.output[k] = "logits_raw"
+    graph.node.extend(nodes)
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(out))
+    return out

@@ -1,7 +1,8 @@
 """The loop's roll-out with real parts on 127.0.0.1: three real `edgeprune station run` processes
 (one signalling a real Modbus PLC) replaying digits, a fleet database on SQLite, and
 `edgeprune fleet rollout --wait` as a real process. A good candidate goes shadow -> canary -> both
-waves; a candidate trained on shuffled labels is stopped in shadow and rejected. Each image is
+waves; a candidate trained on shuffled labels is stopped in shadow and rejected; a candidate that
+agrees in shadow but is many times slower breaches the canary and is rolled back. Each image is
 decided once per station, each decision row names the model that decided it, and every station
 switched exactly once, when the roll-out said so."""
 
@@ -13,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from loop_support import DIGIT_OK, TOKEN, StationProcess, digits_sets, train_linear
+from loop_support import DIGIT_OK, TOKEN, StationProcess, digits_sets, slow_copy, train_linear
 from station_support import ModbusPlc
 
 from edgeprune.fleet.registry import ModelRegistry
@@ -42,18 +43,19 @@ def rollout_cli(fleet_toml, model, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_good_candidate_rolls_out_and_shuffled_one_stops_in_shadow(tmp_path):
+def test_good_candidate_rolls_out_shuffled_one_stops_in_shadow_slow_one_rolls_back(tmp_path):
     sets = digits_sets(tmp_path / "digits", replay_copies=6)
     current = train_linear(sets["train"], tmp_path / "current.onnx", fraction=0.6)
     good = train_linear(sets["train"], tmp_path / "good.onnx", seed=3, c=0.5)
     bad = train_linear(sets["train"], tmp_path / "shuffled.onnx", shuffle_labels=True)
-    sha_current, sha_good, sha_bad = (file_sha256(p) for p in (current, good, bad))
+    slow = slow_copy(good, tmp_path / "slow.onnx")  # the good model's decisions, tens of times slower
+    sha_current, sha_good, sha_bad, sha_slow = (file_sha256(p) for p in (current, good, bad, slow))
 
     fleet_toml = tmp_path / "fleet.toml"
     db = tmp_path / "fleet.db"
     engine = make_engine(str(db))
     registry = ModelRegistry(engine, tmp_path / "fleet-data-models")
-    for model in (good, bad):
+    for model in (good, bad, slow):
         registry.register(model, acceptance=sets["acceptance"], ok_classes=DIGIT_OK.split(","))
 
     plc = ModbusPlc().start()
@@ -96,7 +98,23 @@ def test_good_candidate_rolls_out_and_shuffled_one_stops_in_shadow(tmp_path):
         assert "agreement" in registry.states(sha_bad)[-1].reason
         for station in stations:
             assert station.status()["model_sha256"] == sha_good, "a candidate stopped in shadow never switches"
-        for run in (good_run, bad_run):
+
+        slow_run = rollout_cli(fleet_toml, slow)
+        assert slow_run.returncode == 3, slow_run.stdout + slow_run.stderr
+        # Usually the canary breaches; on a loaded host the canary's own "before" can be slow
+        # enough that the first wave breaches instead. Either way every switched station goes back.
+        assert "latency p50" in slow_run.stderr, slow_run.stderr
+        assert registry.find(sha_slow).state == "rejected"
+        assert [s.state for s in registry.states(sha_slow)][:3] == ["candidate", "shadow", "canary"]
+        rolled = rollouts.latest(1)[0]
+        assert rolled.state == "rolled-back"
+        switched = [e["station_id"] for e in rollouts.events(rolled.id) if e["kind"] == "switched"]
+        assert switched[0] == "s1" and switched == ["s1", "s2", "s3"][: len(switched)]
+        states = {s.station_id: s.state for s in rolled.station_states}
+        assert all(states[sid] == "rolled-back" for sid in switched), states
+        for station in stations:
+            assert station.status()["model_sha256"] == sha_good, "every switched station went back"
+        for run in (good_run, bad_run, slow_run):
             assert TOKEN not in run.stdout + run.stderr
     finally:
         for station in stations:
@@ -108,12 +126,16 @@ def test_good_candidate_rolls_out_and_shuffled_one_stops_in_shadow(tmp_path):
         decided = rows(station.db)
         assert len(decided) == len({(r[1], r[2]) for r in decided}), f"{station.db}: an image decided twice"
         models = [r[3] for r in decided]
-        assert set(models) == {sha_current, sha_good}, "each row names the model that decided it"
-        switch = models.index(sha_good)
-        assert set(models[:switch]) == {sha_current} and set(models[switch:]) == {sha_good}, "one switch, no flapping"
+        runs = [m for i, m in enumerate(models) if i == 0 or models[i - 1] != m]  # each model's stretch
+        # each row names the model that decided it, and each station switched only when told to
+        sid = station.db.parent.name
+        if sid in switched:  # the slow candidate, then back
+            assert runs == [sha_current, sha_good, sha_slow, sha_good], runs
+        else:
+            assert runs == [sha_current, sha_good], runs
         shadowed = shadow_rows(station.db)
         assert len(shadowed) == len(set(shadowed)), "a shadow decided an image twice"
-        assert {m for _, m in shadowed} == {sha_good, sha_bad}
+        assert {m for _, m in shadowed} == {sha_good, sha_bad, sha_slow}
         ids = {r[0] for r in decided}
         assert {d for d, _ in shadowed} <= ids
         # The bad candidate shadowed only images decided by the good model (after the switch).
