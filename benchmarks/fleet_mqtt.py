@@ -298,12 +298,17 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str,
             now = time.time()
             for s in stations:
                 writer.write(s, args.drain_rows, now)
+            cpu = (proc_cpu_s(fleet.process.pid), time.process_time())
             for s in stations:
                 s.start_uploader(args)
             seconds = wait_until(lambda: fleetdb.stored() >= total(), args.timeout_s, "the drain",
                                  every=0.1, progress=lambda: note("drain"))
             out["drain"] = {"rows": total(), "seconds": seconds, "decisions_per_s": total() / seconds,
-                            "batches_sent": sum(s.uploader.batches_sent for s in stations)}
+                            "batches_sent": sum(s.uploader.batches_sent for s in stations),
+                            # which side was the limit: CPU seconds per second of each process
+                            # (1.0 = one core; the fleet's ingest is one worker thread)
+                            "fleet_serve_cores": (proc_cpu_s(fleet.process.pid) - cpu[0]) / seconds,
+                            "stations_cores": (time.process_time() - cpu[1]) / seconds}
             say(f"{backend} drain: {total()} rows in {seconds:.1f} s = {total() / seconds:.0f} decisions/s")
         else:
             for s in stations:
@@ -444,8 +449,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--stations", type=int, default=20, help="simulated stations (default 20)")
     parser.add_argument("--rate", type=float, default=100.0, help="decisions/s per station (default 100)")
-    parser.add_argument("--drain-rows", type=int, default=3000,
-                        help="backlog per station sent as fast as it goes, for the highest rate (default 3000; 0: none)")
+    parser.add_argument("--drain-rows", type=int, default=10000,
+                        help="backlog per station sent as fast as it goes, for the highest rate (default 10000; 0: none)")
     parser.add_argument("--steady-s", type=float, default=90.0, help="seconds at RATE without faults (default 90)")
     parser.add_argument("--faults-s", type=float, default=120.0, help="seconds at RATE with the faults (default 120; 0: none)")
     parser.add_argument("--offline-s", type=float, default=60.0, help="how long one station is offline (default 60)")
