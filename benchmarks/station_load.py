@@ -276,10 +276,12 @@ ISOLATION_COLUMNS = ["rate", "condition", "run", "images", "achieved_per_s", "de
 TOKEN = "station-load-benchmark"
 
 
-def gate_tree(tree: Path, per_class: int) -> Path:
-    """free/ and defect/ gate images, the model's two classes (links into the two-class tree)."""
-    gate = STATION_WORK / f"gate-{per_class}"
-    for cls in ("defect", "free"):
+def gate_tree(tree: Path, per_class: int, classes: list[str]) -> Path:
+    """`per_class` gate images of each of the model's classes (links into `tree`, whose folders
+    are those classes: the two-class tree for the free/defect model, magnetic-tile itself for a
+    six-class one)."""
+    gate = STATION_WORK / f"gate-{per_class}-{'-'.join(sorted(classes))}"
+    for cls in classes:
         (gate / cls).mkdir(parents=True, exist_ok=True)
         for file in sorted((tree / cls).iterdir())[-per_class:]:
             link = gate / cls / file.name
@@ -439,14 +441,19 @@ def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
     rates = [float(r) for r in args.isolation_rates.split(",")]
     conditions = args.conditions.split(",")
     tree = replay_tree(data_dir, int(max(rates) * args.isolation_duration) + 1)
-    gate = gate_tree(two_class_tree(data_dir), args.gate_per_class)
+    from edgeprune.runtime import Classifier
+
+    classes = list(Classifier(model).class_names)
+    source = two_class_tree(data_dir) if set(classes) == {"free", "defect"} else data_dir
+    gate = gate_tree(source, args.gate_per_class, classes)
     config = isolation_config(model, gate)
     uploads = [scaled_copy(model, STATION_WORK / "upload-scaled.onnx", 2.0), model]
     csv_path = result_path("station_isolation", "csv")
-    rows = []
+    rows, others = [], []  # this model's runs; other models' runs, kept in the file as they are
     if csv_path.is_file():
         with csv_path.open() as f:
-            rows = [r for r in csv.DictReader(f) if r["model"] == model.name]
+            for r in csv.DictReader(f):
+                (rows if r["model"] == model.name else others).append(r)
     done = {(float(r["rate"]), r["condition"], int(r["run"])) for r in rows}
     for run in range(1, args.runs + 1):  # runs outermost: a slow hour on the machine hits every cell alike
         for rate in rates:
@@ -462,15 +469,21 @@ def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
                 with csv_path.open("w", newline="") as f:
                     writer = csv.DictWriter(f, fieldnames=ISOLATION_COLUMNS, extrasaction="ignore")
                     writer.writeheader()
-                    writer.writerows(rows)
+                    writer.writerows(others + rows)
     summary = isolation_summary(rows)
     for line in summary:
         print(json.dumps(line), flush=True)
-    result_path("station_isolation", "json").write_text(json.dumps({
-        "device": device, "threads": args.threads, "model": str(model), "duration_s": args.isolation_duration,
-        "clients": args.clients, "rows": rows, "summary": summary,
-        "note": "the machine is shared with other work (a training job): see load_avg_* per run",
-        "command": " ".join(["python", "benchmarks/station_load.py", *(argv or sys.argv[1:])]),
+    json_path = result_path("station_isolation", "json")
+    record = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    models = record.get("models", {})
+    models[model.name] = {
+        "model": str(model), "classes": classes, "input_size": Classifier(model).input_size,
+        "rows": rows, "summary": summary,
+        "command": " ".join(["python", "benchmarks/station_load.py", *(argv or sys.argv[1:])])}
+    json_path.write_text(json.dumps({
+        "device": device, "threads": args.threads, "duration_s": args.isolation_duration,
+        "clients": args.clients, "models": models,
+        "note": "batch-1 timings on a shared machine move: see load_avg_* per run",
     }, indent=2) + "\n")
     return 0
 
