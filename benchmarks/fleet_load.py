@@ -10,8 +10,8 @@ written, much faster than replaying 10 M rows through it), then GET /api/fleet i
 the FastAPI app (Starlette's TestClient: routing, the queries and the JSON, no socket).
 Part 2 (write): batches of 500 real-shaped rows through FleetStore.ingest_decisions, the path
 `fleet serve` runs for every MQTT batch, in decisions/s, into SQLite (and PostgreSQL with
---postgres). The broker, the stations and the faults (the load test with N simulated stations
-against mosquitto) are not part of this script.
+--postgres). The broker path (N simulated stations through mosquitto into a `fleet serve`
+process, with faults) is benchmarks/fleet_mqtt.py.
 
 Writes benchmarks/results/fleet_load_<hardware>_<software>.json.
 """
