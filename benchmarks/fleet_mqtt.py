@@ -187,10 +187,9 @@ class FleetDb:
     """Read-only look at the fleet database from the benchmark (SQLAlchemy: SQLite or PostgreSQL)."""
 
     def __init__(self, url: str):
-        from sqlalchemy import create_engine
+        from edgeprune.fleet.store import make_engine
 
-        self.engine = (create_engine("postgresql+psycopg://" + url.split("://", 1)[1]) if "://" in url
-                       else create_engine(f"sqlite:///{url}", connect_args={"timeout": 30}))
+        self.engine = make_engine(url)  # the fleet's own: a file path (SQLite, WAL) or postgresql://
 
     def stored(self) -> int:
         """Rows stored: the stations' running totals (one small table; never scans decisions)."""
