@@ -49,7 +49,7 @@ def test_two_concurrent_attempts_one_retrain(backend, tmp_path):
             barrier = threading.Barrier(2)
             outcomes: list[object] = [None, None]
 
-            def attempt(i: int) -> None:
+            def attempt(i: int, barrier=barrier, outcomes=outcomes, round_=round_) -> None:
                 book = Retrains(engines[i])
                 barrier.wait()
                 try:

@@ -335,8 +335,9 @@ def run_retrain(config: FleetConfig, trigger: Trigger, *, owner: str | None = No
     study = load_study(settings.study)
     if study.data.extra_train is not None:
         raise EdgepruneError(f"{settings.study}: [data] extra_train is the fleet's labels in a retrain; leave it out")
-    base = Path(study.data.spec)
-    check_acceptance_disjoint(config.acceptance, [base, config.data] if base.is_dir() else [config.data])
+    base = Path(study.data.spec)  # a folder is made absolute by the study config; digits / cifar10 are names
+    folders = [base, config.data] if base.is_absolute() and base.is_dir() else [config.data]
+    check_acceptance_disjoint(config.acceptance, folders)
     owner = owner or owner_name("retrain")
     engine = make_engine(config.db)
     try:

@@ -76,7 +76,7 @@ def study_candidate(config: StudyConfig, run_dir: str | Path, out: str | Path, *
         if measure.ok_classes else {}
     gate = {"max_drop": max_drop} if max_drop is not None else {}
     say(f"exporting {name} (fold {row['fold']}) to INT8: {out}")
-    export = export_checkpoint(run_dir / row["folder"] / CHECKPOINT, INT8_FORMAT, out, data=data,
+    export = export_checkpoint(run_dir / row["folder"] / CHECKPOINT, fmt=INT8_FORMAT, out=out, data=data,
                                threads=measure.threads, log=say, **gate, **point)
     report = export.verification
     return Candidate(path=export.path, report=export.report_path, run_dir=run_dir, experiment=name,
