@@ -178,6 +178,10 @@ def test_bad_input_is_an_error_line_and_changes_nothing(tmp_path, capsys):
     (tmp_path / "acceptance").rmdir()
     result = cli(capsys, "retrain", "--config", str(toml))
     assert result.returncode == 2 and "the acceptance set" in result.stderr and "is not a folder" in result.stderr
+    bare = tmp_path / "bare.toml"
+    bare.write_text('db = "fleet.db"\ndata = "fleet-data"\nacceptance = "acceptance"\n')
+    result = cli(capsys, "retrain", "--config", str(bare))
+    assert result.returncode == 2 and "no study to retrain with" in result.stderr
     toml.write_text(toml.read_text() + "retrain_after_lables = 3\n")
     result = cli(capsys, "retrain", "--config", str(toml))
     assert result.returncode == 2 and "unknown key 'retrain_after_lables'" in result.stderr

@@ -301,6 +301,8 @@ def snapshot_labels(data: Path, out: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(path, target)
+        except FileNotFoundError:
+            continue  # relabelled meanwhile: the fleet moved it to its new class folder
         except OSError:
             shutil.copy2(path, target)
         count += 1
