@@ -147,53 +147,30 @@ def prune(
     request: DataRequest = DataRequest(),
 ) -> None:
     """Prune a checkpoint to a target, fine-tune after each step, and save the pruned checkpoint."""
-    from edgeprune.errors import EdgepruneError
     from edgeprune.hardware import resolve_device, set_threads
     from edgeprune.models.checkpoint import meta_from_manifest, read_manifest
     from edgeprune.outputs import check_output_folder
-    from edgeprune.pruning import METHODS, Schedule, make_config
 
-    target_given = target is not None
-    if target is None:
-        target = 0.5
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows.prune import PruneJob, prune_checkpoint
 
-    # Every option is parsed into its config object here, before anything is loaded; make_config
-    # refuses an option given for a method it does not apply to.
-    config_fields = METHODS[method].__dataclass_fields__ if method in METHODS else {}
-    if latency_budget_ms is not None:
-        if target_kind not in (None, "latency"):
-            raise EdgepruneError("--latency-budget-ms goes with --target-kind latency")
-        if target_given:
-            raise EdgepruneError("give either --target or --latency-budget-ms, not both")
-        target_kind = "latency" if "target_kind" in config_fields else None
-    if target_kind is None and "target_kind" in config_fields:
-        target_kind = "params"  # the CLI's default for channel methods: a fraction of the parameters
-    if target_kind != "latency" and (latency_runtime, latency_threads, latency_min_keep) != (None,) * 3:
-        raise EdgepruneError("--latency-runtime, --latency-threads and --latency-min-keep go with "
-                             "--target-kind latency")
-    config = make_config(
-        method, None if latency_budget_ms is not None and "target_kind" in config_fields else target,
-        latency_budget_ms=latency_budget_ms, latency_runtime=latency_runtime,
-        latency_threads=latency_threads, latency_min_keep=latency_min_keep, scope=scope,
-        target_kind=target_kind, round_to=round_to,
-        min_channels=min_channels, num_batches=taylor_batches, per_layer=per_layer or None,
-        max_layer_sparsity=max_layer_sparsity, scoring=scoring,
-        seed=prune_seed if "seed" in config_fields else None,
-    )
-    if config.structured and round_to in (None, "auto"):
-        log(f"--round-to auto: channel counts kept in multiples of {config.round_to} (this CPU's "
-            "kernels; recorded in the checkpoint)")
-    job = PruneJob(
-        config=config,
-        schedule=Schedule(schedule, steps if steps is not None else (1 if schedule == "oneshot" else 3)),
-        finetune=TrainRecipe(epochs=finetune_epochs, optimizer=optimizer, lr=lr,
-                             batch_size=batch_size, seed=prune_seed, augment=augment,
-                             balance=balance),
+    # Every option is parsed into the job here, before anything is loaded, by the rules the Python
+    # API and studies share (PruneJob.from_options).
+    job = PruneJob.from_options(
+        method, target, target_kind=target_kind, latency_budget_ms=latency_budget_ms,
+        latency_runtime=latency_runtime, latency_threads=latency_threads, latency_min_keep=latency_min_keep,
+        scope=scope, round_to=round_to, min_channels=min_channels, num_batches=taylor_batches,
+        per_layer=per_layer or None, max_layer_sparsity=max_layer_sparsity, scoring=scoring,
+        schedule=schedule, steps=steps,
+        finetune=TrainRecipe(epochs=finetune_epochs, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                             seed=prune_seed, augment=augment, balance=balance),
         max_drop=max_drop, recalib_batches=recalib_batches, seed=prune_seed, distill=distill,
         final_epochs=final_epochs,
     )
+    config = job.config
+    if config.structured and round_to in (None, "auto"):
+        log(f"--round-to auto: channel counts kept in multiples of {config.round_to} (this CPU's "
+            "kernels; recorded in the checkpoint)")
     dev = resolve_device(device)
     set_threads(threads)
     meta = meta_from_manifest(read_manifest(checkpoint))

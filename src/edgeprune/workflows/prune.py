@@ -19,7 +19,9 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.hardware import device_label, seed_everything
 from edgeprune.data import check_same_split
 from edgeprune.models import CheckpointMeta, Model, ensure_same_classes, load_checkpoint, save_checkpoint
-from edgeprune.pruning import PruneResult, PruningConfig, Schedule, prune_iteratively, recalibrate_batchnorm
+from edgeprune.pruning import (
+    METHODS, PruneResult, PruningConfig, Schedule, make_config, prune_iteratively, recalibrate_batchnorm,
+)
 from edgeprune.metrics import evaluate
 from edgeprune.outputs import check_output_folder
 from edgeprune.train import TrainRecipe, fit
@@ -48,6 +50,55 @@ class PruneJob:
     # distill against the dense model too): a deep cut at a camera's resolution needs more epochs
     # than one per step. The per-epoch history is recorded (`final_finetune`).
     final_epochs: int = 0
+
+    @classmethod
+    def from_options(
+        cls,
+        method: str,
+        target: float | None = None,
+        *,
+        target_kind: str | None = None,
+        latency_budget_ms: float | None = None,
+        schedule: str = "oneshot",
+        steps: int | None = None,
+        finetune: TrainRecipe | None = None,
+        max_drop: float | None = None,
+        recalib_batches: int = 20,
+        seed: int = 0,
+        distill: bool = False,
+        final_epochs: int = 0,
+        **method_options: Any,
+    ) -> "PruneJob":
+        """The job that `edgeprune prune`'s options describe, by one set of rules for every caller:
+        - the target is 0.5 when neither it nor a latency budget is given;
+        - channel methods count the target in parameters unless `target_kind` says otherwise;
+        - `latency_budget_ms` means `target_kind` latency and excludes a target; the latency_*
+          options go with it only;
+        - a schedule other than one-shot takes 3 steps unless `steps` says otherwise;
+        - `method_options` (round_to, min_channels, num_batches, per_layer, scoring, scope,
+          latency_runtime, ...) that do not apply to `method` are an error (make_config).
+        The pruning seed is `seed` for methods that draw at random."""
+        fields = METHODS[method].__dataclass_fields__ if method in METHODS else {}
+        latency_options = {k: method_options.get(k) for k in ("latency_runtime", "latency_threads", "latency_min_keep")}
+        if latency_budget_ms is not None:
+            if target_kind not in (None, "latency"):
+                raise EdgepruneError("--latency-budget-ms goes with --target-kind latency")
+            if target is not None:
+                raise EdgepruneError("give either --target or --latency-budget-ms, not both")
+            target_kind = "latency" if "target_kind" in fields else None
+        elif target is None:
+            target = 0.5
+        if target_kind is None and "target_kind" in fields:
+            target_kind = "params"
+        if target_kind != "latency" and any(v is not None for v in latency_options.values()):
+            raise EdgepruneError("--latency-runtime, --latency-threads and --latency-min-keep go with "
+                                 "--target-kind latency")
+        config = make_config(method, target, latency_budget_ms=latency_budget_ms, target_kind=target_kind,
+                             seed=seed if "seed" in fields else None, **method_options)
+        return cls(config=config, schedule=Schedule(schedule, steps if steps is not None else
+                                                    (1 if schedule == "oneshot" else 3)),
+                   finetune=finetune or TrainRecipe(epochs=1, seed=seed), max_drop=max_drop,
+                   recalib_batches=recalib_batches, seed=seed, distill=distill, final_epochs=final_epochs)
 
     def __post_init__(self) -> None:
         self.max_drop = check_option("max_drop", self.max_drop, optional=True)
