@@ -78,7 +78,8 @@ def test_registry_judges_keeps_and_records_every_state(backend, digits_models, t
             pg.stop()
 
 
-def test_cli_register_and_models(digits_models, tmp_path, capsys):
+def test_cli_register_and_models(digits_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # without a config the registry's files go to ./fleet-data-models
     sets, good, _ = digits_models
     db = str(tmp_path / "fleet.db")
     result = cli(capsys, "register", str(good), "--db", db, "--acceptance", str(sets["acceptance"]),
