@@ -259,36 +259,32 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise EdgepruneError(f"{where}{exc}") from None
 
 
-def _endpoint(value: Any, where: Path) -> StationEndpoint:
+def _table_values(value: Any, cls, where: Path, table: str, what: str = "must be a table") -> dict[str, Any]:
+    """A TOML table's values for the dataclass `cls`: refused when it is not a table or names a
+    key `cls` does not have."""
     if not isinstance(value, dict):
-        raise EdgepruneError(f"{where}: [[stations]] entries must be tables (id, url, token or token_env)")
-    known = {f.name for f in fields(StationEndpoint)}
+        raise EdgepruneError(f"{where}: {table} {what}")
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise EdgepruneError(f"{where}: [[stations]]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise EdgepruneError(f"{where}: {table}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return dict(value)
+
+
+def _endpoint(value: Any, where: Path) -> StationEndpoint:
+    value = _table_values(value, StationEndpoint, where, "[[stations]]",
+                          "entries must be tables (id, url, token or token_env)")
     if "id" not in value or "url" not in value:
         raise EdgepruneError(f"{where}: [[stations]] needs id and url")
     return StationEndpoint(**value)
 
 
 def _rollout_table(value: Any, where: Path) -> RolloutSettings:
-    if not isinstance(value, dict):
-        raise EdgepruneError(f"{where}: [rollout] must be a table")
-    known = {f.name for f in fields(RolloutSettings)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise EdgepruneError(f"{where}: [rollout]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return RolloutSettings(**value)
+    return RolloutSettings(**_table_values(value, RolloutSettings, where, "[rollout]"))
 
 
 def _retrain_table(value: Any, where: Path) -> RetrainSettings:
-    if not isinstance(value, dict):
-        raise EdgepruneError(f"{where}: [retrain] must be a table")
-    known = {f.name for f in fields(RetrainSettings)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise EdgepruneError(f"{where}: [retrain]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    values = dict(value)
+    values = _table_values(value, RetrainSettings, where, "[retrain]")
     for key in ("study", "runs"):  # relative to the config file's folder, like data and acceptance
         if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
             values[key] = str(where.parent / values[key])
