@@ -39,9 +39,11 @@ and .json (the rows, the summary per rate and condition, the machine's load, the
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import math
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -272,6 +274,7 @@ def fault_sigkill(model: Path, tree: Path, rate: float, duration: float, threads
 ISOLATION_COLUMNS = ["rate", "condition", "run", "images", "achieved_per_s", "decision_p50_ms", "decision_p99_ms",
                      "plc_p50_ms", "plc_p99_ms", "wait_p99_ms", "read_p99_ms", "decode_p99_ms", "infer_p99_ms",
                      "log_p99_ms", "plc_stage_p99_ms", "http_answers", "http_p50_ms", "uploads_gated",
+                     "uploads_answers",
                      "load_avg_before", "load_avg_after", "cpu_steal_pct", "lost", "duplicated", "model", "device"]
 TOKEN = "station-load-benchmark"
 
@@ -324,6 +327,23 @@ def dashboard_load(url: str, clients: int, stop, answers: list[float]) -> None:
     asyncio.run(run())
 
 
+def dashboard_load_process(url: str, clients: int, stop, answers_queue) -> None:
+    """dashboard_load in a process of its own, its answer times sent back when it stops."""
+    answers: list[float] = []
+    dashboard_load(url, clients, stop, answers)
+    answers_queue.put(answers)
+
+
+def distinct_copy(model: Path, out: Path, tag: str) -> Path:
+    """`model` with another graph doc string: the same network and metadata, another sha256."""
+    import onnx
+
+    graph = onnx.load(str(model))
+    graph.graph.doc_string = f"station_load upload {tag}"
+    onnx.save(graph, str(out))
+    return out
+
+
 def gate_load(url: str, uploads: list[Path], stop, gated: list[int]) -> None:
     """Model uploads, one after the other, each gated on the gate set by the dashboard."""
     import httpx
@@ -370,13 +390,20 @@ def isolation_run(model: Path, config: Path, tree: Path, rate: float, duration: 
                 time.sleep(0.1)
         load = None
         if condition == "dashboard":
-            load = threading.Thread(target=dashboard_load, args=(url, clients, stop, answers), daemon=True)
+            # A process of its own: 200 clients in this one would hold the GIL that the PLC
+            # simulator (ModbusPlc, a thread here) needs to acknowledge the station's writes, and
+            # the stall would show as the station's PLC stage.
+            ctx = multiprocessing.get_context("spawn")
+            stop, answers_queue = ctx.Event(), ctx.Queue()
+            load = ctx.Process(target=dashboard_load_process, args=(url, clients, stop, answers_queue), daemon=True)
         elif condition == "gate":
             load = threading.Thread(target=gate_load, args=(url, uploads, stop, gated), daemon=True)
         if load is not None:
             load.start()
         out, err = process.communicate(timeout=duration * 5 + 300)
         stop.set()
+        if condition == "dashboard":
+            answers = answers_queue.get(timeout=120)
         if load is not None:
             load.join(60)
         if process.returncode != 0:
@@ -401,7 +428,10 @@ def isolation_run(model: Path, config: Path, tree: Path, rate: float, duration: 
         "wait_p99_ms": p99("wait"), "read_p99_ms": p99("read"), "decode_p99_ms": p99("decode"),
         "infer_p99_ms": p99("infer"), "log_p99_ms": p99("log"), "plc_stage_p99_ms": p99("plc"),
         "http_answers": len(answers), "http_p50_ms": round(statistics.median(answers), 1) if answers else None,
-        "uploads_gated": len(gated), "load_avg_before": round(load_before, 2),
+        # every answer counted by status: 200 a model gated and switched to, 422 gated and refused;
+        # anything else was not a gate evaluation
+        "uploads_gated": sum(code in (200, 422) for code in gated),
+        "uploads_answers": json.dumps(dict(collections.Counter(gated))), "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2), "cpu_steal_pct": (result.get("host") or {}).get("cpu_steal_pct"),
         "model": model.name, "device": device, "lost": facts["lost"], "duplicated": facts["duplicated"],
     }
@@ -436,8 +466,6 @@ def isolation_summary(rows: list[dict]) -> list[dict]:
 
 
 def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
-    from station_support import scaled_copy
-
     rates = [float(r) for r in args.isolation_rates.split(",")]
     conditions = args.conditions.split(",")
     tree = replay_tree(data_dir, int(max(rates) * args.isolation_duration) + 1)
@@ -447,7 +475,10 @@ def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
     source = two_class_tree(data_dir) if set(classes) == {"free", "defect"} else data_dir
     gate = gate_tree(source, args.gate_per_class, classes)
     config = isolation_config(model, gate)
-    uploads = [scaled_copy(model, STATION_WORK / "upload-scaled.onnx", 2.0), model]
+    # Two files the station does not run yet, each gated in full on its own gate set: the same
+    # network under other bytes (its producer string), so each upload is evaluated and, passing
+    # the gate, switched to; the next one differs from it again.
+    uploads = [distinct_copy(model, STATION_WORK / f"upload-{model.stem}-{tag}.onnx", tag) for tag in ("a", "b")]
     csv_path = result_path("station_isolation", "csv")
     rows, others = [], []  # this model's runs; other models' runs, kept in the file as they are
     if csv_path.is_file():
