@@ -49,7 +49,7 @@ def test_every_decision_exactly_once_through_faults(backend, tile_model, tmp_pat
     station_db = tmp_path / "station.db"
     cfg = station_config(tile_model, replay, station_db, rate=12, mqtt=f"mqtt://127.0.0.1:{port}/factory/{LINE}/a",
                          mqtt_interval_s=0.5, station_id=STATION, line=LINE, upload_interval_s=0.3,
-                         upload_batch=7, upload_ack_timeout_s=1.0, max_images=36, drain_timeout=30.0)
+                         upload_batch=7, upload_ack_timeout_s=1.0, max_images=36, drain_timeout=60.0)
     try:
         station = Station(cfg)
         runner = threading.Thread(target=station.run)

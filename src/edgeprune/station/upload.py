@@ -321,6 +321,10 @@ class Uploader:
         with self._lock:
             self._last_sent = {s: 0.0 for s in STREAMS}  # anything new goes now, not at the interval
         while time.monotonic() < deadline and (self.pending() > 0 or self.labels_pending() > 0):
+            with self._lock:
+                # The exit's window is short: an unanswered batch is resent every ack timeout, not
+                # after the doubled wait of a fleet that was down a while (it may be back now).
+                self._timeout = {s: self.ack_timeout_s for s in STREAMS}
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
