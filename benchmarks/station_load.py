@@ -471,7 +471,8 @@ def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
     tree = replay_tree(data_dir, int(max(rates) * args.isolation_duration) + 1)
     from edgeprune.runtime import Classifier
 
-    classes = list(Classifier(model).class_names)
+    probe = Classifier(model)
+    classes, input_size = list(probe.class_names), probe.input_size
     source = two_class_tree(data_dir) if set(classes) == {"free", "defect"} else data_dir
     gate = gate_tree(source, args.gate_per_class, classes)
     config = isolation_config(model, gate)
@@ -508,7 +509,7 @@ def isolation_main(args, argv, model: Path, data_dir: Path, device: str) -> int:
     record = json.loads(json_path.read_text()) if json_path.is_file() else {}
     models = record.get("models", {})
     models[model.name] = {
-        "model": str(model), "classes": classes, "input_size": Classifier(model).input_size,
+        "model": str(model), "classes": classes, "input_size": input_size,
         "rows": rows, "summary": summary,
         "command": " ".join(["python", "benchmarks/station_load.py", *(argv or sys.argv[1:])])}
     json_path.write_text(json.dumps({

@@ -223,6 +223,12 @@ class Retrains:
             rows = conn.execute(select(retrains).order_by(retrains.c.id.desc()).limit(limit)).all()
         return [_record(r) for r in rows]
 
+    def recorded_by(self, owner: str) -> bool:
+        """Whether `owner` left a row (began, was refused or failed): else its retrain stopped
+        before anything was recorded."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(retrains.c.id).where(retrains.c.owner == owner).limit(1)).first() is not None
+
     def running(self) -> RetrainRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(retrains).where(retrains.c.state == "running")
@@ -282,8 +288,9 @@ def check_acceptance_disjoint(acceptance: Path, training: list[Path]) -> int:
     shared = []
     for root in training:
         for path in _image_files(root):
-            if file_sha256(path) in accepted:
-                shared.append((accepted[file_sha256(path)], path))
+            twin = accepted.get(file_sha256(path))
+            if twin is not None:
+                shared.append((twin, path))
     if shared:
         examples = "; ".join(f"{a} = {t}" for a, t in shared[:3])
         raise EdgepruneError(f"the acceptance set overlaps the training images: {len(shared)} file(s) with the same "
@@ -425,7 +432,7 @@ def watch(config: FleetConfig, *, stop: threading.Event | None = None, max_runs:
                     outcome = run_retrain(config, trigger, owner=owner, log=say)
                     say(f"retrain {outcome.record.id} done: registered {outcome.model.sha256[:12]} as a candidate")
                 except EdgepruneError as exc:
-                    if book.running() is None and not any(r.owner == owner for r in book.latest(5)):
+                    if book.running() is None and not book.recorded_by(owner):
                         book.record_failure(trigger, str(exc)[:2000], owner)  # failed before it started
                     say(f"retrain ({trigger.kind}) failed: {exc}")
                 continue

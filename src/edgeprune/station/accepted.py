@@ -114,10 +114,12 @@ class AcceptedModels:
             self._set(Path(row[1]), row[2], "rollback", *config)
 
 
-def start_model(db: str | Path, config_model: Path, config_sha: str) -> StartModel:
+def start_model(db: str | Path, config_model: Path) -> StartModel:
     """The model a station starts with: the accepted one when there is one, its file still holds
     the accepted bytes and the config still names the model it named at acceptance; else the
-    config's, with the reason."""
+    config's, with the reason. The config's model is hashed only when there is an accepted one to
+    compare it with; a missing file is the config's model, for the Classifier to report in the
+    words a user acts on."""
     if not Path(db).is_file():
         return StartModel(config_model, "config", "the config's model")
     store = AcceptedModels(db)
@@ -127,6 +129,12 @@ def start_model(db: str | Path, config_model: Path, config_sha: str) -> StartMod
         store.close()
     if accepted is None:
         return StartModel(config_model, "config", "the config's model (no model accepted on this station)")
+    from edgeprune.outputs import file_sha256
+
+    try:
+        config_sha = file_sha256(config_model)
+    except OSError:
+        return StartModel(config_model, "config", "the config's model")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(accepted.ts))
     if accepted.sha256 == config_sha:
         return StartModel(config_model, "config", f"the config's model (also the accepted one, {when})")
@@ -135,8 +143,6 @@ def start_model(db: str | Path, config_model: Path, config_sha: str) -> StartMod
                           f"the config's model: the config names other bytes ({config_sha[:12]}) than when "
                           f"{accepted.sha256[:12]} was accepted ({when}, config model "
                           f"{accepted.config_sha256[:12]}), so the edited config wins")
-    from edgeprune.outputs import file_sha256
-
     try:
         on_disk = file_sha256(accepted.path)
     except OSError:

@@ -28,8 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.outputs import file_sha256
-from edgeprune.station.accepted import StartModel, start_model
+from edgeprune.station.accepted import start_model
 from edgeprune.station.config import StationConfig
 from edgeprune.station.decision import Decider, LoadedModel, check_ok_classes
 from edgeprune.station.log import Decision, DecisionLog
@@ -74,10 +73,7 @@ class Station:
                  progress_every_s: float = 10.0):
         self.config = config
         # A model accepted through the dashboard (upload or rollback) outlives a restart.
-        # A missing model file is reported by the Classifier below, with the words a user acts on.
-        self.start_model = (start_model(config.db, config.model, file_sha256(config.model))
-                            if Path(config.model).is_file()
-                            else StartModel(Path(config.model), "config", "the config's model"))
+        self.start_model = start_model(config.db, config.model)
         model = LoadedModel(self.start_model.path, runtime=config.runtime, threads=config.threads)
         fallback = (LoadedModel(config.fallback_model, runtime=config.runtime, threads=config.threads)
                     if config.fallback_model is not None else None)

@@ -145,6 +145,7 @@ class Uploader:
         self._inflight: dict[str, tuple[Any, float] | None] = {s: None for s in STREAMS}
         self._last_sent = {s: 0.0 for s in STREAMS}
         self._timeout = {s: ack_timeout_s for s in STREAMS}
+        self._flushing = False  # stop() is waiting for the last receipts
         self.batches_sent = 0
         self.rows_confirmed = 0
         self.connected = False
@@ -247,10 +248,13 @@ class Uploader:
     def _due(self, stream: str, now: float) -> bool:
         inflight = self._inflight[stream]
         if inflight is not None:
-            if now - inflight[1] < self._timeout[stream]:
+            # The exit's window is short: there an unanswered batch is resent every ack timeout,
+            # not after the doubled wait of a fleet that was down a while (it may be back now).
+            timeout = self.ack_timeout_s if self._flushing else self._timeout[stream]
+            if now - inflight[1] < timeout:
                 return False  # waiting for the receipt
             log.info("no receipt for %s up to %s within %.0f s: resending from the cursor", stream,
-                     inflight[0], self._timeout[stream])
+                     inflight[0], timeout)
             self._timeout[stream] = min(self._timeout[stream] * 2, 300.0)
             return True
         if now - self._last_sent[stream] >= self.interval_s:
@@ -320,11 +324,9 @@ class Uploader:
         deadline = time.monotonic() + (flush_s if self.fleet_seen else 0.0)
         with self._lock:
             self._last_sent = {s: 0.0 for s in STREAMS}  # anything new goes now, not at the interval
+        with self._lock:
+            self._flushing = True
         while time.monotonic() < deadline and (self.pending() > 0 or self.labels_pending() > 0):
-            with self._lock:
-                # The exit's window is short: an unanswered batch is resent every ack timeout, not
-                # after the doubled wait of a fleet that was down a while (it may be back now).
-                self._timeout = {s: self.ack_timeout_s for s in STREAMS}
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
