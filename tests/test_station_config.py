@@ -56,7 +56,9 @@ def test_bad_config_file_is_a_clear_error(text, needle, tmp_path, capsys):
 
 def test_bad_flags_are_clear_errors(tile_model, tmp_path, capsys):
     replay = make_replay(tile_model, tmp_path / "replay", 1)
-    base = ["station", "run", "--model", tile_model[0], "--source", f"replay:{replay}", "--db", tmp_path / "s.db"]
+    # A later --ok-classes in a case replaces the base's (the last value of a flag wins).
+    base = ["station", "run", "--model", tile_model[0], "--source", f"replay:{replay}", "--db", tmp_path / "s.db",
+            "--ok-classes", "free"]
     cases = [
         (["--rate", "0"], "rate must be > 0"),
         (["--review-below", "-0.1"], "review_below"),

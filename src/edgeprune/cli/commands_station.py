@@ -31,7 +31,8 @@ def run(
     max_images: Annotated[Optional[int], typer.Option(
         "--max-images", help="End after N new decisions.")] = None,
     ok_classes: Annotated[Optional[str], typer.Option(
-        "--ok-classes", help="Comma-separated classes that pass (OK); every other class is a DEFECT.")] = None,
+        "--ok-classes", help="Comma-separated classes that pass (OK); every other class is a DEFECT "
+        "(default: the config's ok_classes, else the OK classes of the model's operating point).")] = None,
     review_below: Annotated[Optional[float], typer.Option(
         "--review-below", help="A top probability below P sends the part to a person (REVIEW).")] = None,
     fallback_model: Annotated[Optional[Path], typer.Option(

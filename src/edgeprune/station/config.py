@@ -64,7 +64,10 @@ class StationConfig:
     db: Path = Path("station.db")
     rate: float | None = None  # images/s for replay and camera; None: as fast as they come
     max_images: int | None = None  # end after N new decisions
-    ok_classes: tuple[str, ...] = ("free",)
+    # The classes that pass (OK); None: the OK classes of the model's operating point, and a
+    # model without one refuses to start (decision.resolve_ok_classes): no data set's class name
+    # is a default that fits another line.
+    ok_classes: tuple[str, ...] | None = None
     review_below: float = 0.0  # top probability below this: REVIEW
     fallback_model: Path | None = None  # re-checks an uncertain part before it goes to a person
     runtime: str = "onnxruntime"
@@ -101,8 +104,9 @@ class StationConfig:
             check_number(self.rate, "rate", min=0, min_open=True, hint="images per second")
         if self.max_images is not None:
             check_number(self.max_images, "max_images", min=1, integer=True)
-        if not self.ok_classes or not all(isinstance(c, str) and c for c in self.ok_classes):
-            raise EdgepruneError("ok_classes must name at least one class, e.g. ok_classes = [\"free\"]")
+        if self.ok_classes is not None and (
+                not self.ok_classes or not all(isinstance(c, str) and c for c in self.ok_classes)):
+            raise EdgepruneError("ok_classes must name at least one class, e.g. ok_classes = [\"good\"]")
         check_number(self.review_below, "review_below", min=0, max=1,
                      hint="a top probability below it routes the part to a person")
         if self.runtime not in RUNTIMES:

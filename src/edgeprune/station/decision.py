@@ -61,6 +61,21 @@ class LoadedModel:
         return softmax(self.classifier.predict(x))[0]
 
 
+def resolve_ok_classes(model: LoadedModel, ok_classes: Sequence[str] | None) -> tuple[str, ...]:
+    """The configured OK classes, else those the artifact's operating point was chosen for.
+    Neither: refuse, naming the model's classes, since no guess fits every line's class names."""
+    if ok_classes is not None:
+        return tuple(ok_classes)
+    point = model.classifier.metadata.operating_point
+    if point is not None:
+        return tuple(point.ok_classes)
+    names = model.class_names
+    raise EdgepruneError(
+        f"which classes pass? {model.path.name} has classes {', '.join(names)} and no operating point "
+        "to take its OK classes from: set ok_classes = [...] in station.toml or pass --ok-classes "
+        "(comma-separated), or export the model with --operating-point and --ok-class")
+
+
 def check_ok_classes(model: LoadedModel, ok_classes: Sequence[str]) -> None:
     names = model.class_names
     point = model.classifier.metadata.operating_point

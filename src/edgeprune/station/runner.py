@@ -30,7 +30,7 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 from edgeprune.station.accepted import start_model
 from edgeprune.station.config import StationConfig
-from edgeprune.station.decision import Decider, LoadedModel, check_ok_classes
+from edgeprune.station.decision import Decider, LoadedModel, check_ok_classes, resolve_ok_classes
 from edgeprune.station.log import Decision, DecisionLog
 from edgeprune.station.mqtt import MqttPublisher, pick_samples, summarize
 from edgeprune.station.plc import Forwarder, open_adapter
@@ -71,10 +71,12 @@ def _percentile(values, q: float) -> float | None:
 class Station:
     def __init__(self, config: StationConfig, *, on_progress: Callable[[dict], None] | None = None,
                  progress_every_s: float = 10.0):
-        self.config = config
         # A model accepted through the dashboard (upload or rollback) outlives a restart.
         self.start_model = start_model(config.db, config.model)
         model = LoadedModel(self.start_model.path, runtime=config.runtime, threads=config.threads)
+        # Resolved once against the model it starts with: the dashboard, the shadow and every
+        # later swap check candidates against these classes.
+        self.config = config = config.replace(ok_classes=resolve_ok_classes(model, config.ok_classes))
         fallback = (LoadedModel(config.fallback_model, runtime=config.runtime, threads=config.threads)
                     if config.fallback_model is not None else None)
         self._decider = Decider(model, config.ok_classes, config.review_below, fallback)
