@@ -18,6 +18,7 @@ Nothing is written to disk unless asked: `model.save(dir)` / `edgeprune.load(dir
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +27,8 @@ from edgeprune.hardware import resolve_device, set_threads
 from edgeprune.metrics import EvalResult, evaluate as _evaluate
 from edgeprune.metrics.robustness import RobustnessResult
 from edgeprune.models import Model
-from edgeprune.pruning import PruningConfig, Schedule
+from edgeprune.errors import EdgepruneError
+from edgeprune.pruning import METHODS, PruningConfig, Schedule
 from edgeprune.runtime.bench import BenchRow
 from edgeprune.train import TrainRecipe
 from edgeprune.workflows.bench import bench_artifacts
@@ -69,12 +71,79 @@ def train_model(
     return Model(module.cpu().eval(), meta)
 
 
+def prune_job(
+    config: PruningConfig | str,
+    *,
+    target: float | None = None,
+    target_kind: str | None = None,
+    latency_budget_ms: float | None = None,
+    schedule: Schedule | str | None = None,
+    steps: int | None = None,
+    finetune: TrainRecipe | None = None,
+    max_drop: float | None = None,
+    distill: bool = False,
+    final_epochs: int = 0,
+    recalib_batches: int = 20,
+    seed: int = 0,
+    **method_options,
+) -> PruneJob:
+    """The job prune_model runs, built by `edgeprune prune`'s rules (PruneJob.from_options): a
+    method name with `target` / `target_kind` / `latency_budget_ms` and the method's options is
+    exactly the command's flags; a config object is taken as it is, its target and options going
+    through the same rules, with the job's defaults (schedule steps, fine-tune recipe) those of
+    the command."""
+    if isinstance(schedule, Schedule):
+        if steps is not None and steps != schedule.steps:
+            raise EdgepruneError(f"steps={steps} and {schedule} disagree: give the steps in one place")
+        schedule, steps = schedule.kind, schedule.steps
+    rest = dict(schedule=schedule or "oneshot", steps=steps, finetune=finetune, max_drop=max_drop,
+                recalib_batches=recalib_batches, seed=seed, distill=distill, final_epochs=final_epochs)
+    if isinstance(config, str):
+        return PruneJob.from_options(config, target, target_kind=target_kind, latency_budget_ms=latency_budget_ms,
+                                     **rest, **method_options)
+    if not isinstance(config, PruningConfig):
+        raise EdgepruneError(f"config must be a pruning config or a method name, got {config!r}")
+    given = {k: v for k, v in dict(target=target, target_kind=target_kind, latency_budget_ms=latency_budget_ms,
+                                   **method_options).items() if v is not None}
+    if given:
+        raise EdgepruneError(f"{', '.join(sorted(given))}: a config object carries its own target and options "
+                             "(or pass a method name with them)")
+    method, options = _config_options(config)
+    job = PruneJob.from_options(method, **options, **rest)
+    # The config as given: for a named method it is what from_options rebuilt; a generic one
+    # keeps its criterion, and a random one the seed of its own draw.
+    return dataclasses.replace(job, config=config)
+
+
+def _config_options(config: PruningConfig) -> tuple[str, dict]:
+    """A config as from_options' arguments: its method name (a generic config's named sibling,
+    whose fields are the same but the criterion) and its target and options."""
+    values = dataclasses.asdict(config)
+    values.pop("criterion", None)
+    values.pop("criterion_options", None)
+    values.pop("seed", None)  # the job's seed; the config's own draw is restored after
+    if config.structured:
+        values.pop("ratio", None)  # folded into target when the config was built
+        if values["target_kind"] != "latency":  # settings of a latency target, unused without one
+            for key in ("latency_runtime", "latency_threads", "latency_min_keep"):
+                values.pop(key)
+    else:
+        values["target"] = values.pop("sparsity")
+    method = config.method if type(config) is METHODS.get(config.method) else (
+        "l2-channel" if config.structured else "l1")
+    return method, values
+
+
 def prune_model(
     model: Model,
-    config: PruningConfig,
+    config: PruningConfig | str,
     data: DataBundle,
     *,
-    schedule: Schedule | None = None,
+    target: float | None = None,
+    target_kind: str | None = None,
+    latency_budget_ms: float | None = None,
+    schedule: Schedule | str | None = None,
+    steps: int | None = None,
     finetune: TrainRecipe | None = None,
     max_drop: float | None = None,
     distill: bool = False,
@@ -85,30 +154,29 @@ def prune_model(
     allow_other_split: bool = False,
     progress: bool = False,
     log: Log = None,
+    **method_options,
 ) -> Model:
     """A pruned copy of `model` (the input is not changed): prune to config's target along
     `schedule` (default one-shot), fine-tuning `finetune.epochs` after each step on data.train and
     deciding on data.val, then `final_epochs` more (distilled with `distill`). `data` at another
     input size than the model's fine-tunes the cut at that size (the resolution lever). The record
-    (asked, achieved, steps, accuracies) is `pruned.pruning`."""
-    job = PruneJob(
-        config=config,
-        schedule=schedule or Schedule("oneshot", 1),
-        finetune=(finetune or TrainRecipe(epochs=1)).resolved(),
-        max_drop=max_drop, recalib_batches=recalib_batches, seed=seed, distill=distill,
-        final_epochs=final_epochs,
-    )
+    (asked, achieved, steps, accuracies) is `pruned.pruning`.
+
+    `config` is a pruning config (`ep.TaylorChannel(target=0.5)`) or, as on the command line, a
+    method name with its target and options (`"taylor-channel", target=0.5, round_to=8`); the job
+    is built by the command's rules either way (prune_job)."""
+    job = prune_job(config, target=target, target_kind=target_kind, latency_budget_ms=latency_budget_ms,
+                    schedule=schedule, steps=steps, finetune=finetune, max_drop=max_drop, distill=distill,
+                    final_epochs=final_epochs, recalib_batches=recalib_batches, seed=seed, **method_options)
     dev = resolve_device(device)
     outcome = _prune_workflow(model, job, data, device=dev, progress=progress, log=log,
-                          allow_other_split=allow_other_split)
+                              allow_other_split=allow_other_split)
     return Model(outcome.model.cpu().eval(), outcome.meta)
 
 
 def evaluate(model: Model, data: DataBundle, split: str = "test", *, allow_other_split: bool = False) -> EvalResult:
     """Accuracy, balanced accuracy, per-class recall and confusion matrix on one split of `data`
     (refused on another split of the model's own training data, see allow_other_split)."""
-    from edgeprune.errors import EdgepruneError
-
     if split not in ("test", "val"):
         raise EdgepruneError(f"split must be test or val, got {split!r}")
     model.check_data(data, allow_other_split=allow_other_split)
@@ -124,7 +192,6 @@ def evaluate_shifted(model: Model, data: DataBundle, shifts: str | Sequence[str]
     uint8 images before the model's normalisation, noise seeded by `seed`. Typed result: per
     shift and severity, the clean accuracy and the mean relative drop (see
     edgeprune.metrics.robustness for the parameters of each severity)."""
-    from edgeprune.errors import EdgepruneError
     from edgeprune.metrics.robustness import evaluate_shifted as _evaluate_shifted
 
     if split not in ("test", "val"):

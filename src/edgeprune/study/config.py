@@ -383,17 +383,36 @@ def _parse_baseline(values, base_dir: Path, path, lines, guarded) -> BaselineSpe
                         recipe=recipe)
 
 
-def _method_config(spec: ExperimentSpec):
-    """The pruning config and schedule an experiment asks for (built: that is the validation)."""
-    from edgeprune.pruning import Schedule
-    from edgeprune.pruning.config import METHODS, make_config
+def experiment_job(spec: ExperimentSpec, finetune=None):
+    """The PruneJob an experiment asks for, built by `edgeprune prune`'s rules
+    (PruneJob.from_options), so a study and the command give the same job for the same options.
+    `finetune`: the experiment's TrainRecipe (None: from_options' default, for validation)."""
+    from edgeprune.pruning.config import METHODS
+    from edgeprune.workflows.prune import PruneJob
 
     if spec.method not in METHODS:
         raise EdgepruneError(f"unknown pruning method {spec.method!r}: choose one of {', '.join(METHODS)}")
     options = dict(spec.options)
-    if METHODS[spec.method].structured:
-        options.setdefault("target_kind", spec.target_kind)
-    return make_config(spec.method, spec.target, **options), Schedule(spec.schedule, spec.steps)
+    # An experiment's target_kind applies to channel methods only (a grid folds it for the
+    # others); options.target_kind, where given, wins as it always did.
+    target_kind = options.pop("target_kind", spec.target_kind if METHODS[spec.method].structured else None)
+    # One seed, as on the command line: the experiment's seeds the random methods' draw too.
+    if "seed" in options:
+        if options["seed"] != spec.seed:
+            raise EdgepruneError(f"options.seed = {options['seed']!r}: the experiment's seed ({spec.seed}) "
+                                 "seeds the pruning too; set seed instead")
+        del options["seed"]
+    return PruneJob.from_options(
+        spec.method, spec.target, target_kind=target_kind,
+        latency_budget_ms=options.pop("latency_budget_ms", None), schedule=spec.schedule, steps=spec.steps,
+        finetune=finetune, max_drop=spec.max_drop, seed=spec.seed, distill=spec.distill,
+        final_epochs=spec.final_epochs, **options)
+
+
+def _method_config(spec: ExperimentSpec):
+    """The pruning config and schedule an experiment asks for (built: that is the validation)."""
+    job = experiment_job(spec)
+    return job.config, job.schedule
 
 
 def _check_experiment(spec: ExperimentSpec, path, lines, guarded, table: str, index: int) -> None:

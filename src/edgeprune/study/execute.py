@@ -102,18 +102,14 @@ def _baseline(config, data, out: Path, say: Log, progress: bool, device) -> dict
 
 
 def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
-    from edgeprune.pruning import Schedule
-    from edgeprune.study.config import ExperimentSpec, _method_config
+    from edgeprune.study.config import ExperimentSpec, experiment_job
     from edgeprune.train import TrainRecipe
-    from edgeprune.workflows import PruneJob, prune_checkpoint
+    from edgeprune.workflows import prune_checkpoint
 
     prune = config["prune"]
     spec = ExperimentSpec(name="-", **{k: prune[k] for k in ExperimentSpec.__dataclass_fields__
                                        if k != "name" and k in prune})
-    pruning, schedule = _method_config(spec)
-    job = PruneJob(config=pruning, schedule=Schedule(schedule.kind, schedule.steps),
-                   finetune=TrainRecipe(**config["finetune"]), max_drop=spec.max_drop, seed=spec.seed,
-                   distill=spec.distill, final_epochs=spec.final_epochs)
+    job = experiment_job(spec, finetune=TrainRecipe(**config["finetune"]))
     outcome = prune_checkpoint(baseline, job, data, out=out, device=device, progress=progress, log=say)
     rec = outcome.record
     return {
