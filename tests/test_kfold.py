@@ -187,7 +187,7 @@ def test_a_planned_fold_loads_its_own_part():
     baselines = [e for e in plan_study(kfold, fingerprint=fingerprint) if e.kind == "baseline"]
     tested = Counter()
     for exp in baselines:
-        data = load_fold_data(exp.config)
+        data = load_fold_data(exp.settings)
         assert (data.split.folds, data.split.fold) == (3, exp.fold)
         tested += _rows(data.test.images.numpy())
     whole = load_data(kfold.data)  # folds = 1: train + val + test is every image once

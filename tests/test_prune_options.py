@@ -149,7 +149,7 @@ def test_a_study_builds_the_commands_job(monkeypatch, tmp_path):
     assert sorted(e.name for e in planned) == sorted(STUDY_AS_FLAGS)
     for experiment in planned:
         with pytest.raises(_Captured):  # what execute() runs for a pruning experiment
-            execute._prune(experiment.config, None, tmp_path / "baseline", tmp_path / "out", print, False, "cpu")
+            execute._prune(experiment.settings, None, tmp_path / "baseline", tmp_path / "out", print, False, "cpu")
         args, options = STUDY_AS_FLAGS[experiment.name]
         job = seen.pop()
         assert job == PruneJob.from_options(*args, **options), experiment.name

@@ -23,6 +23,19 @@ def test_shipped_configs_validate(name, shared_datasets, monkeypatch):
     planned = plan_study(config, fingerprint="0" * 64)  # keys need no data: they are hashes
     assert len(planned) == config.folds * len(config.baseline.archs) * (1 + len(config.experiments))
     assert len({e.key for e in planned}) == len(planned)
+    # Each experiment's resolved dict parses into its typed settings, back to the config's objects.
+    for exp in planned:
+        settings = exp.settings
+        assert (settings.kind, settings.fold, settings.measure) == (exp.kind, exp.fold, config.measure)
+        assert settings.data.spec == config.data.spec and settings.fingerprint == "0" * 64
+        if exp.kind == "baseline":
+            assert settings.baseline.arch in config.baseline.archs and settings.prune is None
+            assert settings.baseline.recipe.epochs == config.baseline.recipe["epochs"]
+        else:
+            spec = next(s for s in config.experiments if exp.name in (s.name, f"{s.name}-{settings.arch}"))
+            assert settings.prune.method == spec.method and settings.prune.steps == spec.steps
+            assert settings.data.image_size == (spec.image_size or config.data.image_size)
+            assert settings.finetune.epochs == spec.finetune_epochs and settings.baseline is None
 
 
 def test_the_grid_expands_and_folds_repeat():

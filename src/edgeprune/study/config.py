@@ -150,6 +150,54 @@ class StudyConfig:
     text: str = ""  # the TOML as read: stored in RUN_DIR beside the results
 
 
+@dataclass(frozen=True)
+class BaselineRun:
+    """How one baseline is made: trained (`recipe`, a TrainRecipe) or loaded (`checkpoint`)."""
+
+    arch: str
+    weights: str
+    width_mult: float
+    checkpoint: str | None
+    recipe: Any  # edgeprune.train.TrainRecipe
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One planned experiment's resolved config, typed: `Experiment.config` (plan.py) stays the
+    JSON-ready dict its key is hashed from, stored and sent to a Ray worker; this is that dict
+    parsed once (`from_dict`) for the code that runs and schedules the experiment."""
+
+    kind: str  # "baseline" | "prune"
+    folds: int
+    fold: int
+    arch: str
+    data: Any  # edgeprune.data.DataOptions: this fold's, at the experiment's input size
+    fingerprint: str  # the data's, when planned: a changed data set is refused (execute.load_fold_data)
+    measure: MeasureSpec
+    baseline: BaselineRun | None = None  # kind "baseline"
+    prune: ExperimentSpec | None = None  # kind "prune"
+    finetune: Any = None  # kind "prune": the TrainRecipe, epochs per step
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], name: str) -> ExperimentConfig:
+        from edgeprune.data import DataOptions
+        from edgeprune.train import TrainRecipe
+
+        data = dict(values["data"])
+        fingerprint = data.pop("fingerprint")
+        common = dict(kind=values["kind"], folds=values["folds"], fold=values["fold"], arch=values["arch"],
+                      data=DataOptions(**data), fingerprint=fingerprint, measure=MeasureSpec(**values["measure"]))
+        if values["kind"] == "baseline":
+            spec = values["baseline"]
+            return cls(**common, baseline=BaselineRun(
+                arch=spec["arch"], weights=spec["weights"], width_mult=spec["width_mult"],
+                checkpoint=spec["checkpoint"], recipe=TrainRecipe(**spec["recipe"])))
+        prune = values["prune"]
+        spec = ExperimentSpec(name=name, **{f.name: prune[f.name] for f in fields(ExperimentSpec)
+                                            if f.name != "name" and f.name in prune})
+        return cls(**common, prune=spec, finetune=TrainRecipe(**values["finetune"]))
+
+
 # ----------------------------------------------------------------------------- parsing
 
 TOP_KEYS = {"name", "folds", "data", "baseline", "finetune", "experiments", "grid", "measure", "ray",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.study.config import BaselineRun, ExperimentConfig, MeasureSpec
 
 Log = Callable[[str], None]
 CHECKPOINT = "checkpoint"
@@ -24,17 +25,16 @@ ONNX_FILE = "model.onnx"
 MAX_VERIFY_IMAGES = 500  # ONNX vs PyTorch agreement is checked on this many test images
 
 
-def load_fold_data(config: dict[str, Any], log: Log | None = None):
+def load_fold_data(settings: ExperimentConfig, log: Log | None = None):
     """The fold's data, refused when its fingerprint is not the one the experiment was keyed on
     (the files changed since the study was planned: its results would describe other data)."""
-    from edgeprune.data import DataOptions, load_data
+    from edgeprune.data import load_data
 
-    options = {k: v for k, v in config["data"].items() if k != "fingerprint"}
-    data = load_data(DataOptions(**options), log=log)
-    if data.split is not None and data.split.fingerprint != config["data"]["fingerprint"]:
+    data = load_data(settings.data, log=log)
+    if data.split is not None and data.split.fingerprint != settings.fingerprint:
         raise EdgepruneError(
-            f"the data at {options['spec']} changed since the study was planned (fingerprint "
-            f"{data.split.fingerprint[:12]}, planned {config['data']['fingerprint'][:12]})")
+            f"the data at {settings.data.spec} changed since the study was planned (fingerprint "
+            f"{data.split.fingerprint[:12]}, planned {settings.fingerprint[:12]})")
     return data
 
 
@@ -45,33 +45,34 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
     from edgeprune.hardware import device_label, resolve_device, set_threads
 
     say = log or (lambda _m: None)
-    config = experiment["config"]
     from edgeprune.study.plan import Experiment
 
     exp = Experiment.from_dict(experiment)
+    settings = exp.settings
     folder = Path(run_dir) / exp.folder
     if folder.exists():
         say(f"{exp.label}: removing the unfinished attempt in {folder}")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    set_threads(config["measure"]["train_threads"])
-    data = data if data is not None else load_fold_data(config, log=say)
+    measure = settings.measure
+    set_threads(measure.train_threads)
+    data = data if data is not None else load_fold_data(settings, log=say)
     started = time.perf_counter()
     checkpoint = folder / CHECKPOINT
-    device = resolve_device(config["measure"].get("train_device", "auto"))
-    if exp.kind == "baseline":
-        record = _baseline(config, data, checkpoint, say, progress, device)
+    device = resolve_device(measure.train_device)
+    if settings.baseline is not None:
+        record = _baseline(settings.baseline, data, checkpoint, say, progress, device)
     else:
         if baseline_checkpoint is None:
             raise EdgepruneError(f"internal: {exp.label} needs its baseline's checkpoint")
-        record = _prune(config, data, Path(baseline_checkpoint), checkpoint, say, progress, device)
+        record = _prune(settings, data, Path(baseline_checkpoint), checkpoint, say, progress, device)
     train_s = time.perf_counter() - started
     from edgeprune.workflows import export_checkpoint
 
     say(f"{exp.label}: exporting and verifying {ONNX_FILE}")
     export = export_checkpoint(checkpoint, folder / ONNX_FILE, "onnx", data=data,
-                               threads=config["measure"]["threads"], max_verify_images=MAX_VERIFY_IMAGES)
-    result = measure_checkpoint(checkpoint, folder / ONNX_FILE, data, config["measure"], log=say)
+                               threads=measure.threads, max_verify_images=MAX_VERIFY_IMAGES)
+    result = measure_checkpoint(checkpoint, folder / ONNX_FILE, data, measure, log=say)
     result.update(record)
     result["train_s"] = train_s
     result["trained_on"] = device_label(device)
@@ -79,37 +80,32 @@ def execute(experiment: dict[str, Any], run_dir: str | Path, *, baseline_checkpo
     return result
 
 
-def _baseline(config, data, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
+def _baseline(spec: BaselineRun, data, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
     from edgeprune.models import Model
-    from edgeprune.train import TrainRecipe
     from edgeprune.workflows import train_baseline
 
-    spec = config["baseline"]
-    if spec["checkpoint"]:
-        model = Model.load(spec["checkpoint"])
-        model.check_data(data, what=spec["checkpoint"])
+    if spec.checkpoint:
+        model = Model.load(spec.checkpoint)
+        model.check_data(data, what=spec.checkpoint)
         model.save(out)
-        say(f"baseline: loaded {spec['checkpoint']}")
-        return {"method": "baseline", "source": Path(spec["checkpoint"]).name}
-    recipe = TrainRecipe(**spec["recipe"])
-    say(f"baseline: training {spec['arch']} for {recipe.epochs} epoch(s)")
-    _, meta, _ = train_baseline(data, arch=spec["arch"], recipe=recipe, weights=spec["weights"],
-                                width_mult=spec["width_mult"], device=device, out=out, progress=progress,
+        say(f"baseline: loaded {spec.checkpoint}")
+        return {"method": "baseline", "source": Path(spec.checkpoint).name}
+    recipe = spec.recipe
+    say(f"baseline: training {spec.arch} for {recipe.epochs} epoch(s)")
+    _, meta, _ = train_baseline(data, arch=spec.arch, recipe=recipe, weights=spec.weights,
+                                width_mult=spec.width_mult, device=device, out=out, progress=progress,
                                 log=say)
     history = meta.training.get("history") or []
     return {"method": "baseline", "history": [
         {"epoch": i + 1, "val_accuracy": h.get("val_accuracy")} for i, h in enumerate(history)]}
 
 
-def _prune(config, data, baseline: Path, out: Path, say: Log, progress: bool, device) -> dict[str, Any]:
-    from edgeprune.study.config import ExperimentSpec, experiment_job
-    from edgeprune.train import TrainRecipe
+def _prune(settings: ExperimentConfig, data, baseline: Path, out: Path, say: Log, progress: bool,
+           device) -> dict[str, Any]:
+    from edgeprune.study.config import experiment_job
     from edgeprune.workflows import prune_checkpoint
 
-    prune = config["prune"]
-    spec = ExperimentSpec(name="-", **{k: prune[k] for k in ExperimentSpec.__dataclass_fields__
-                                       if k != "name" and k in prune})
-    job = experiment_job(spec, finetune=TrainRecipe(**config["finetune"]))
+    job = experiment_job(settings.prune, finetune=settings.finetune)
     outcome = prune_checkpoint(baseline, job, data, out=out, device=device, progress=progress, log=say)
     rec = outcome.record
     return {
@@ -155,10 +151,10 @@ def judge_operating_points(onnx_path: Path, data, ok_classes: tuple[str, ...], r
     return points, {"fpr": roc["fpr"], "tpr": roc["tpr"], "auc": roc["roc_auc"]}
 
 
-def robustness_enabled(measure: dict[str, Any], n_test: int) -> bool:
+def robustness_enabled(measure: MeasureSpec, n_test: int) -> bool:
     """Whether accuracy under shifted images is measured: `robustness` true or false as set;
     "auto" (the default) on small test splits, where its 18 evaluations take seconds."""
-    setting = measure.get("robustness", "auto")
+    setting = measure.robustness
     return n_test <= ROBUSTNESS_AUTO_MAX_TEST if setting == "auto" else bool(setting)
 
 
@@ -170,7 +166,7 @@ def stored_timing(bench_row: dict[str, Any]) -> dict[str, Any]:
             "software": bench_row["software"]}
 
 
-def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[str, Any],
+def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: MeasureSpec,
                        log: Log | None = None) -> dict[str, Any]:
     """Counts on the saved model, accuracy on the test split (clean, and under shifted images
     where robustness_enabled), and each backend's bench row."""
@@ -184,9 +180,9 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
     macs, _ = count_macs(model, meta.input_size)
     size_bytes, size_gzip = weight_file_sizes(model)
     ev = evaluate(model, data.test, mean=meta.mean, std=meta.std, class_names=meta.class_names)
-    rows = bench_artifacts([onnx_path], data=data, threads=measure["threads"], budget_s=measure["budget_s"],
-                           runtimes=list(measure["runtimes"]) if measure["runtimes"] else None,
-                           memory=measure.get("memory", True), log=log)
+    rows = bench_artifacts([onnx_path], data=data, threads=measure.threads, budget_s=measure.budget_s,
+                           runtimes=list(measure.runtimes) if measure.runtimes else None,
+                           memory=measure.memory, log=log)
     latency = {row["runtime"]: {**stored_timing(row), "accuracy": row["accuracy"],
                                 "peak_memory_bytes": row["peak_memory_bytes"]} for row in rows}
     robustness = None
@@ -194,13 +190,13 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
         from edgeprune.metrics.robustness import evaluate_shifted
 
         robustness = evaluate_shifted(
-            model, data.test, shifts=measure.get("robustness_shifts"),
-            severities=measure.get("robustness_severities"), mean=meta.mean, std=meta.std,
+            model, data.test, shifts=measure.robustness_shifts,
+            severities=measure.robustness_severities, mean=meta.mean, std=meta.std,
             class_names=meta.class_names, log=log, clean=ev).to_dict()
     operating_points, roc = None, None
-    if measure.get("ok_classes"):
-        operating_points, roc = judge_operating_points(onnx_path, data, tuple(measure["ok_classes"]),
-                                                       measure.get("recall_targets", (0.98,)), measure["threads"])
+    if measure.ok_classes:
+        operating_points, roc = judge_operating_points(onnx_path, data, tuple(measure.ok_classes),
+                                                       measure.recall_targets, measure.threads)
     return {
         "robustness": robustness,
         "operating_points": operating_points, "roc": roc,
@@ -211,6 +207,6 @@ def measure_checkpoint(checkpoint: Path, onnx_path: Path, data, measure: dict[st
         "onnx_bytes": file_size(onnx_path), "onnx_gzip_bytes": gzip_size(onnx_path),
         "accuracy": ev.accuracy, "balanced_accuracy": ev.balanced_accuracy,
         "per_class_recall": ev.per_class_recall, "n_test": ev.n,
-        "latency": latency, "threads": measure["threads"], "device": rows[0]["device"] if rows else None,
+        "latency": latency, "threads": measure.threads, "device": rows[0]["device"] if rows else None,
         "isa": cpu_isa(),
     }

@@ -15,13 +15,14 @@ results table reports mean and standard deviation over folds. A source with its 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from edgeprune.study.config import ExperimentSpec, StudyConfig
+from edgeprune.study.config import ExperimentConfig, ExperimentSpec, StudyConfig
 
 PLAN_VERSION = 1  # bump when the meaning of a resolved config changes: every key changes with it
 
@@ -41,9 +42,14 @@ class Experiment:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)
         return f"experiments/{safe}-f{self.fold}-{self.key[:10]}"
 
+    @functools.cached_property
+    def settings(self) -> ExperimentConfig:
+        """`config` typed, parsed once per Experiment."""
+        return ExperimentConfig.from_dict(self.config, self.name)
+
     @property
     def label(self) -> str:
-        return self.name if self.config["folds"] == 1 else f"{self.name} (fold {self.fold})"
+        return self.name if self.settings.folds == 1 else f"{self.name} (fold {self.fold})"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -45,7 +45,9 @@ class StudyRun:
 
 
 def work_units(exp: Experiment) -> float:
-    """Epochs of training an experiment costs (plus its measuring): what ETAs are scaled by."""
+    """Epochs of training an experiment costs (plus its measuring): what ETAs are scaled by.
+    Read from the stored dict, not `exp.settings`: finished rows in the database may hold the
+    configs of an earlier version, and an estimate must not fail on them."""
     if exp.kind == "baseline":
         epochs = 0 if exp.config["baseline"]["checkpoint"] else exp.config["baseline"]["recipe"]["epochs"]
     else:
@@ -101,7 +103,7 @@ def estimate_seconds(config: StudyConfig, experiments: list[Experiment], data,
     n_train = len(data.train.labels)
     batch = config.baseline.recipe.get("batch_size") or auto_batch_size(n_train)
     epoch_s = {}
-    for arch in {e.config["arch"] for e in experiments}:
+    for arch in {e.settings.arch for e in experiments}:
         model = create_model(arch, len(data.class_names), width_mult=config.baseline.width_mult)
         x = torch.randn(batch, 3, data.image_size, data.image_size)
         y = torch.zeros(batch, dtype=torch.long)
@@ -115,7 +117,7 @@ def estimate_seconds(config: StudyConfig, experiments: list[Experiment], data,
             timings.append(time.perf_counter() - started)
         epoch_s[arch] = min(timings) * max(1, n_train // batch) * 1.3  # + validation pass
     # + export, verification and bench, about 8 s an experiment at small sizes
-    return sum(work_units(e) * epoch_s[e.config["arch"]] + 8.0 for e in experiments)
+    return sum(work_units(e) * epoch_s[e.settings.arch] + 8.0 for e in experiments)
 
 
 def run_study(config: StudyConfig | str | Path, out: str | Path, *, resume: bool = False,
@@ -216,11 +218,11 @@ def _run_local(config, todo, planned, run_dir, store, first, result, say, progre
     # Data per (fold, input size): a grid over image_size needs the fold's images at each size.
     data_by_fold = {(0, first.image_size): first}
     for index, exp in enumerate(todo, start=1):
-        where = (exp.fold, exp.config["data"]["image_size"])
+        where = (exp.fold, exp.settings.data.image_size)
         if where not in data_by_fold:
             if len(data_by_fold) > 1:  # one extra bundle at a time: 224 px tiles are 200 MB
                 data_by_fold = {(0, first.image_size): first}
-            data_by_fold[where] = load_fold_data(exp.config, log=say)
+            data_by_fold[where] = load_fold_data(exp.settings, log=say)
         say(f"[{index}/{len(todo)}] {exp.label}: started; ETA for the study {_format_s(eta.eta())}")
         store.record_attempt(exp.key, exp.name)
         started_at = time.time()
