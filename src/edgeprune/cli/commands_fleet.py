@@ -60,12 +60,15 @@ def serve(
 def status(
     config: ConfigOpt = None,
     db: DbOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print /api/fleet's JSON instead of a table.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print /api/fleet's JSON instead of tables.")] = False,
 ) -> None:
-    """Every station's figures, read from the fleet database (no server needed)."""
+    """Every station's figures, then the newest retrains and where the active (else the newest)
+    roll-out stands on each station, read from the fleet database (no server needed)."""
     from rich.table import Table
 
     from edgeprune.fleet import load_config
+    from edgeprune.fleet.overview import LoopView, config_secrets, fleet_document
+    from edgeprune.fleet.registry import models_dir_for
     from edgeprune.fleet.store import FleetStore
 
     cfg = load_config(config, {"db": db, "http": None} if config is None else {"db": db})
@@ -76,10 +79,11 @@ def status(
     store = FleetStore(cfg.db, cfg.data)
     try:
         figures = store.figures(offline_after_s=cfg.offline_after_s)
+        overview = LoopView(store.engine, models_dir_for(cfg.data)).read(running=figures.models)
     finally:
         store.close()
     if json_out:
-        console.print_json(json.dumps(figures.to_dict()))
+        console.print_json(json.dumps(fleet_document(figures, overview, cfg)))
         return
     pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     table = Table(title=f"fleet: {len(figures.stations)} station(s), {figures.ingest_errors} bad payload(s)")
@@ -93,6 +97,56 @@ def status(
                       "–" if s.plc_backlog is None else str(s.plc_backlog),
                       (s.model_sha256 or "–")[:12], f"{pct(s.live_accuracy)} of {s.reviewed}" if s.reviewed else "–",
                       s.drift_state or "–", "; ".join(s.alarms) or "none")
+    console.print(table)
+    _print_loop(overview, config_secrets(cfg))
+
+
+RETRAINS_PRINTED = 5
+
+
+def _print_loop(overview, secrets: list[str]) -> None:
+    """`fleet status`'s second half: the newest retrains and the current roll-out per station.
+    What stations answered goes in as rich Text (a bracket in it is not markup), tokens removed."""
+    import time
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from edgeprune.fleet.overview import redact
+
+    def free_text(value: str) -> Text:  # every text a station or a run wrote goes through here
+        return Text(redact(value, secrets))
+
+    stamp = lambda ts: "–" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))  # noqa: E731
+    retrains = overview.retrains[:RETRAINS_PRINTED]
+    table = Table(title=f"retrains: the newest {len(retrains)}" if retrains else "retrains: none yet")
+    for name in ("#", "trigger", "started", "state", "fleet labels", "model", "why / error"):
+        table.add_column(name)
+    for r in retrains:
+        table.add_row(str(r.id), r.trigger, stamp(r.started_ts), r.state,
+                      "–" if r.fleet_labels is None else str(r.fleet_labels), (r.model_sha256 or "–")[:12],
+                      free_text(r.error or r.detail or "–"))
+    console.print(table)
+    r = overview.current_rollout()
+    if r is None:
+        console.print("roll-outs: none yet")
+        return
+    stages = " -> ".join(f"[{s}]" if s == r.stage else s for s in r.stages)
+    title = (f"roll-out {r.id}: {r.model_name or ''} {r.model_sha256[:12]} {r.state} ({stages})"
+             + (f": {r.reason}" if r.reason else ""))
+    table = Table(title=free_text(title))
+    for name in ("station", "wave", "state", "figures", "error"):
+        table.add_column(name)
+    for s in r.stations:
+        f = s.figures or {}
+        shown = []
+        if f.get("agreement") is not None:
+            shown.append(f"agreement {f['agreement']:.3f} over {f.get('images')} images")
+        if f.get("after"):
+            rate = f["after"].get("defect_rate")
+            shown.append(f"defect rate {'–' if rate is None else f'{rate:.3f}'} over {f['after'].get('images')} images")
+        table.add_row(s.station_id, "canary" if s.wave == 0 else f"wave {s.wave}", s.state,
+                      "; ".join(shown) or "–", free_text(s.last_error or ""))
     console.print(table)
 
 

@@ -1,7 +1,8 @@
 """The fleet page: plain HTML and one small script, kept as Python strings (as the station's
 dashboard, station/page.py, and for the same reasons: no CDN on a factory network, no build step,
 nothing to go missing from a wheel). The script polls /api/fleet every 2 s, draws the charts as
-inline SVG and writes every value with textContent (a station id can never become markup)."""
+inline SVG and writes every value with textContent (a station id can never become markup): the
+stations, the loop (registry, roll-outs, retrains) and which model runs where."""
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -23,6 +24,19 @@ PAGE = """<!doctype html>
   .mono { font-family: ui-monospace, monospace; font-size: 12px; }
   svg text { font-size: 11px; fill: #667; }
   #message { min-height: 1.4em; }
+  .badge { display: inline-block; white-space: nowrap; padding: 1px 8px; border-radius: 9px; font-size: 12px; background: #e5e7eb; color: #374151; }
+  .badge.state-shadow, .badge.state-shadowing, .badge.state-shadow-passed { background: #dbeafe; color: #1e40af; }
+  .badge.state-canary, .badge.state-switched, .badge.state-waves { background: #fef3c7; color: #92400e; }
+  .badge.state-rolled-out, .badge.state-watched, .badge.state-done { background: #dcfce7; color: #166534; }
+  .badge.state-rejected, .badge.state-stopped, .badge.state-rolled-back, .badge.state-rolling-back { background: #fee2e2; color: #991b1b; }
+  .stages { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; margin: 8px 0; }
+  .stages .stage { padding: 3px 10px; border-radius: 4px; background: #eef0f3; color: #889; }
+  .stages .stage.passed { background: #dcfce7; color: #166534; }
+  .stages .stage.current { background: #2563eb; color: #fff; font-weight: 600; }
+  .stages .stage.current.failed { background: #c0262d; }
+  .stages .arrow { color: #aab; }
+  td.wave { white-space: nowrap; }
+  h3 { font-size: 13px; margin: 10px 0 4px; color: #556; }
 </style>
 </head>
 <body>
@@ -50,13 +64,27 @@ PAGE = """<!doctype html>
          aria-label="predicted classes over every station"></svg>
   </section>
   <section class="wide">
+    <h2>Roll-outs</h2>
+    <div id="rollout"><span class="muted">no roll-out yet</span></div>
+    <h3>Earlier roll-outs</h3>
+    <table><thead><tr><th>#</th><th>model</th><th>state</th><th>stage</th><th>reason</th><th>updated</th></tr></thead>
+      <tbody id="rollouts"></tbody></table>
+  </section>
+  <section class="wide">
+    <h2>Models</h2>
+    <table><thead><tr><th>model sha256</th><th>name</th><th>registry</th><th>stations</th></tr></thead>
+      <tbody id="models"></tbody></table>
+  </section>
+  <section class="wide">
+    <h2>Registry</h2>
+    <table><thead><tr><th>model</th><th>name</th><th>state</th><th>parent</th><th>accuracy</th><th>defect recall</th>
+      <th>false rejects</th><th>size</th><th>latency</th><th>fleet labels</th><th>registered</th><th>last change</th></tr></thead>
+      <tbody id="registry"></tbody></table>
+  </section>
+  <section class="wide">
     <h2>Retrains</h2>
     <table><thead><tr><th>#</th><th>trigger</th><th>why</th><th>started</th><th>took</th><th>state</th>
       <th>fleet labels</th><th>model</th><th>error</th></tr></thead><tbody id="retrains"></tbody></table>
-  </section>
-  <section>
-    <h2>Models</h2>
-    <table><thead><tr><th>model sha256</th><th>stations</th></tr></thead><tbody id="models"></tbody></table>
   </section>
 </main>
 <script src="/app.js"></script>
@@ -134,10 +162,94 @@ function classesChart(data) {
   });
 }
 
+const when = ts => ts === null || ts === undefined ? '–' : new Date(ts * 1000).toLocaleString();
+const num = (v, digits) => v === null || v === undefined ? '–' : v.toFixed(digits);
+function badge(state) { return el('span', state, 'badge state-' + state); }
+function cell(child, cls) { const td = el('td', undefined, cls); td.append(child); return td; }
+function kb(bytes) { return bytes < 1e6 ? (bytes / 1e3).toFixed(1) + ' kB' : (bytes / 1e6).toFixed(2) + ' MB'; }
+
 function modelsTable(data) {
   const body = $('models'); body.replaceChildren();
+  const known = data.running_models || {};
   for (const [sha, ids] of Object.entries(data.models)) {
-    const tr = el('tr'); tr.append(el('td', sha, 'mono'), el('td', ids.join(', '))); body.append(tr);
+    const m = known[sha];
+    const tr = el('tr'); tr.dataset.sha = sha; tr.className = 'model-row';
+    tr.append(el('td', sha, 'mono sha'), el('td', m ? (m.name || '–') : 'not registered', m ? 'name' : 'muted name'));
+    tr.append(m ? cell(badge(m.state), 'state') : el('td', '–', 'state'), el('td', ids.join(', '), 'stations'));
+    body.append(tr);
+  }
+}
+
+function registryTable(data) {
+  const body = $('registry'); body.replaceChildren();
+  for (const m of data.registry || []) {
+    const tr = el('tr'); tr.dataset.sha = m.sha256; tr.className = 'registry-row';
+    tr.append(el('td', m.sha256.slice(0, 12), 'mono sha'), el('td', m.name || '–', 'name'), cell(badge(m.state), 'state'));
+    tr.append(el('td', m.parent_sha256 ? m.parent_sha256.slice(0, 12) : '–', 'mono parent'));
+    tr.append(el('td', pct(m.accuracy), 'accuracy'), el('td', pct(m.defect_recall), 'defect-recall'));
+    tr.append(el('td', pct(m.false_reject_rate), 'false-rejects'), el('td', kb(m.size_bytes), 'size'));
+    tr.append(el('td', num(m.latency_ms_p50, 2) + ' ms', 'latency'));
+    tr.append(el('td', m.fleet_labels === null ? '–' : String(m.fleet_labels), 'fleet-labels'));
+    tr.append(el('td', when(m.registered_ts), 'registered'), el('td', m.reason || '–', 'reason'));
+    body.append(tr);
+  }
+}
+
+function stationFigures(s) {
+  // shadow: the station's /api/shadow figures; canary and waves: its decisions before and after the switch
+  const f = s.figures; const parts = [];
+  if (f && f.agreement !== undefined && f.agreement !== null) parts.push('agreement ' + pct(f.agreement) + ' over ' + f.images + ' images');
+  if (f && f.shadow_defect_recall !== undefined && f.shadow_defect_recall !== null)
+    parts.push('defect recall ' + pct(f.shadow_defect_recall) + ' vs ' + pct(f.live_defect_recall));
+  if (f && f.after) parts.push('defect rate ' + pct(f.after.defect_rate) + ' (before ' + pct(f.before.defect_rate) + '), ' +
+                               f.after.images + ' images, p50 ' + ms(f.after.latency_ms_p50) + ' ms');
+  return parts.join('; ') || '–';
+}
+
+function rolloutSection(data) {
+  const box = $('rollout'); const list = $('rollouts'); list.replaceChildren();
+  const all = data.rollouts || [];
+  const r = all.find(x => x.active) || all[0];
+  if (!r) { box.replaceChildren(el('span', 'no roll-out yet', 'muted')); return; }
+  const head = el('div'); head.id = 'rollout-head'; head.dataset.rollout = String(r.id);
+  head.append(el('strong', 'roll-out ' + r.id + ': '), el('span', (r.model_name || '') + ' ', 'name'),
+              el('span', r.model_sha256.slice(0, 12), 'mono'), el('span', ' '), badge(r.state));
+  if (r.reason) head.append(el('span', ' ' + r.reason, r.active ? 'muted reason' : 'alarm reason'));
+  const failed = ['stopped', 'rolling-back', 'rolled-back'].includes(r.state);
+  const stages = el('div', undefined, 'stages'); stages.id = 'rollout-stages';
+  const at = r.stages.indexOf(r.stage);
+  r.stages.forEach((name, i) => {
+    if (i) stages.append(el('span', '→', 'arrow'));
+    const done = r.state === 'done';
+    stages.append(el('span', name, 'stage' + (i === at ? ' current' + (failed ? ' failed' : '') : (i < at || done) ? ' passed' : '')));
+  });
+  const table = el('table'); const thead = el('thead'); const hr = el('tr');
+  for (const h of ['station', 'wave', 'state', 'figures', 'error']) hr.append(el('th', h));
+  thead.append(hr); const tbody = el('tbody'); tbody.id = 'rollout-stations';
+  for (const s of r.stations) {
+    const tr = el('tr'); tr.dataset.station = s.station_id; tr.className = 'rollout-station';
+    tr.append(el('td', s.station_id, 'mono station'), el('td', s.wave === 0 ? 'canary' : 'wave ' + s.wave, 'wave'));
+    tr.append(cell(badge(s.state), 'state'), el('td', stationFigures(s), 'figures'));
+    tr.append(el('td', s.last_error ? 'since ' + when(s.error_since) + ': ' + s.last_error : '', s.last_error ? 'alarm error' : 'error'));
+    tbody.append(tr);
+  }
+  table.append(thead, tbody);
+  const events = el('table'); const eb = el('tbody'); eb.id = 'rollout-events';
+  for (const e of r.events) {
+    const tr = el('tr'); tr.className = 'rollout-event';
+    tr.append(el('td', when(e.ts), 'time'), el('td', e.station_id || '–', 'mono station'),
+              el('td', e.kind, e.kind === 'breach' || e.kind === 'unreachable' ? 'alarm kind' : 'kind'), el('td', e.detail, 'detail'));
+    eb.append(tr);
+  }
+  events.append(eb);
+  const more = r.event_count > r.events.length ? ' (newest ' + r.events.length + ' of ' + r.event_count + ')' : '';
+  box.replaceChildren(head, stages, table, el('h3', 'Events' + more), events);
+  for (const o of all) {
+    if (o === r) continue;
+    const tr = el('tr'); tr.dataset.rollout = String(o.id); tr.className = 'rollout-row';
+    tr.append(el('td', String(o.id)), el('td', (o.model_name ? o.model_name + ' ' : '') + o.model_sha256.slice(0, 12), 'mono'));
+    tr.append(cell(badge(o.state), 'state'), el('td', o.stage, 'stage'), el('td', o.reason || '–', 'reason'));
+    tr.append(el('td', when(o.updated_ts))); list.append(tr);
   }
 }
 
@@ -164,6 +276,7 @@ async function refresh() {
     $('ingest').textContent = (srv ? (srv.connected ? 'broker connected' : 'broker DOWN') + ' · ' : '') +
       data.ingest_errors + ' bad payloads';
     stationsTable(data); linesChart(data); classesChart(data); modelsTable(data); retrainsTable(data);
+    rolloutSection(data); registryTable(data);
   } catch (e) { $('summary').textContent = 'fleet server unreachable'; }
 }
 refresh(); setInterval(refresh, 2000);

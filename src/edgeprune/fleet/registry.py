@@ -263,9 +263,10 @@ class ModelRegistry:
                 raise EdgepruneError(f"{ref_s} names {len(rows)} registered models: give more of the sha256")
         raise EdgepruneError(f"no registered model {ref_s!r} (a file path or a sha256 prefix)")
 
-    def models(self) -> list[RegisteredModel]:
+    def models(self, limit: int | None = None) -> list[RegisteredModel]:
+        """Newest first; the newest `limit` only when given (the fleet page polls this)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(models).order_by(models.c.registered_ts.desc())).all()
+            rows = conn.execute(select(models).order_by(models.c.registered_ts.desc()).limit(limit)).all()
         return [_row_to_model(r) for r in rows]
 
     def states(self, sha: str) -> list[StateChange]:

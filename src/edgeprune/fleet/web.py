@@ -1,14 +1,15 @@
 """The fleet page and its API (FastAPI), under the station dashboard's conventions.
 
     GET  /                                  the page (fleet/page.py: HTML, one script, inline SVG charts)
-    GET  /api/fleet                         every station's figures (store.FleetFigures), the ingest counters
-                                            and the latest retrains (retrain.Retrains)
+    GET  /api/fleet                         every station's figures (store.FleetFigures), the ingest counters,
+                                            the newest registered models, roll-outs (each station's state,
+                                            the newest events) and retrains (overview.fleet_document)
     POST /api/stations/{id}/acknowledge     clear the station's alarms until a new one comes     token
 
 Security as the dashboard's: loopback unless told, Host headers checked on loopback, every
 state-changing request needs `Authorization: Bearer TOKEN` (fleet.toml's token or
 $EDGEPRUNE_FLEET_TOKEN, compared in constant time; with neither, nothing can be changed), small
-request bodies only, no CDN.
+request bodies only, no CDN. No token is ever in the page or /api/fleet (overview.fleet_document).
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ from fastapi.responses import HTMLResponse, Response
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.fleet.config import FleetConfig
+from edgeprune.fleet.overview import LoopView, fleet_document
 from edgeprune.fleet.page import APP_JS, PAGE
-from edgeprune.fleet.retrain import Retrains
+from edgeprune.fleet.registry import models_dir_for
 from edgeprune.fleet.store import FleetStore
 from edgeprune.station.config import check_station_id
 from edgeprune.station.web import SECURITY_HEADERS, SMALL_BODY, BodyLimit
 
-RETRAINS_SHOWN = 10  # the newest retrains on the page and in /api/fleet
-
-
 def make_app(store: FleetStore, config: FleetConfig, *, status: Callable[[], dict] | None = None,
              allowed_hosts: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="edgeprune fleet", docs_url=None, redoc_url=None, openapi_url=None)
-    retrains = Retrains(store.engine)
+    loop = LoopView(store.engine, models_dir_for(config.data))  # creates the loop's tables a database lacks
     app.add_middleware(BodyLimit, limit_for=lambda path: SMALL_BODY)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -67,11 +66,9 @@ def make_app(store: FleetStore, config: FleetConfig, *, status: Callable[[], dic
 
     @app.get("/api/fleet")
     def fleet() -> dict[str, Any]:
-        out = store.figures(offline_after_s=config.offline_after_s).to_dict()
-        out["server"] = status() if status is not None else None
-        out["token_configured"] = config.bearer_token() is not None
-        out["retrains"] = [r.to_dict() for r in retrains.latest(RETRAINS_SHOWN)]
-        return out
+        figures = store.figures(offline_after_s=config.offline_after_s)
+        return fleet_document(figures, loop.read(running=figures.models), config,
+                              server=status() if status is not None else None)
 
     @app.post("/api/stations/{station_id}/acknowledge")
     async def acknowledge(station_id: str, request: Request) -> dict[str, Any]:
