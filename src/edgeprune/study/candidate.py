@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.study.config import EXECUTORS, StudyConfig
+from edgeprune.study.config import EXECUTORS, ExperimentConfig, StudyConfig
 
 Log = Callable[[str], None]
 INT8_FORMAT = "onnx-int8"
@@ -70,7 +70,7 @@ def study_candidate(config: StudyConfig, run_dir: str | Path, out: str | Path, *
     with StudyStore(run_dir) as store:
         rows = [r for r in store.rows() if r["name"] == name]
     row = min(rows, key=lambda r: r["fold"])  # fold 0 (the only one unless folds > 1)
-    data = load_fold_data(row["config"], log=say)
+    data = load_fold_data(ExperimentConfig.from_dict(row["config"], name), log=say)
     measure = config.measure
     point = dict(operating_point=f"defect_recall={measure.recall_targets[0]:g}", ok_classes=measure.ok_classes) \
         if measure.ok_classes else {}
