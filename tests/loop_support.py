@@ -21,7 +21,7 @@ class StationProcess:
 
     def __init__(self, root: Path, model: Path, replay: Path, *, ok_classes: str, gate_set: Path,
                  rate: float = 20.0, station_id: str = "s1", plc_port: int | None = None,
-                 min_accuracy: float = 0.0, extra: tuple[str, ...] = ()):
+                 min_accuracy: float = 0.0, extra: tuple[str, ...] = (), settings: str = ""):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -32,6 +32,7 @@ class StationProcess:
             f'model = "{model}"\nsource = "replay:{replay}"\ndb = "{self.db}"\nok_classes = [{", ".join(repr(c) for c in ok_classes.split(","))}]\n'
             f'http = "127.0.0.1:{self.port}"\nrate = {rate}\nstation_id = "{station_id}"\ndrain_timeout = 5.0\n'
             + (f'plc = "modbus://127.0.0.1:{plc_port}"\nretry_min_s = 0.02\nretry_max_s = 0.2\n' if plc_port else "")
+            + settings  # more top-level keys (`key = value` lines), before the [dashboard] table
             + f'\n[dashboard]\ntoken = "{TOKEN}"\ngate_set = "{gate_set}"\nmin_accuracy = {min_accuracy}\n'
               'gate_max_per_class = 20\n')
         self.extra = extra

@@ -339,7 +339,7 @@ def retrain(
     config: Annotated[Path, typer.Option(
         "--config", help="fleet.toml: db, data (the labelled tree), acceptance, ok_classes and the \\[retrain] "
         "table (study, runs, executor, ray_address, int8_max_drop, retrain_after_labels, retrain_after_drift_s, "
-        "poll_s).")],
+        "poll_s, rollout: true starts a roll-out of each candidate to the \\[[stations]]).")],
     study: Annotated[Optional[Path], typer.Option(
         "--study", help="The study config (TOML) to run; its \\[data] is the base data set, the fleet's labelled "
         "tree is added to the training split only (default: \\[retrain] study).")] = None,
@@ -390,9 +390,11 @@ def retrain(
     m = outcome.model
     if json_out:
         console.print_json(json.dumps({"retrain": outcome.record.to_dict(), "model": m.to_dict(),
-                                       "experiment": outcome.experiment}))
+                                       "experiment": outcome.experiment, "rollout_id": outcome.rollout_id}))
         return
     log(f"retrain {outcome.record.id}: registered {m.sha256[:12]} ({outcome.experiment}) as a candidate: accuracy "
         f"{m.accuracy:.3f}, balanced {m.balanced_accuracy:.3f}, defect recall {m.defect_recall:.3f} on "
         f"{m.acceptance_images} acceptance images, {m.latency_ms_p50:.2f} ms on {m.latency_device}, "
-        f"{m.size_bytes} bytes, {m.fleet_labels} fleet label(s); `fleet rollout {m.sha256[:12]} --wait` rolls it out")
+        f"{m.size_bytes} bytes, {m.fleet_labels} fleet label(s); "
+        + (f"roll-out {outcome.rollout_id} started (`fleet serve` drives it)" if outcome.rollout_id is not None
+           else f"`fleet rollout {m.sha256[:12]} --wait` rolls it out"))

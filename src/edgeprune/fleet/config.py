@@ -22,6 +22,7 @@
     study = "retrain-study.toml"               # the study a retrain runs (base data + DATA as training-only)
     retrain_after_labels = 200                 # a retrain once this many fleet labels came since the last
     retrain_after_drift_s = 3600               # ... or a station's drift alarm lasted this long
+    rollout = false                            # true: roll each candidate out to the [[stations]] at once
 
 Relative paths in the file are relative to the file's folder.
 """
@@ -118,8 +119,13 @@ class RetrainSettings:
     retrain_after_labels: int | None = None  # fleet labels received since the last retrain (None: off)
     retrain_after_drift_s: float | None = None  # a station's drift alarm older than this (None: off)
     poll_s: float = 60.0  # how often `fleet retrain --auto` looks at the triggers
+    # Start a roll-out of each registered candidate to every [[stations]] entry (`fleet serve`
+    # drives it): the loop closes without a person, and the roll-out's own stages still judge it.
+    rollout: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rollout, bool):
+            raise EdgepruneError(f"retrain.rollout must be true or false, got {self.rollout!r}")
         for name in ("study", "runs"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -183,6 +189,9 @@ class FleetConfig:
             if isinstance(self.ok_classes, str) or not all(isinstance(c, str) and c for c in self.ok_classes):
                 raise EdgepruneError(f"ok_classes must be a list of class names, got {self.ok_classes!r}")
             object.__setattr__(self, "ok_classes", tuple(self.ok_classes))
+        if self.retrain.rollout and not self.endpoints:
+            raise EdgepruneError("retrain.rollout needs the stations to roll out to: [[stations]] tables "
+                                 "with id, url and token or token_env")
 
     def bearer_token(self) -> str | None:
         """The config's token, else $EDGEPRUNE_FLEET_TOKEN, else None (nothing may change)."""

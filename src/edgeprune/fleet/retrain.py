@@ -123,6 +123,7 @@ class RetrainOutcome:
     model: Any  # registry.RegisteredModel
     experiment: str  # the study's recommended experiment
     recommendation: str
+    rollout_id: int | None = None  # the roll-out started for it ([retrain] rollout = true)
 
 
 def _record(row) -> RetrainRecord:
@@ -382,9 +383,27 @@ def run_retrain(config: FleetConfig, trigger: Trigger, *, owner: str | None = No
             raise
         beat.stop()
         book.finish(retrain_id, owner, state="done", model_sha256=model.sha256)
-        return RetrainOutcome(book.get(retrain_id), model, candidate.experiment, candidate.recommendation)
+        rollout_id = rollout_candidate(config, engine, registry, model.sha256, say) if settings.rollout else None
+        return RetrainOutcome(book.get(retrain_id), model, candidate.experiment, candidate.recommendation,
+                              rollout_id)
     finally:
         engine.dispose()
+
+
+def rollout_candidate(config: FleetConfig, engine: Engine, registry: ModelRegistry, sha256: str, say: Log) -> int | None:
+    """A roll-out of the new candidate to every [[stations]] entry, for `fleet serve` to drive. The
+    candidate stays registered whatever happens here: a roll-out still active (one at a time) is
+    said, not raised, and a person can start this one later with `fleet rollout`."""
+    from edgeprune.fleet.rollout import Rollouts
+
+    try:
+        rollout_id = Rollouts(engine, registry).create(sha256, [e.id for e in config.endpoints], config.rollout)
+    except EdgepruneError as exc:
+        say(f"no roll-out started for {sha256[:12]}: {exc}")
+        return None
+    say(f"roll-out {rollout_id} of {sha256[:12]} to {', '.join(e.id for e in config.endpoints)} created: "
+        "`fleet serve` drives it (or `fleet rollout ... --wait`)")
+    return rollout_id
 
 
 class _Heartbeat:
