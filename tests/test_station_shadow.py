@@ -65,6 +65,25 @@ def test_shadow_decides_live_images_beside_the_model(tmp_path):
         figures = wait_for(lambda: (f := httpx.get(f"{url}/api/shadow", timeout=10).json())["images"] >= 20 and f,
                            60, "the second shadow's decisions")
         assert figures["model_sha256"] == sha_opposite and figures["agreement"] < 0.2
+        # People label parts the second shadow decided: /api/decisions carries each label, and the
+        # figures count, part by part, which model alone got a reviewed part right (every call is the
+        # other way round, so on every reviewed part exactly one of the two is right).
+        shadowed = {d for d, m, _ in shadow_rows(tmp_path / "s.db") if m == sha_opposite}
+        rows = [r for r in httpx.get(f"{url}/api/decisions", params={"since": 0, "limit": 1000}, timeout=10).json()
+                if r["id"] in shadowed][:12]
+        for r in rows:
+            answer = httpx.post(f"{url}/api/review/{r['id']}", headers=auth, json={"label": r["true_class"]}, timeout=10)
+            assert answer.status_code == 200, answer.text
+        labelled = {r["id"]: r["label"] for r in httpx.get(f"{url}/api/decisions", params={"since": 0, "limit": 1000},
+                                                           timeout=10).json() if r["label"] is not None}
+        assert labelled == {r["id"]: r["true_class"] for r in rows}
+        figures = httpx.get(f"{url}/api/shadow", timeout=10).json()
+        assert figures["reviewed"] == len(rows) == 12
+        assert figures["reviewed_right_live_only"] + figures["reviewed_right_shadow_only"] == 12
+        assert figures["reviewed_right_live_only"] == sum((r["predicted_class"] != "c0") == (r["true_class"] != "c0")
+                                                          for r in rows)
+        assert figures["defects_caught_by_live_only"] + figures["defects_caught_by_shadow_only"] == \
+            figures["reviewed_defects"] == sum(r["true_class"] != "c0" for r in rows)
         old = httpx.get(f"{url}/api/shadow", params={"model": sha_same}, timeout=10).json()
         assert not old["active"] and old["agreement"] == 1.0  # its figures stay readable
         stopped = httpx.post(f"{url}/api/shadow/stop", headers=auth, timeout=30)

@@ -88,6 +88,12 @@ class RolloutSettings:
     max_defect_rate_change: float = 0.10  # |defect rate after - before|, absolute
     max_review_rate_change: float = 0.10
     max_latency_ratio: float = 2.0  # decision latency p50 after / before
+    # Judging by the parts people reviewed: a station's shadow is not judged before it has
+    # shadowed this many reviewed defects (0: judged after shadow_images whatever was reviewed);
+    # a model is worse or better on reviewed parts only when a one-sided exact test says so at
+    # `significance` (a handful of reviewed parts never decides a roll-out either way).
+    min_reviewed_defects: int = 0
+    significance: float = 0.05
     poll_s: float = 1.0  # how often the stations are asked
     station_timeout_s: float = 30.0  # one HTTP request (a gated upload runs the gate set first)
 
@@ -95,6 +101,8 @@ class RolloutSettings:
         for name in ("shadow_images", "canary_images", "history_images"):
             check_number(getattr(self, name), f"rollout.{name}", min=1, integer=True)
         check_number(self.waves, "rollout.waves", min=1, max=100, integer=True)
+        check_number(self.min_reviewed_defects, "rollout.min_reviewed_defects", min=0, integer=True)
+        check_number(self.significance, "rollout.significance", min=0, max=0.5, min_open=True)
         for name in ("min_agreement", "max_defect_rate_change", "max_review_rate_change"):
             check_number(getattr(self, name), f"rollout.{name}", min=0, max=1)
         if self.max_shadow_latency_ms is not None:

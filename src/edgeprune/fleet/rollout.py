@@ -9,12 +9,22 @@ in the fleet database so whoever drives it next (the fleet server after a restar
 
 1. shadow: every selected station runs the candidate beside its model (POST /api/shadow), on the
    same live images, in its dashboard's low-priority process, never to the PLC. After
-   `shadow_images` images on each, the station's figures (GET /api/shadow) must show agreement >=
-   `min_agreement`, no worse defect recall than the running model on parts people reviewed, and
-   (if set) a median latency within `max_shadow_latency_ms`.
+   `shadow_images` images on each (and `min_reviewed_defects` reviewed defects), the station's
+   figures (GET /api/shadow) must show:
+   - agreement >= `min_agreement`, unless, on the parts people reviewed, the candidate is right
+     significantly more often than the running model (it disagrees where the running one errs:
+     after a drift, the reason for the candidate);
+   - no significantly lower defect recall on the reviewed defects (paired, part by part);
+   - (if set) a median latency within `max_shadow_latency_ms`.
 2. canary: the first station switches through its gated POST /api/models (its own gate can still
    refuse), then decides `canary_images` images whose defect rate, review rate and latency must
-   stay within the tolerances of its own `history_images` decisions before the switch.
+   stay within the tolerances of its own `history_images` decisions before the switch. A defect or
+   review rate that moved is not a breach when the reviewed parts show the candidate right
+   significantly more often than the model before it; the reviewed parts showing it right
+   significantly less often is a breach whatever the rates.
+Significance: one-sided exact tests at `significance` (McNemar's for the shadow's paired parts,
+Fisher's for the canary's before / after), scipy's, as edgeprune.metrics.paired does for the
+k-fold verdicts. A few reviewed parts never decide either way.
 3. waves: the other stations, in `waves` groups, each switched and watched the same way.
 4. A breach at any stage rolls every switched station back (POST /api/models/rollback) and marks
    the model `rejected` in the registry with the figures; a breach in shadow just stops it.
@@ -325,13 +335,36 @@ class StationRefused(EdgepruneError):
         self.body = body
 
 
-def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def paired_p_greater(a_only: int, b_only: int) -> float:
+    """McNemar's exact one-sided test on paired parts: the p-value that A wins its `a_only`
+    discordant parts of `a_only + b_only` by more than chance (1.0 without discordant parts)."""
+    from scipy.stats import binomtest
+
+    n = a_only + b_only
+    return 1.0 if n == 0 else float(binomtest(a_only, n, 0.5, alternative="greater").pvalue)
+
+
+def unpaired_p_greater(right_a: int, n_a: int, right_b: int, n_b: int) -> float:
+    """Fisher's exact one-sided test: the p-value that A's share right (of n_a) beats B's by more
+    than chance (1.0 when either has no parts)."""
+    from scipy.stats import fisher_exact
+
+    if n_a == 0 or n_b == 0:
+        return 1.0
+    return float(fisher_exact([[right_a, n_a - right_a], [right_b, n_b - right_b]], alternative="greater").pvalue)
+
+
+def _rates(rows: list[dict[str, Any]], ok_classes: set[str] | None = None) -> dict[str, Any]:
     n = len(rows)
     latencies = [r["latency_ms"] for r in rows if r.get("latency_ms") is not None]
+    # The parts people labelled: was the pass / reject call right? (REVIEW holds a part back: a reject.)
+    reviewed = [r for r in rows if r.get("label") and r["decision"] != "ERROR"] if ok_classes else []
+    right = sum((r["decision"] != "OK") == (r["label"] not in ok_classes) for r in reviewed)
     return {"images": n,
             "defect_rate": sum(r["decision"] == "DEFECT" for r in rows) / n if n else None,
             "review_rate": sum(r["decision"] == "REVIEW" for r in rows) / n if n else None,
-            "latency_ms_p50": float(np.median(latencies)) if latencies else None}
+            "latency_ms_p50": float(np.median(latencies)) if latencies else None,
+            "reviewed": len(reviewed), "reviewed_right": right}
 
 
 class Driver:
@@ -407,7 +440,9 @@ class Driver:
                     figures = client.shadow_figures(r.model_sha256)
                     if not figures.get("active"):  # e.g. the shadow was stopped by hand: load it again
                         client.shadow_load(data, name)
-                    failed = self._shadow_breaches(figures, st) if figures["images"] >= st.shadow_images else None
+                    judged = figures["images"] >= st.shadow_images and \
+                        figures.get("reviewed_defects", 0) >= st.min_reviewed_defects
+                    failed = self._shadow_breaches(figures, st) if judged else None
                     if failed:
                         self._reached(r, s)
                         self.rollouts.set_station(r.id, s.station_id, figures=figures)
@@ -438,12 +473,20 @@ class Driver:
     @staticmethod
     def _shadow_breaches(figures: dict[str, Any], st: RolloutSettings) -> list[str]:
         failed = []
+        right_live, right_shadow = figures.get("reviewed_right_live_only", 0), figures.get("reviewed_right_shadow_only", 0)
         if figures["agreement"] is None or figures["agreement"] < st.min_agreement:
-            failed.append(f"agreement {figures['agreement']:.3f} < {st.min_agreement} over {figures['images']} images")
+            p_better = paired_p_greater(right_shadow, right_live)
+            if p_better >= st.significance:
+                failed.append(f"agreement {figures['agreement']:.3f} < {st.min_agreement} over {figures['images']} "
+                              f"images, and on the reviewed parts it is not right significantly more often than the "
+                              f"running model ({right_shadow} vs {right_live} parts only one got right, p = {p_better:.2g})")
         live, shadow = figures.get("live_defect_recall"), figures.get("shadow_defect_recall")
-        if live is not None and shadow is not None and shadow < live:
+        only_live, only_shadow = figures.get("defects_caught_by_live_only", 0), figures.get("defects_caught_by_shadow_only", 0)
+        p_worse = paired_p_greater(only_live, only_shadow)
+        if live is not None and shadow is not None and p_worse < st.significance:
             failed.append(f"defect recall on {figures['reviewed_defects']} reviewed defects {shadow:.3f} < the "
-                          f"running model's {live:.3f}")
+                          f"running model's {live:.3f}: {only_live} caught only by the running model, {only_shadow} "
+                          f"only by the candidate (p = {p_worse:.2g})")
         if st.max_shadow_latency_ms is not None and (figures.get("latency_ms_p50") or 0) > st.max_shadow_latency_ms:
             failed.append(f"latency {figures['latency_ms_p50']:.2f} ms > {st.max_shadow_latency_ms} ms")
         return failed
@@ -531,7 +574,9 @@ class Driver:
             before += [row for row in page if row["id"] <= (s.switch_after or 0)]
             start = page[-1]["id"]
         before = [row for row in before if row["model_sha256"] == s.previous_sha256]
-        return {"before": _rates(before), "after": _rates(after[: st.canary_images])}
+        model = self.rollouts.registry.find(r.model_sha256)  # its OK classes, as registered
+        ok = set(model.ok_classes if model is not None else self.config.ok_classes or ())
+        return {"before": _rates(before, ok), "after": _rates(after[: st.canary_images], ok)}
 
     @staticmethod
     def _canary_breaches(figures: dict[str, Any], st: RolloutSettings) -> list[str]:
@@ -539,9 +584,16 @@ class Driver:
         if not before["images"]:
             return []  # no history on this station: nothing to compare with (the gate checked it)
         failed = []
+        n_a, n_b = after.get("reviewed", 0), before.get("reviewed", 0)
+        r_a, r_b = after.get("reviewed_right", 0), before.get("reviewed_right", 0)
+        p_better, p_worse = unpaired_p_greater(r_a, n_a, r_b, n_b), unpaired_p_greater(r_b, n_b, r_a, n_a)
+        if p_worse < st.significance:
+            failed.append(f"right on {r_a} of {n_a} reviewed parts vs {r_b} of {n_b} before (p = {p_worse:.2g})")
         for key, tol in (("defect_rate", st.max_defect_rate_change), ("review_rate", st.max_review_rate_change)):
-            if abs(after[key] - before[key]) > tol:
-                failed.append(f"{key.replace('_', ' ')} {after[key]:.3f} vs {before[key]:.3f} before (tolerance {tol})")
+            if abs(after[key] - before[key]) > tol and p_better >= st.significance:
+                failed.append(f"{key.replace('_', ' ')} {after[key]:.3f} vs {before[key]:.3f} before (tolerance {tol}), "
+                              f"and the reviewed parts do not show it right more often ({r_a} of {n_a} vs {r_b} of "
+                              f"{n_b}, p = {p_better:.2g})")
         if before["latency_ms_p50"] and after["latency_ms_p50"] and \
                 after["latency_ms_p50"] > st.max_latency_ratio * before["latency_ms_p50"]:
             failed.append(f"latency p50 {after['latency_ms_p50']:.2f} ms > {st.max_latency_ratio} x "

@@ -104,6 +104,18 @@ class ReviewLog:
                                     "ORDER BY id", (decision_id,)).fetchall()
         return [dict(zip(keys, r)) for r in rows]
 
+    def labels_of(self, decision_ids: Sequence[int]) -> dict[int, str]:
+        """The current label of each of these decisions that a person labelled."""
+        ids = [int(i) for i in decision_ids]
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT decision_id, label FROM reviews WHERE decision_id BETWEEN ? AND ?", (min(ids), max(ids))
+            ).fetchall()
+        wanted = set(ids)
+        return {d: label for d, label in rows if d in wanted}
+
     def queue(self, limit: int = 50) -> list[dict[str, Any]]:
         """REVIEW decisions no one has labelled yet, oldest first."""
         with self._lock:

@@ -60,7 +60,11 @@ def status_router(ctx: DashboardContext) -> APIRouter:
     def decisions(since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         if since < 0 or not 1 <= limit <= 1000:
             raise HTTPException(422, "since must be >= 0 and limit 1..1000")
-        return station.decisions(since=since, limit=limit)
+        rows = station.decisions(since=since, limit=limit)
+        # A person's label travels with the row: the fleet's canary compares the share of reviewed
+        # parts each model got right before and after a switch.
+        labels = ctx.reviews.labels_of([r["id"] for r in rows])
+        return [{**r, "label": labels.get(r["id"])} for r in rows]
 
     @router.get("/api/images/{decision_id}")
     def image(decision_id: int) -> Response:

@@ -78,6 +78,13 @@ class ShadowFigures:
     live_defect_recall: float | None  # over the reviewed defects: the running model's calls
     shadow_defect_recall: float | None  # ... and the shadow's
     live_models: list[str]  # the running model(s) it was compared with
+    # Paired, part by part (the fleet tests them, not the two rates): reviewed defects that only
+    # one of the two models called a defect, and reviewed parts whose pass / reject call only one
+    # of them got right.
+    defects_caught_by_live_only: int = 0
+    defects_caught_by_shadow_only: int = 0
+    reviewed_right_live_only: int = 0
+    reviewed_right_shadow_only: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,10 +253,16 @@ class Shadow:
         reviewed = [r for r in rows if r[3] is not None]
         defects = [r for r in reviewed if r[3] not in ok]
 
+        def rejects(row: tuple, index: int) -> bool:
+            return row[index] is not None and row[index] not in ok
+
         def recall(index: int) -> float | None:
             if not defects:
                 return None
-            return sum((r[index] is not None and r[index] not in ok) for r in defects) / len(defects)
+            return sum(rejects(r, index) for r in defects) / len(defects)
+
+        live_right = [rejects(r, 5) == (r[3] not in ok) for r in reviewed]
+        shadow_right = [rejects(r, 4) == (r[3] not in ok) for r in reviewed]
 
         return ShadowFigures(
             model_sha256=sha, active=sha is not None and sha == active_sha, images=len(rows),
@@ -259,4 +272,8 @@ class Shadow:
             latency_ms_p99=float(np.percentile(latencies, 99)) if len(latencies) else None,
             reviewed=len(reviewed), reviewed_defects=len(defects),
             live_defect_recall=recall(5), shadow_defect_recall=recall(4),
-            live_models=sorted({r[6] for r in rows if r[6]}))
+            live_models=sorted({r[6] for r in rows if r[6]}),
+            defects_caught_by_live_only=sum(rejects(r, 5) and not rejects(r, 4) for r in defects),
+            defects_caught_by_shadow_only=sum(rejects(r, 4) and not rejects(r, 5) for r in defects),
+            reviewed_right_live_only=sum(a and not b for a, b in zip(live_right, shadow_right)),
+            reviewed_right_shadow_only=sum(b and not a for a, b in zip(live_right, shadow_right)))
