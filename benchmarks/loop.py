@@ -261,6 +261,7 @@ def fleet_toml(path: Path, *, db: Path, data: Path, acceptance: Path, study: Pat
         f'[retrain]\nstudy = "{study}"\nretrain_after_drift_s = {args.drift_wait_s}\npoll_s = 2\n'
         f'int8_max_drop = {args.max_drop}\nrollout = true\n\n'
         f'[rollout]\nshadow_images = {args.shadow_images}\nmin_agreement = {args.min_agreement}\n'
+        f'min_reviewed_defects = {args.min_reviewed_defects}\n'
         f'canary_images = {args.canary_images}\nwaves = 2\nhistory_images = {args.history_images}\n'
         f'max_defect_rate_change = {args.max_rate_change}\nmax_review_rate_change = {args.max_rate_change}\n'
         f'max_latency_ratio = 3.0\npoll_s = 1.0\nstation_timeout_s = 60\n')
@@ -452,7 +453,7 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
 
     # The timeline: accuracy on the never-reviewed tiles per bin, all stations together.
     bins = []
-    width = 30.0
+    width = 60.0
     end = max(r[2] for r in rows_all) if rows_all else t0
     edge = t0
     while edge < end:
@@ -507,22 +508,24 @@ def _plot(result: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     bins = [b for b in result["timeline"] if b["images"]]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.6))
     t = [b["t_s"] / 60 for b in bins]
     ax.plot(t, [b["accuracy"] for b in bins], "o-", label="accuracy (never-reviewed tiles)")
     ax.plot(t, [b["defect_recall"] for b in bins], "s--", label="defect recall", alpha=0.7)
     ax.plot(t, [b["share_new_model"] for b in bins], ":", color="grey", label="share decided by the new model")
     ymin = 0.0
+    stages = sorted((ts, name) for name, ts in result["marks_s"].items() if not name.startswith("switched"))
+    for k, (ts, name) in enumerate(stages):  # staggered: stages seconds apart must not overwrite each other
+        ax.axvline(ts / 60, color="tab:red", alpha=0.5, lw=1, ls="--")
+        ax.text(ts / 60, 1.01 + 0.075 * (k % 3), name, fontsize=8, ha="left", va="bottom", color="tab:red")
     for name, ts in result["marks_s"].items():
         if name.startswith("switched"):
             ax.axvline(ts / 60, color="tab:green", alpha=0.4, lw=1)
-            ax.text(ts / 60, ymin + 0.02, name.split()[-1], color="tab:green", fontsize=8, rotation=90, va="bottom")
-        else:
-            ax.axvline(ts / 60, color="tab:red", alpha=0.5, lw=1, ls="--")
-            ax.text(ts / 60, 1.01, name, fontsize=8, rotation=35, ha="left", va="bottom")
+            ax.text(ts / 60, ymin + 0.02, f"{name.split()[-1]} switched", color="tab:green", fontsize=8,
+                    rotation=90, va="bottom")
     ax.set_ylim(ymin, 1.0)
     ax.set_xlabel("minutes since the first decision")
-    ax.set_ylabel("share, 30 s bins, all stations")
+    ax.set_ylabel("share per minute, all stations")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -545,11 +548,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-drop", type=float, default=5.0, help="the study's recommendation rule and the INT8 gate, points")
     p.add_argument("--review-rate", type=float, default=0.5, help="share of reviewable decisions people label")
     p.add_argument("--drift-wait-s", type=float, default=30.0, help="[retrain] retrain_after_drift_s")
-    p.add_argument("--shadow-images", type=int, default=60)
-    p.add_argument("--min-agreement", type=float, default=0.5)
-    p.add_argument("--canary-images", type=int, default=60)
-    p.add_argument("--history-images", type=int, default=120)
-    p.add_argument("--max-rate-change", type=float, default=0.3, help="canary: defect and review rate tolerance")
+    p.add_argument("--shadow-images", type=int, default=100)
+    p.add_argument("--min-reviewed-defects", type=int, default=10, help="[rollout] min_reviewed_defects")
+    p.add_argument("--min-agreement", type=float, default=0.9)
+    p.add_argument("--canary-images", type=int, default=120)
+    p.add_argument("--history-images", type=int, default=200)
+    p.add_argument("--max-rate-change", type=float, default=0.1, help="canary: defect and review rate tolerance")
     p.add_argument("--after-images", type=int, default=150, help="decisions per station by the new model before the end")
     p.add_argument("--timeout-s", type=float, default=3600)
     args = p.parse_args(argv)
