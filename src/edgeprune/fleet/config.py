@@ -94,6 +94,9 @@ class RolloutSettings:
     # `significance` (a handful of reviewed parts never decides a roll-out either way).
     min_reviewed_defects: int = 0
     significance: float = 0.05
+    # A station that does not answer is waited for (None), or, after this long, the roll-out is
+    # stopped and every switched station rolled back: a line must not run half on each model.
+    max_unreachable_s: float | None = None
     poll_s: float = 1.0  # how often the stations are asked
     station_timeout_s: float = 30.0  # one HTTP request (a gated upload runs the gate set first)
 
@@ -103,6 +106,8 @@ class RolloutSettings:
         check_number(self.waves, "rollout.waves", min=1, max=100, integer=True)
         check_number(self.min_reviewed_defects, "rollout.min_reviewed_defects", min=0, integer=True)
         check_number(self.significance, "rollout.significance", min=0, max=0.5, min_open=True)
+        if self.max_unreachable_s is not None:
+            check_number(self.max_unreachable_s, "rollout.max_unreachable_s", min=0, min_open=True)
         for name in ("min_agreement", "max_defect_rate_change", "max_review_rate_change"):
             check_number(getattr(self, name), f"rollout.{name}", min=0, max=1)
         if self.max_shadow_latency_ms is not None:

@@ -412,11 +412,20 @@ class Driver:
             self.rollouts.release(rollout_id, self.owner)
         return r
 
-    def _unreachable(self, r: Rollout, s: StationState, exc: EdgepruneError) -> None:
+    def _unreachable(self, r: Rollout, s: StationState, exc: EdgepruneError) -> bool:
+        """Record a station that did not answer; True when it has been away longer than
+        `max_unreachable_s` and the roll-out was stopped for it (the caller returns)."""
         first = s.last_error is None
-        self.rollouts.set_station(r.id, s.station_id, last_error=str(exc), error_since=s.error_since or time.time(),
+        since = s.error_since or time.time()
+        self.rollouts.set_station(r.id, s.station_id, last_error=str(exc), error_since=since,
                                   event=("unreachable", str(exc)) if first else None)
         log.warning("roll-out %d: %s", r.id, exc)
+        limit = r.settings.max_unreachable_s
+        if limit is None or r.state == "rolling-back" or time.time() - since <= limit:
+            return False
+        self._breach(r, f"{s.station_id} has not answered for {time.time() - since:.0f} s "
+                        f"(max_unreachable_s = {limit:g}): {exc}", {"station_id": s.station_id})
+        return True
 
     def _reached(self, r: Rollout, s: StationState) -> None:
         if s.last_error is not None:
@@ -455,7 +464,8 @@ class Driver:
                                                      f"{figures['agreement']:.3f} over {figures['images']} images")
                                               if failed == [] else None, event_figures=figures)
             except StationUnreachable as exc:
-                self._unreachable(r, s, exc)
+                if self._unreachable(r, s, exc):
+                    return
                 continue
             except StationRefused as exc:
                 self._breach(r, f"shadow on {s.station_id} refused: {exc}", {"station_id": s.station_id})
@@ -532,7 +542,8 @@ class Driver:
                                         f"{'; '.join(failed)}", {"station_id": s.station_id, **figures})
                         return
             except StationUnreachable as exc:
-                self._unreachable(r, s, exc)
+                if self._unreachable(r, s, exc):
+                    return
                 continue
             except StationRefused as exc:
                 self._breach(r, f"{s.station_id} refused the model: {exc}",
