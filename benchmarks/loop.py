@@ -261,7 +261,7 @@ def fleet_toml(path: Path, *, db: Path, data: Path, acceptance: Path, study: Pat
         f'[retrain]\nstudy = "{study}"\nretrain_after_drift_s = {args.drift_wait_s}\npoll_s = 2\n'
         f'int8_max_drop = {args.max_drop}\nrollout = true\n\n'
         f'[rollout]\nshadow_images = {args.shadow_images}\nmin_agreement = {args.min_agreement}\n'
-        f'min_reviewed_defects = {args.min_reviewed_defects}\n'
+        f'min_reviewed_defects = {args.min_reviewed_defects}\nmax_shadow_images = {args.max_shadow_images}\n'
         f'canary_images = {args.canary_images}\nwaves = 2\nhistory_images = {args.history_images}\n'
         f'max_defect_rate_change = {args.max_rate_change}\nmax_review_rate_change = {args.max_rate_change}\n'
         f'max_latency_ratio = 3.0\npoll_s = 1.0\nstation_timeout_s = 60\n')
@@ -436,6 +436,7 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
         per_station[sid] = rows
         rows_all += [(sid, *r) for r in rows]
 
+    shadow_cost = _shadow_cost(per_station, events)
     held_out = [r for r in rows_all if r[7] and not reviewable(r[3]) and r[6] != "ERROR"]
     new_sha = rollout.model_sha256 if rollout else None
     before = _figures([(r[5], r[6], r[7]) for r in held_out if parent and r[8] == parent.sha256])
@@ -476,6 +477,7 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
         "images_decided_alarm_to_fleet": (sum(alarm_ts <= r[2] <= fleet_on_new for r in rows_all)
                                           if fleet_on_new and alarm_ts else None),
         "marks_s": {k: round(v - t0, 1) for k, v in marks.items() if v is not None},
+        "live_latency_while_shadowing": shadow_cost,
         "integrity": integrity,
         "lost_or_doubled": sum(i["plc_lost"] + i["plc_doubled"] + i["decided_twice"] for i in integrity.values()),
         "events": [{**e, "t_s": round(e["ts"] - t0, 1)} for e in events],
@@ -491,6 +493,25 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
     _plot(result, out_json.with_suffix(".png"))
     say(f"wrote {out_json} (.csv, .png)")
     return result
+
+
+def _shadow_cost(per_station: dict[str, list[tuple]], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The running model's decision latency on each station while the candidate shadowed it,
+    against as many decisions just before the shadow began (rows: id, ts, ..., latency_ms last)."""
+    out = {}
+    for sid, rows in per_station.items():
+        start = next((e["ts"] for e in events if e["kind"] == "shadow" and e["station_id"] == sid), None)
+        end = next((e["ts"] for e in events if e["kind"] in ("shadow-passed", "breach", "canary")
+                    and e["station_id"] in (sid, None) and start is not None and e["ts"] > start), None)
+        if start is None or end is None:
+            continue
+        during = [r[9] for r in rows if start <= r[1] <= end and r[9] is not None]
+        before = [r[9] for r in rows if r[1] < start and r[9] is not None][-len(during):] if during else []
+        if during and before:
+            out[sid] = {"images": len(during),
+                        "before_ms": {"p50": float(np.percentile(before, 50)), "p99": float(np.percentile(before, 99))},
+                        "during_ms": {"p50": float(np.percentile(during, 50)), "p99": float(np.percentile(during, 99))}}
+    return out
 
 
 def _model(m) -> dict[str, Any] | None:
@@ -550,6 +571,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drift-wait-s", type=float, default=30.0, help="[retrain] retrain_after_drift_s")
     p.add_argument("--shadow-images", type=int, default=100)
     p.add_argument("--min-reviewed-defects", type=int, default=10, help="[rollout] min_reviewed_defects")
+    p.add_argument("--max-shadow-images", type=int, default=400, help="[rollout] max_shadow_images")
     p.add_argument("--min-agreement", type=float, default=0.9)
     p.add_argument("--canary-images", type=int, default=120)
     p.add_argument("--history-images", type=int, default=200)

@@ -74,3 +74,18 @@ def test_settings_are_checked():
         RolloutSettings(significance=0.0)
     with pytest.raises(EdgepruneError, match="rollout.min_reviewed_defects"):
         RolloutSettings(min_reviewed_defects=-1)
+
+
+def test_a_candidate_ahead_but_not_yet_significantly_keeps_shadowing_up_to_max_shadow_images():
+    ahead = shadow(0.64, right_live_only=5, right_shadow_only=10)  # p = 0.15
+    assert Driver._shadow_breaches(ahead, RolloutSettings(min_agreement=0.9)), "a breach on its own"
+    st = RolloutSettings(min_agreement=0.9, shadow_images=100, max_shadow_images=400)
+    assert Driver._shadow_undecided({**ahead, "images": 200}, st), "more reviewed parts may decide it"
+    assert not Driver._shadow_undecided({**ahead, "images": 400}, st), "at max_shadow_images it stops"
+    behind = shadow(0.64, right_live_only=10, right_shadow_only=5)
+    assert not Driver._shadow_undecided({**behind, "images": 200}, st), "behind: stopped at once"
+    worse_recall = shadow(0.64, right_live_only=5, right_shadow_only=10, caught_live_only=9)
+    assert not Driver._shadow_undecided({**worse_recall, "images": 200}, st), "a recall loss is never waited on"
+    assert not Driver._shadow_undecided({**ahead, "images": 200}, RolloutSettings(min_agreement=0.9))
+    with pytest.raises(EdgepruneError, match="rollout.max_shadow_images"):
+        RolloutSettings(shadow_images=100, max_shadow_images=50)

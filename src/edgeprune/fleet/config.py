@@ -94,6 +94,9 @@ class RolloutSettings:
     # `significance` (a handful of reviewed parts never decides a roll-out either way).
     min_reviewed_defects: int = 0
     significance: float = 0.05
+    # Low agreement with the candidate ahead on the reviewed parts but not yet significantly: the
+    # shadow goes on up to this many images before it stops (None: it stops at shadow_images).
+    max_shadow_images: int | None = None
     # A station that does not answer is waited for (None), or, after this long, the roll-out is
     # stopped and every switched station rolled back: a line must not run half on each model.
     max_unreachable_s: float | None = None
@@ -106,6 +109,9 @@ class RolloutSettings:
         check_number(self.waves, "rollout.waves", min=1, max=100, integer=True)
         check_number(self.min_reviewed_defects, "rollout.min_reviewed_defects", min=0, integer=True)
         check_number(self.significance, "rollout.significance", min=0, max=0.5, min_open=True)
+        if self.max_shadow_images is not None:
+            check_number(self.max_shadow_images, "rollout.max_shadow_images", min=self.shadow_images, integer=True,
+                         hint="at least shadow_images")
         if self.max_unreachable_s is not None:
             check_number(self.max_unreachable_s, "rollout.max_unreachable_s", min=0, min_open=True)
         for name in ("min_agreement", "max_defect_rate_change", "max_review_rate_change"):

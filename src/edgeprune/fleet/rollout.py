@@ -452,6 +452,8 @@ class Driver:
                     judged = figures["images"] >= st.shadow_images and \
                         figures.get("reviewed_defects", 0) >= st.min_reviewed_defects
                     failed = self._shadow_breaches(figures, st) if judged else None
+                    if failed and self._shadow_undecided(figures, st):
+                        failed = None  # the candidate leads on the reviewed parts, not yet significantly
                     if failed:
                         self._reached(r, s)
                         self.rollouts.set_station(r.id, s.station_id, figures=figures)
@@ -479,6 +481,17 @@ class Driver:
                                       event=("canary", f"shadow passed on every station; canary {r.stations[0]}"),
                                       figures=figures,
                                       model_state=("canary", f"roll-out {r.id}: shadow passed, canary {r.stations[0]}"))
+
+    @staticmethod
+    def _shadow_undecided(figures: dict[str, Any], st: RolloutSettings) -> bool:
+        """Only the agreement failed, the candidate is right on more of the reviewed parts than the
+        running model but not yet significantly so, and `max_shadow_images` allows more: the shadow
+        goes on gathering reviewed parts instead of stopping on too little evidence."""
+        if st.max_shadow_images is None or figures["images"] >= st.max_shadow_images:
+            return False
+        failed = Driver._shadow_breaches(figures, st)
+        ahead = figures.get("reviewed_right_shadow_only", 0) > figures.get("reviewed_right_live_only", 0)
+        return ahead and len(failed) == 1 and failed[0].startswith("agreement")
 
     @staticmethod
     def _shadow_breaches(figures: dict[str, Any], st: RolloutSettings) -> list[str]:
