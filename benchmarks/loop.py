@@ -262,6 +262,7 @@ def fleet_toml(path: Path, *, db: Path, data: Path, acceptance: Path, study: Pat
         f'int8_max_drop = {args.max_drop}\nrollout = true\n\n'
         f'[rollout]\nshadow_images = {args.shadow_images}\nmin_agreement = {args.min_agreement}\n'
         f'min_reviewed_defects = {args.min_reviewed_defects}\nmax_shadow_images = {args.max_shadow_images}\n'
+        f'max_canary_images = {args.max_canary_images}\n'
         f'canary_images = {args.canary_images}\nwaves = 2\nhistory_images = {args.history_images}\n'
         f'max_defect_rate_change = {args.max_rate_change}\nmax_review_rate_change = {args.max_rate_change}\n'
         f'max_latency_ratio = 3.0\npoll_s = 1.0\nstation_timeout_s = 60\n')
@@ -574,6 +575,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-shadow-images", type=int, default=400, help="[rollout] max_shadow_images")
     p.add_argument("--min-agreement", type=float, default=0.9)
     p.add_argument("--canary-images", type=int, default=120)
+    p.add_argument("--max-canary-images", type=int, default=480, help="[rollout] max_canary_images")
     p.add_argument("--history-images", type=int, default=200)
     p.add_argument("--max-rate-change", type=float, default=0.1, help="canary: defect and review rate tolerance")
     p.add_argument("--after-images", type=int, default=150, help="decisions per station by the new model before the end")

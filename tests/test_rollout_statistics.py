@@ -89,3 +89,17 @@ def test_a_candidate_ahead_but_not_yet_significantly_keeps_shadowing_up_to_max_s
     assert not Driver._shadow_undecided({**ahead, "images": 200}, RolloutSettings(min_agreement=0.9))
     with pytest.raises(EdgepruneError, match="rollout.max_shadow_images"):
         RolloutSettings(shadow_images=100, max_shadow_images=50)
+
+
+def test_a_moved_rate_with_the_candidate_ahead_is_watched_on_up_to_max_canary_images():
+    st = RolloutSettings(max_defect_rate_change=0.1, canary_images=120, max_canary_images=480)
+    ahead = canary(0.53, 0.38, before_right=30, before_n=50, after_right=24, after_n=31)  # p = 0.08
+    assert Driver._canary_breaches(ahead, st), "a breach on its own"
+    assert Driver._canary_undecided(ahead, st)
+    at_max = {**ahead, "after": {**ahead["after"], "images": 480}}
+    assert not Driver._canary_undecided(at_max, st), "at max_canary_images it is judged"
+    behind = canary(0.53, 0.38, before_right=40, before_n=50, after_right=20, after_n=31)
+    assert not Driver._canary_undecided(behind, st)
+    slow = {**ahead, "after": {**ahead["after"], "latency_ms_p50": 50.0}}
+    assert not Driver._canary_undecided(slow, st), "a latency breach is never waited on"
+    assert not Driver._canary_undecided(ahead, RolloutSettings(max_defect_rate_change=0.1))

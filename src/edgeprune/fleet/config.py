@@ -97,6 +97,9 @@ class RolloutSettings:
     # Low agreement with the candidate ahead on the reviewed parts but not yet significantly: the
     # shadow goes on up to this many images before it stops (None: it stops at shadow_images).
     max_shadow_images: int | None = None
+    # The same for a switched station: a moved defect or review rate with the candidate ahead on
+    # the reviewed parts, not yet significantly, is watched on up to this many images.
+    max_canary_images: int | None = None
     # A station that does not answer is waited for (None), or, after this long, the roll-out is
     # stopped and every switched station rolled back: a line must not run half on each model.
     max_unreachable_s: float | None = None
@@ -112,6 +115,9 @@ class RolloutSettings:
         if self.max_shadow_images is not None:
             check_number(self.max_shadow_images, "rollout.max_shadow_images", min=self.shadow_images, integer=True,
                          hint="at least shadow_images")
+        if self.max_canary_images is not None:
+            check_number(self.max_canary_images, "rollout.max_canary_images", min=self.canary_images, integer=True,
+                         hint="at least canary_images")
         if self.max_unreachable_s is not None:
             check_number(self.max_unreachable_s, "rollout.max_unreachable_s", min=0, min_open=True)
         for name in ("min_agreement", "max_defect_rate_change", "max_review_rate_change"):

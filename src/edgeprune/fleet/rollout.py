@@ -545,6 +545,9 @@ class Driver:
                     if figures is None:
                         continue
                     failed = self._canary_breaches(figures, st)
+                    if failed and self._canary_undecided(figures, st):
+                        self.rollouts.set_station(r.id, s.station_id, figures=figures)  # watched on
+                        continue
                     self.rollouts.set_station(r.id, s.station_id, figures=figures,
                                               **({} if failed else {"state": "watched"}),
                                               event=None if failed else ("watched", f"{s.station_id}: within tolerance "
@@ -576,12 +579,13 @@ class Driver:
                                           event=("wave", f"wave {r.wave + 1}: {', '.join(nxt)}"))
 
     def _watch(self, client: StationClient, s: StationState, r: Rollout) -> dict[str, Any] | None:
-        """The station's decisions by the candidate since its switch against its own history
-        before it; None until `canary_images` of them exist."""
+        """The station's decisions by the candidate since its switch (up to `max_canary_images`)
+        against its own history before it; None until `canary_images` of them exist."""
         st = r.settings
         after: list[dict[str, Any]] = []
         since = s.switch_after or 0
-        while len(after) < st.canary_images:
+        most = st.max_canary_images or st.canary_images
+        while len(after) < most:
             page = client.decisions(since)
             if not page:
                 break
@@ -600,7 +604,21 @@ class Driver:
         before = [row for row in before if row["model_sha256"] == s.previous_sha256]
         model = self.rollouts.registry.find(r.model_sha256)  # its OK classes, as registered
         ok = set(model.ok_classes if model is not None else self.config.ok_classes or ())
-        return {"before": _rates(before, ok), "after": _rates(after[: st.canary_images], ok)}
+        return {"before": _rates(before, ok), "after": _rates(after[:most], ok)}
+
+    @staticmethod
+    def _canary_undecided(figures: dict[str, Any], st: RolloutSettings) -> bool:
+        """Only a moved rate failed, the candidate is right on a larger share of the reviewed parts
+        than the model before it but not yet significantly, and `max_canary_images` allows more:
+        the station is watched on instead of rolled back on too little evidence."""
+        if st.max_canary_images is None or figures["after"]["images"] >= st.max_canary_images:
+            return False
+        before, after = figures["before"], figures["after"]
+        if not before.get("reviewed") or not after.get("reviewed"):
+            return False
+        ahead = after["reviewed_right"] / after["reviewed"] > before["reviewed_right"] / before["reviewed"]
+        failed = Driver._canary_breaches(figures, st)
+        return ahead and bool(failed) and all(f.startswith(("defect rate", "review rate")) for f in failed)
 
     @staticmethod
     def _canary_breaches(figures: dict[str, Any], st: RolloutSettings) -> list[str]:
