@@ -437,7 +437,8 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
         per_station[sid] = rows
         rows_all += [(sid, *r) for r in rows]
 
-    shadow_cost = _shadow_cost(per_station, events)
+    shadow_cost = _shadow_cost(per_station, events, retrain.ended_ts if retrain else None,
+                               parent.sha256 if parent else None)
     held_out = [r for r in rows_all if r[7] and not reviewable(r[3]) and r[6] != "ERROR"]
     new_sha = rollout.model_sha256 if rollout else None
     before = _figures([(r[5], r[6], r[7]) for r in held_out if parent and r[8] == parent.sha256])
@@ -496,21 +497,29 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
     return result
 
 
-def _shadow_cost(per_station: dict[str, list[tuple]], events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The running model's decision latency on each station while the candidate shadowed it,
-    against as many decisions just before the shadow began (rows: id, ts, ..., latency_ms last)."""
+def _shadow_cost(per_station: dict[str, list[tuple]], events: list[dict[str, Any]], quiet_from: float | None,
+                 running_sha: str | None) -> dict[str, Any]:
+    """The running model's decision latency on each station while the candidate shadowed it, against
+    as many of its decisions without a shadow: after the shadow ended and before the station
+    switched (the waves' stations), else before the shadow began but after the retrain ended (the
+    retrain's training competes for the same cores: before it ended is no baseline). Rows: id, ts,
+    ..., model_sha256 at 7, latency_ms at 9."""
     out = {}
     for sid, rows in per_station.items():
         start = next((e["ts"] for e in events if e["kind"] == "shadow" and e["station_id"] == sid), None)
-        end = next((e["ts"] for e in events if e["kind"] in ("shadow-passed", "breach", "canary")
-                    and e["station_id"] in (sid, None) and start is not None and e["ts"] > start), None)
+        end = next((e["ts"] for e in events if start is not None and e["ts"] > start and (
+            e["kind"] in ("shadow-passed", "breach") and e["station_id"] in (sid, None))), None)
         if start is None or end is None:
             continue
-        during = [r[9] for r in rows if start <= r[1] <= end and r[9] is not None]
-        before = [r[9] for r in rows if r[1] < start and r[9] is not None][-len(during):] if during else []
-        if during and before:
-            out[sid] = {"images": len(during),
-                        "before_ms": {"p50": float(np.percentile(before, 50)), "p99": float(np.percentile(before, 99))},
+        mine = [r for r in rows if r[7] == running_sha and r[9] is not None]
+        during = [r[9] for r in mine if start <= r[1] <= end]
+        after = [r[9] for r in mine if r[1] > end][: len(during)]
+        before = [r[9] for r in mine if (quiet_from or 0) < r[1] < start][-len(during):]
+        without, which = (after, "after the shadow, before the switch") if len(after) >= 20 else \
+            (before, "before the shadow, after the retrain ended")
+        if len(during) >= 20 and len(without) >= 20:
+            out[sid] = {"images": len(during), "without_shadow": which, "without_images": len(without),
+                        "without_ms": {"p50": float(np.percentile(without, 50)), "p99": float(np.percentile(without, 99))},
                         "during_ms": {"p50": float(np.percentile(during, 50)), "p99": float(np.percentile(during, 99))}}
     return out
 
@@ -560,6 +569,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("stage", nargs="?", default="all", choices=("all", "prepare", "report"))
     p.add_argument("--work", type=Path, default=None, help="data, start model and runs (default: the edgeprune cache)")
     p.add_argument("--run", type=Path, default=None, help="with report: the run folder (default: the newest)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the result file (.json; .csv and .png beside it); default benchmarks/results/loop_<hw>_<sw>.json")
     p.add_argument("--stations", type=int, default=3)
     p.add_argument("--rate", type=float, default=2.0, help="images/s per station")
     p.add_argument("--size", type=int, default=96, help="input size of the models and the stream's images")
@@ -598,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run or (runs[-1] if runs else None)
         if run_dir is None or not (run_dir / "run.json").exists():
             raise SystemExit(f"no finished run under {work}")
-        report(run_dir)
+        report(run_dir, args.out)
         return 0
     prepared = prepare(work, args)
     if args.stage == "prepare":
@@ -607,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((run_dir / "run.json").read_text())
     meta["argv"] = list(argv if argv is not None else sys.argv[1:])
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    result = report(run_dir)
+    result = report(run_dir, args.out)
     say(f"outcome {result['outcome']}; before {result['never_reviewed_stream']['before']}; after "
         f"{result['never_reviewed_stream']['after']}; alarm -> fleet {result['alarm_to_fleet_on_new_model_s']} s; "
         f"lost or doubled {result['lost_or_doubled']}")
