@@ -450,9 +450,15 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
     marks = {"drift alarm": alarm_ts,
              "retrain started": retrain.started_ts if retrain else None,
              "candidate registered": retrain.ended_ts if retrain else None}
+    stage_names = {"created": "shadow", "canary": "canary", "done": "done", "rolled-back": "rolled back",
+                   "stopped": "stopped"}
     for e in events:
-        if e["kind"] in ("created", "canary", "wave", "done", "rolled-back", "stopped") or e["kind"] == "switched":
-            marks.setdefault(f"{e['kind']}" + (f" {e['station_id']}" if e["station_id"] else ""), e["ts"])
+        if e["kind"] == "switched":
+            marks.setdefault(f"switched {e['station_id']}", e["ts"])
+        elif e["kind"] == "wave":
+            marks.setdefault(e["detail"].split(":")[0], e["ts"])  # "wave 1", "wave 2"
+        elif e["kind"] in stage_names:
+            marks.setdefault(stage_names[e["kind"]], e["ts"])
 
     # The timeline: accuracy on the never-reviewed tiles per bin, all stations together.
     bins = []
@@ -474,7 +480,7 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
         "start_model": _model(parent), "new_model": _model(models.get(new_sha)) if new_sha else None,
         "retrain": retrain.to_dict() if retrain else None,
         "fleet_labels": labels, "labels_posted": meta["labels_posted"],
-        "never_reviewed_stream": {"before": before, "after": after},
+        "never_reviewed_stream": {"before": before, "after": after, "fisher_p": _compare(before, after)},
         "alarm_to_fleet_on_new_model_s": (fleet_on_new - alarm_ts) if fleet_on_new and alarm_ts else None,
         "images_decided_alarm_to_fleet": (sum(alarm_ts <= r[2] <= fleet_on_new for r in rows_all)
                                           if fleet_on_new and alarm_ts else None),
@@ -495,6 +501,21 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
     _plot(result, out_json.with_suffix(".png"))
     say(f"wrote {out_json} (.csv, .png)")
     return result
+
+
+def _compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+    """Two-sided Fisher exact p-values, before against after. Different images (the stream over
+    time), so the test is unpaired: the images before and after are draws of the same tiles."""
+    from scipy.stats import fisher_exact
+
+    out: dict[str, float | None] = {}
+    for key, n in (("accuracy", "images"), ("defect_recall", "defects"), ("false_reject_rate", "good")):
+        if before[key] is None or after[key] is None:
+            out[key] = None
+            continue
+        a, b = round(before[key] * before[n]), round(after[key] * after[n])
+        out[key] = float(fisher_exact([[a, before[n] - a], [b, after[n] - b]]).pvalue)
+    return out
 
 
 def _shadow_cost(per_station: dict[str, list[tuple]], events: list[dict[str, Any]], quiet_from: float | None,
@@ -539,8 +560,8 @@ def _plot(result: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     bins = [b for b in result["timeline"] if b["images"]]
-    fig, ax = plt.subplots(figsize=(10, 4.6))
-    t = [b["t_s"] / 60 for b in bins]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    t = [(b["t_s"] + 30) / 60 for b in bins]  # each minute's figures drawn at its middle
     ax.plot(t, [b["accuracy"] for b in bins], "o-", label="accuracy (never-reviewed tiles)")
     ax.plot(t, [b["defect_recall"] for b in bins], "s--", label="defect recall", alpha=0.7)
     ax.plot(t, [b["share_new_model"] for b in bins], ":", color="grey", label="share decided by the new model")
@@ -557,7 +578,7 @@ def _plot(result: dict[str, Any], out: Path) -> None:
     ax.set_ylim(ymin, 1.0)
     ax.set_xlabel("minutes since the first decision")
     ax.set_ylabel("share per minute, all stations")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
