@@ -22,16 +22,18 @@ in the fleet database so whoever drives it next (the fleet server after a restar
    review rate that moved is not a breach when the reviewed parts show the candidate right
    significantly more often than the model before it; the reviewed parts showing it right
    significantly less often is a breach whatever the rates.
-Significance: one-sided exact tests at `significance` (McNemar's for the shadow's paired parts,
-Fisher's for the canary's before / after), scipy's, as edgeprune.metrics.paired does for the
-k-fold verdicts. A few reviewed parts never decide either way.
 3. waves: the other stations, in `waves` groups, each switched and watched the same way.
 4. A breach at any stage rolls every switched station back (POST /api/models/rollback) and marks
    the model `rejected` in the registry with the figures; a breach in shadow just stops it.
+Significance: one-sided exact tests at `significance` (McNemar's for the shadow's paired parts,
+Fisher's for the canary's before / after), scipy's, as edgeprune.metrics.paired does for the
+k-fold verdicts. A few reviewed parts never decide either way; with `max_shadow_images` /
+`max_canary_images` an undecided candidate that leads is watched on instead of stopped.
 
 Only one driver steps a roll-out at a time: a lease in its row (owner, until), taken with one
 conditional UPDATE, works the same on SQLite and PostgreSQL. A station that does not answer is
-retried at every step (its last error and since when are stored and shown); a roll-out waits for it.
+retried at every step (its last error and since when are stored and shown); a roll-out waits for it,
+or, once it has been away longer than `max_unreachable_s`, stops and rolls back.
 Station tokens come from the fleet config; they are sent in the Authorization header only.
 """
 
