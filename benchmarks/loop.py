@@ -1,7 +1,7 @@
 """The loop end to end on magnetic-tile: a new lamp -> the drift alarm -> a retrain on the parts
 people reviewed -> shadow, canary, waves -> the whole fleet on the new compressed model.
 
-    python benchmarks/loop.py                           # 3 stations at 2 images/s, ~20-30 min on 2 cores
+    python benchmarks/loop.py                           # 3 stations at 2 images/s: ~15 min on 2 cores
     python benchmarks/loop.py prepare                   # only the data and the start model (cached)
     python benchmarks/loop.py report --run DIR          # the figures and the plot again, from a run's databases
 
@@ -24,8 +24,9 @@ reviewer, who labels --review-rate of those decisions through the station's `POS
 and after is measured on that half only.
 
 The start model and every candidate come from the same study (`loop-study.toml` in the work dir:
-MobileNetV2 with ImageNet weights, Taylor channel pruning to half the parameters, INT8); the
-retrain adds the fleet's labelled parts to its training split and nothing else.
+MobileNetV2 with ImageNet weights, and a Taylor cut to half the parameters as an experiment; the
+study's rule recommends one of the two, exported to INT8). The retrain adds the fleet's labelled
+parts to its training split and nothing else. The first run also trains the start model (~5 min).
 
 Reported from the databases (the stations', the fleet's): accuracy, defect recall and false
 rejects on the never-reviewed stream, before (the start model) and after (the new model); the time
