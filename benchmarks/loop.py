@@ -389,17 +389,21 @@ def _count(db: Path, model_sha256: str | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------- the report
-def _figures(rows: list[tuple]) -> dict[str, Any]:
-    """rows: (predicted_class, decision, true_class) on never-reviewed tiles."""
-    n = len(rows)
+def _counts(rows: list[tuple]) -> dict[str, tuple[int, int]]:
+    """rows: (predicted_class, decision, true_class) on never-reviewed tiles -> for each figure,
+    (hits, out of): top-1 right of all, defects not passed as OK of the defects, good parts not
+    passed as OK of the good ones."""
     defects = [r for r in rows if r[2] != OK_CLASS]
     goods = [r for r in rows if r[2] == OK_CLASS]
-    return {
-        "images": n,
-        "accuracy": sum(r[0] == r[2] for r in rows) / n if n else None,
-        "defect_recall": sum(r[1] != "OK" for r in defects) / len(defects) if defects else None,  # not passed as OK
-        "false_reject_rate": sum(r[1] != "OK" for r in goods) / len(goods) if goods else None,
-        "defects": len(defects), "good": len(goods)}
+    return {"accuracy": (sum(r[0] == r[2] for r in rows), len(rows)),
+            "defect_recall": (sum(r[1] != "OK" for r in defects), len(defects)),
+            "false_reject_rate": (sum(r[1] != "OK" for r in goods), len(goods))}
+
+
+def _figures(rows: list[tuple]) -> dict[str, Any]:
+    counts = _counts(rows)
+    return {"images": len(rows), **{key: hits / n if n else None for key, (hits, n) in counts.items()},
+            "defects": counts["defect_recall"][1], "good": counts["false_reject_rate"][1]}
 
 
 def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
@@ -442,8 +446,9 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
                                parent.sha256 if parent else None)
     held_out = [r for r in rows_all if r[7] and not reviewable(r[3]) and r[6] != "ERROR"]
     new_sha = rollout.model_sha256 if rollout else None
-    before = _figures([(r[5], r[6], r[7]) for r in held_out if parent and r[8] == parent.sha256])
-    after = _figures([(r[5], r[6], r[7]) for r in held_out if new_sha and r[8] == new_sha])
+    rows_before = [(r[5], r[6], r[7]) for r in held_out if parent and r[8] == parent.sha256]
+    rows_after = [(r[5], r[6], r[7]) for r in held_out if new_sha and r[8] == new_sha]
+    before, after = _figures(rows_before), _figures(rows_after)
     alarm_ts = min((d.drift_ts for d in drift), default=None)
     switched = [e for e in events if e["kind"] == "switched"]
     fleet_on_new = max((e["ts"] for e in switched), default=None) if rollout and rollout.state == "done" else None
@@ -481,7 +486,7 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
         "start_model": _model(parent), "new_model": _model(models.get(new_sha)) if new_sha else None,
         "retrain": retrain.to_dict() if retrain else None,
         "fleet_labels": labels, "labels_posted": meta["labels_posted"],
-        "never_reviewed_stream": {"before": before, "after": after, "fisher_p": _compare(before, after)},
+        "never_reviewed_stream": {"before": before, "after": after, "fisher_p": _compare(rows_before, rows_after)},
         "alarm_to_fleet_on_new_model_s": (fleet_on_new - alarm_ts) if fleet_on_new and alarm_ts else None,
         "images_decided_alarm_to_fleet": (sum(alarm_ts <= r[2] <= fleet_on_new for r in rows_all)
                                           if fleet_on_new and alarm_ts else None),
@@ -504,18 +509,16 @@ def report(run_dir: Path, out_json: Path | None = None) -> dict[str, Any]:
     return result
 
 
-def _compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+def _compare(before: list[tuple], after: list[tuple]) -> dict[str, float | None]:
     """Two-sided Fisher exact p-values, before against after. Different images (the stream over
     time), so the test is unpaired: the images before and after are draws of the same tiles."""
     from scipy.stats import fisher_exact
 
     out: dict[str, float | None] = {}
-    for key, n in (("accuracy", "images"), ("defect_recall", "defects"), ("false_reject_rate", "good")):
-        if before[key] is None or after[key] is None:
-            out[key] = None
-            continue
-        a, b = round(before[key] * before[n]), round(after[key] * after[n])
-        out[key] = float(fisher_exact([[a, before[n] - a], [b, after[n] - b]]).pvalue)
+    counts_before, counts_after = _counts(before), _counts(after)
+    for key, (a, n_a) in counts_before.items():
+        b, n_b = counts_after[key]
+        out[key] = float(fisher_exact([[a, n_a - a], [b, n_b - b]]).pvalue) if n_a and n_b else None
     return out
 
 

@@ -454,7 +454,7 @@ class Driver:
                     judged = figures["images"] >= st.shadow_images and \
                         figures.get("reviewed_defects", 0) >= st.min_reviewed_defects
                     failed = self._shadow_breaches(figures, st) if judged else None
-                    if failed and self._shadow_undecided(figures, st):
+                    if failed and self._shadow_undecided(figures, st, failed):
                         failed = None  # the candidate leads on the reviewed parts, not yet significantly
                     if failed:
                         self._reached(r, s)
@@ -485,13 +485,13 @@ class Driver:
                                       model_state=("canary", f"roll-out {r.id}: shadow passed, canary {r.stations[0]}"))
 
     @staticmethod
-    def _shadow_undecided(figures: dict[str, Any], st: RolloutSettings) -> bool:
+    def _shadow_undecided(figures: dict[str, Any], st: RolloutSettings, failed: list[str] | None = None) -> bool:
         """Only the agreement failed, the candidate is right on more of the reviewed parts than the
         running model but not yet significantly so, and `max_shadow_images` allows more: the shadow
         goes on gathering reviewed parts instead of stopping on too little evidence."""
         if st.max_shadow_images is None or figures["images"] >= st.max_shadow_images:
             return False
-        failed = Driver._shadow_breaches(figures, st)
+        failed = Driver._shadow_breaches(figures, st) if failed is None else failed  # the step has them already
         ahead = figures.get("reviewed_right_shadow_only", 0) > figures.get("reviewed_right_live_only", 0)
         return ahead and len(failed) == 1 and failed[0].startswith("agreement")
 
@@ -547,7 +547,7 @@ class Driver:
                     if figures is None:
                         continue
                     failed = self._canary_breaches(figures, st)
-                    if failed and self._canary_undecided(figures, st):
+                    if failed and self._canary_undecided(figures, st, failed):
                         self.rollouts.set_station(r.id, s.station_id, figures=figures)  # watched on
                         continue
                     self.rollouts.set_station(r.id, s.station_id, figures=figures,
@@ -609,7 +609,7 @@ class Driver:
         return {"before": _rates(before, ok), "after": _rates(after[:most], ok)}
 
     @staticmethod
-    def _canary_undecided(figures: dict[str, Any], st: RolloutSettings) -> bool:
+    def _canary_undecided(figures: dict[str, Any], st: RolloutSettings, failed: list[str] | None = None) -> bool:
         """Only a moved rate failed, the candidate is right on a larger share of the reviewed parts
         than the model before it but not yet significantly, and `max_canary_images` allows more:
         the station is watched on instead of rolled back on too little evidence."""
@@ -619,7 +619,7 @@ class Driver:
         if not before.get("reviewed") or not after.get("reviewed"):
             return False
         ahead = after["reviewed_right"] / after["reviewed"] > before["reviewed_right"] / before["reviewed"]
-        failed = Driver._canary_breaches(figures, st)
+        failed = Driver._canary_breaches(figures, st) if failed is None else failed  # the step has them already
         return ahead and bool(failed) and all(f.startswith(("defect rate", "review rate")) for f in failed)
 
     @staticmethod
