@@ -255,19 +255,19 @@ class Reviewer(threading.Thread):
                     self.errors.append(str(exc))
 
 
-def fleet_toml(path: Path, *, db: Path, data: Path, acceptance: Path, study: Path, stations, args) -> Path:
-    entries = "".join(f'\n[[stations]]\nid = "{s_id}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\n' for s_id, s in stations)
-    path.write_text(
-        f'db = "{db}"\ndata = "{data}"\nacceptance = "{acceptance}"\nok_classes = ["{OK_CLASS}"]\n{entries}\n'
-        f'[retrain]\nstudy = "{study}"\nretrain_after_drift_s = {args.drift_wait_s}\npoll_s = 2\n'
-        f'int8_max_drop = {args.max_drop}\nrollout = true\n\n'
-        f'[rollout]\nshadow_images = {args.shadow_images}\nmin_agreement = {args.min_agreement}\n'
-        f'min_reviewed_defects = {args.min_reviewed_defects}\nmax_shadow_images = {args.max_shadow_images}\n'
-        f'max_canary_images = {args.max_canary_images}\n'
-        f'canary_images = {args.canary_images}\nwaves = 2\nhistory_images = {args.history_images}\n'
-        f'max_defect_rate_change = {args.max_rate_change}\nmax_review_rate_change = {args.max_rate_change}\n'
-        f'max_latency_ratio = 3.0\npoll_s = 1.0\nstation_timeout_s = 60\n')
-    return path
+def fleet_toml(path: Path, *, db: Path, acceptance: Path, study: Path, stations, args) -> Path:
+    from loop_support import write_fleet_toml
+
+    return write_fleet_toml(
+        path, db=db, acceptance=acceptance, ok_classes=OK_CLASS, stations=[s for _, s in stations],
+        tables=f'[retrain]\nstudy = "{study}"\nretrain_after_drift_s = {args.drift_wait_s}\npoll_s = 2\n'
+               f'int8_max_drop = {args.max_drop}\nrollout = true\n\n'
+               f'[rollout]\nshadow_images = {args.shadow_images}\nmin_agreement = {args.min_agreement}\n'
+               f'min_reviewed_defects = {args.min_reviewed_defects}\nmax_shadow_images = {args.max_shadow_images}\n'
+               f'max_canary_images = {args.max_canary_images}\n'
+               f'canary_images = {args.canary_images}\nwaves = 2\nhistory_images = {args.history_images}\n'
+               f'max_defect_rate_change = {args.max_rate_change}\nmax_review_rate_change = {args.max_rate_change}\n'
+               'max_latency_ratio = 3.0\npoll_s = 1.0\nstation_timeout_s = 60\n')
 
 
 def run(work: Path, prepared: Prepared, args: argparse.Namespace) -> Path:
@@ -302,7 +302,7 @@ def run(work: Path, prepared: Prepared, args: argparse.Namespace) -> Path:
                                  settings=f'mqtt = "mqtt://127.0.0.1:{mqtt_port}/factory/line/s{i}"\n'
                                           'mqtt_interval_s = 2.0\nupload_interval_s = 1.0\n')
         stations.append((f"s{i}", station))
-    toml = fleet_toml(run_dir / "fleet.toml", db=db, data=data, acceptance=prepared.acceptance,
+    toml = fleet_toml(run_dir / "fleet.toml", db=db, acceptance=prepared.acceptance,
                       study=prepared.study, stations=stations, args=args)
     fleet = FleetProcess(run_dir, mqtt_port, str(db), extra=["--config", str(toml)])
     stop = threading.Event()

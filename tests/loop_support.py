@@ -88,6 +88,19 @@ class StationProcess:
         return self.log.read_text()
 
 
+def write_fleet_toml(path: Path, *, db: str | Path, acceptance: Path, ok_classes: str,
+                     stations: list[StationProcess], tables: str) -> Path:
+    """fleet.toml for StationProcess stations (ids s1, s2, ... in order, each with TOKEN), the
+    labelled tree beside it, and `tables` ([rollout], [retrain] as TOML text) after them."""
+    path.write_text(
+        f'db = "{db}"\ndata = "{path.parent / "fleet-data"}"\nacceptance = "{acceptance}"\n'
+        f'ok_classes = [{", ".join(repr(c) for c in ok_classes.split(","))}]\n'
+        + "".join(f'\n[[stations]]\nid = "s{i}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\n'
+                  for i, s in enumerate(stations, 1))
+        + "\n" + tables)
+    return path
+
+
 def upload(url: str, model: Path) -> httpx.Response:
     with open(model, "rb") as f:
         return httpx.post(f"{url}/api/models", headers=AUTH, files={"file": (model.name, f)}, timeout=120)

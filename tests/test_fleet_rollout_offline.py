@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from loop_support import DIGIT_OK, TOKEN, StationProcess, digits_sets, train_linear, wait_for
+from loop_support import DIGIT_OK, StationProcess, digits_sets, train_linear, wait_for, write_fleet_toml
 
 from edgeprune.fleet.registry import ModelRegistry
 from edgeprune.fleet.rollout import Rollouts
@@ -20,14 +20,11 @@ from edgeprune.outputs import file_sha256
 
 
 def fleet_toml(path, db, sets, stations, extra: str):
-    path.write_text(
-        f'db = "{db}"\ndata = "{path.parent / "fleet-data"}"\nacceptance = "{sets["acceptance"]}"\n'
-        f'ok_classes = [{", ".join(repr(c) for c in DIGIT_OK.split(","))}]\n'
-        + "".join(f'\n[[stations]]\nid = "s{i}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\n' for i, s in enumerate(stations, 1))
-        + '\n[rollout]\nshadow_images = 20\nmin_agreement = 0.8\ncanary_images = 20\nwaves = 1\nhistory_images = 40\n'
-          'max_defect_rate_change = 0.4\nmax_review_rate_change = 0.4\npoll_s = 0.5\nmax_latency_ratio = 5.0\n'
-          f'station_timeout_s = 5\n{extra}')
-    return path
+    return write_fleet_toml(
+        path, db=db, acceptance=sets["acceptance"], ok_classes=DIGIT_OK, stations=stations,
+        tables='[rollout]\nshadow_images = 20\nmin_agreement = 0.8\ncanary_images = 20\nwaves = 1\n'
+               'history_images = 40\nmax_defect_rate_change = 0.4\nmax_review_rate_change = 0.4\npoll_s = 0.5\n'
+               f'max_latency_ratio = 5.0\nstation_timeout_s = 5\n{extra}')
 
 
 def rollout_cli(toml, model) -> subprocess.CompletedProcess:

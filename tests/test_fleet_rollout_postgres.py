@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from fleet_support import FleetProcess, Postgres
-from loop_support import DIGIT_OK, TOKEN, StationProcess, digits_sets, train_linear, wait_for
+from loop_support import DIGIT_OK, StationProcess, digits_sets, train_linear, wait_for, write_fleet_toml
 from station_support import start_mosquitto
 
 from edgeprune.fleet.registry import ModelRegistry
@@ -37,14 +37,11 @@ def test_fleet_serve_on_postgresql_resumes_a_rollout_after_kill9(tmp_path):
     stations = [StationProcess(tmp_path / f"s{i}", current, sets["replay"], ok_classes=DIGIT_OK,
                                gate_set=sets["acceptance"], rate=5.0, station_id=f"s{i}", min_accuracy=0.5)
                 for i in (1, 2)]
-    toml = tmp_path / "fleet.toml"
-    toml.write_text(
-        f'db = "{pg.url}"\ndata = "{tmp_path / "fleet-data"}"\nacceptance = "{sets["acceptance"]}"\n'
-        f'ok_classes = [{", ".join(repr(c) for c in DIGIT_OK.split(","))}]\n'
-        + "".join(f'\n[[stations]]\nid = "s{i}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\n' for i, s in enumerate(stations, 1))
-        + '\n[rollout]\nshadow_images = 30\nmin_agreement = 0.9\ncanary_images = 30\nwaves = 1\nhistory_images = 60\n'
-          'max_defect_rate_change = 0.3\nmax_review_rate_change = 0.3\npoll_s = 0.5\nmax_latency_ratio = 5.0\n'
-          'station_timeout_s = 90\n')
+    toml = write_fleet_toml(
+        tmp_path / "fleet.toml", db=pg.url, acceptance=sets["acceptance"], ok_classes=DIGIT_OK, stations=stations,
+        tables='[rollout]\nshadow_images = 30\nmin_agreement = 0.9\ncanary_images = 30\nwaves = 1\n'
+               'history_images = 60\nmax_defect_rate_change = 0.3\nmax_review_rate_change = 0.3\npoll_s = 0.5\n'
+               'max_latency_ratio = 5.0\nstation_timeout_s = 90\n')
     fleet = FleetProcess(tmp_path, port, pg.url, extra=["--config", str(toml)])
     rollouts = Rollouts(engine, registry)
     try:
