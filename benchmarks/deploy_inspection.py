@@ -88,11 +88,12 @@ def prune_run(config_factory, schedule: str, steps: int, epochs_per_step: int):
         job = PruneJob(config=config_factory(), schedule=Schedule(schedule, steps), distill=True,
                        finetune=TrainRecipe(**{**FINETUNE_RECIPE, "epochs": epochs_per_step}))
         outcome = prune_checkpoint(RUN_DIR / "dense", job, data, out=out, device="cpu", log=log)
-        rec = outcome.record
-        keep = ("test_accuracy", "method", "asked", "achieved", "achieved_kind", "seconds",
-                "params_reduction", "macs_reduction", "latency")
-        return {**{k: rec.get(k) for k in keep}, "schedule": f"{schedule} x{steps}",
-                "epochs": epochs_per_step * len(rec["steps"])}
+        rec, result = outcome.record, outcome.result
+        return {"test_accuracy": rec.test_accuracy, "method": result.method, "asked": result.asked,
+                "achieved": result.achieved, "achieved_kind": result.achieved_kind, "seconds": rec.seconds,
+                "params_reduction": result.params_reduction, "macs_reduction": result.macs_reduction,
+                "latency": result.latency, "schedule": f"{schedule} x{steps}",
+                "epochs": epochs_per_step * len(result.steps)}
 
     return run
 

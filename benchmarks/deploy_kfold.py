@@ -175,9 +175,9 @@ def train_one(args, name: str, spec: Run, fold: int, out: Path) -> dict:
                    final_epochs=spec.final_epochs)
     outcome = prune_checkpoint(teacher_dir, job, data, out=out, device=device, log=log)
     rec = outcome.record
-    return {"test_accuracy": rec["test_accuracy"], "seconds": rec["seconds"],
-            "params_reduction": rec.get("params_reduction"), "macs_reduction": rec.get("macs_reduction"),
-            "history": (rec.get("final_finetune") or {}).get("history")}
+    return {"test_accuracy": rec.test_accuracy, "seconds": rec.seconds,
+            "params_reduction": outcome.result.params_reduction, "macs_reduction": outcome.result.macs_reduction,
+            "history": rec.final_finetune.history if rec.final_finetune else None}
 
 
 def planned(args) -> list[tuple[int, str]]:

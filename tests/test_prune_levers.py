@@ -26,9 +26,9 @@ def test_final_epochs_fine_tune_after_the_schedule_and_record_their_curve(dense,
     job = PruneJob(config=TaylorChannel(target=0.5), schedule=Schedule("oneshot", 1),
                    finetune=TrainRecipe(epochs=1, batch_size=16), distill=True, final_epochs=2)
     outcome = prune_checkpoint(dense, job, data, out=tmp_path / "cut", progress=False)
-    final = outcome.record["final_finetune"]
-    assert final["epochs"] == 2 and [r["epoch"] for r in final["history"]] == [1, 2]
-    assert sum(r["kept"] for r in final["history"]) == 1
+    final = outcome.record.final_finetune
+    assert final.epochs == 2 and [r["epoch"] for r in final.history] == [1, 2]
+    assert sum(r["kept"] for r in final.history) == 1
     assert Model.load(tmp_path / "cut").meta.pruning["final_finetune"]["epochs"] == 2
 
 
@@ -38,8 +38,8 @@ def test_a_cut_fine_tuned_at_another_resolution_takes_that_input(dense, tmp_path
                    finetune=TrainRecipe(epochs=1, batch_size=16))
     outcome = prune_checkpoint(dense, job, data, out=tmp_path / "small", progress=False)
     model = Model.load(tmp_path / "small")
-    assert model.meta.input_size == 24 and outcome.record["input_size_from"] == 32
-    assert 0.0 <= outcome.record["test_accuracy"] <= 1.0
+    assert model.meta.input_size == 24 and outcome.record.input_size_from == 32
+    assert 0.0 <= outcome.record.test_accuracy <= 1.0
 
 
 def test_the_cli_takes_every_lever(dense, tmp_path, capsys):

@@ -181,11 +181,10 @@ def prune(
     outcome = prune_checkpoint(checkpoint, job, dataset, out=out, overwrite=overwrite, device=dev,
                                progress=not as_json, log=log,
                                allow_other_split=request.allow_other_split)
-    record = outcome.record
-    record["chance_level_warning"] = warn_if_chance(record["test_accuracy"], len(meta.class_names),
-                                                    "pruned model's test")
+    chance_warning = warn_if_chance(outcome.record.test_accuracy, len(meta.class_names), "pruned model's test")
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in record.items() if k != "layers"}, indent=2, default=str))
+        payload = {k: v for k, v in outcome.record.to_dict().items() if k != "layers"}
+        typer.echo(json.dumps({**payload, "chance_level_warning": chance_warning}, indent=2, default=str))
         return
     _print_outcome(outcome, structured=config.structured, out=out, show_layers=show_layers)
     if split_warning:
@@ -194,7 +193,7 @@ def prune(
 
 def _print_outcome(outcome, *, structured: bool, out: Path, show_layers: bool) -> None:
     result, record, plan = outcome.result, outcome.record, outcome.result.schedule
-    final_test, baseline_test = record["test_accuracy"], record["baseline_test_accuracy"]
+    final_test, baseline_test = record.test_accuracy, record.baseline_test_accuracy
     table = Table(title=f"{result.method} → {result.asked} {result.achieved_kind}, "
                   f"{plan.get('kind')} x{plan.get('steps')}")
     for col in ("step", "asked", "got", "params", "−params", "−MACs", "val pruned", "val tuned",
@@ -236,7 +235,7 @@ def _print_outcome(outcome, *, structured: bool, out: Path, show_layers: bool) -
              "(layer-collapse guard); see --show-layers")
     if result.stopped_reason:
         warn(result.stopped_reason)
-    lat = record.get("latency")
+    lat = result.latency
     if lat:
         console.print(
             f"batch-1 latency on {lat['runtime']} {lat['runtime_version']}, {lat['threads']} "

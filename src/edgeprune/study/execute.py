@@ -107,15 +107,15 @@ def _prune(settings: ExperimentConfig, data, baseline: Path, out: Path, say: Log
 
     job = experiment_job(settings.prune, finetune=settings.finetune)
     outcome = prune_checkpoint(baseline, job, data, out=out, device=device, progress=progress, log=say)
-    rec = outcome.record
+    result = outcome.result
     return {
-        "method": rec["method"], "asked": rec["asked"], "achieved": rec["achieved"],
-        "achieved_kind": rec["achieved_kind"], "stopped_reason": rec.get("stopped_reason"),
-        "steps": [{"step": s["step"], "asked": s["asked"], "achieved": s["achieved"],
-                   "val_accuracy": s.get("val_accuracy"), "accuracy_after_prune": s.get("accuracy_after_prune"),
-                   "accepted": s.get("accepted", True)} for s in rec["steps"]],
+        "method": result.method, "asked": result.asked, "achieved": result.achieved,
+        "achieved_kind": result.achieved_kind, "stopped_reason": result.stopped_reason,
+        "steps": [{"step": s.step, "asked": s.asked, "achieved": s.achieved, "val_accuracy": s.val_accuracy,
+                   "accuracy_after_prune": s.accuracy_after_prune, "accepted": s.accepted}
+                  for s in result.steps],
         "layers": [{"layer": r["layer"], "params_before": r["params_before"], "params_after": r["params_after"],
-                    "zeros": r["zeros"]} for r in rec["layers"]],
+                    "zeros": r["zeros"]} for r in result.layers],
     }
 
 

@@ -14,7 +14,7 @@ _WHERE = {
     "bench_artifacts": "bench",
     "FORMATS": "export", "ExportResult": "export", "export_checkpoint": "export", "export_model": "export",
     "RUNTIMES": "measure", "Measurement": "measure", "measure": "measure", "software_versions": "measure",
-    "PruneJob": "prune", "PruneOutcome": "prune", "prune_checkpoint": "prune", "prune_model": "prune",
+    "PruneJob": "prune", "PruneOutcome": "prune", "PruneRecord": "prune", "prune_checkpoint": "prune", "prune_model": "prune",
     "train_baseline": "train",
     "run_demo": "demo",
 }

@@ -123,7 +123,7 @@ def run_demo(
             "bench": rows, "accuracy": accuracy, "seed": seed, "warnings": warnings,
             "replay": str(replay),
             "kept_epoch": base_meta.training["kept_epoch"],
-            "pruned_test_accuracy_torch": outcome.record["test_accuracy"]}
+            "pruned_test_accuracy_torch": outcome.record.test_accuracy}
 
 
 def _replay_images(data) -> dict[str, np.ndarray]:

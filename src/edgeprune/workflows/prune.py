@@ -110,12 +110,52 @@ class PruneJob:
                 raise EdgepruneError(f"PruneJob.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
 
+@dataclass(frozen=True)
+class FinalFinetune:
+    """The fine-tune after the last step: its epochs and the per-epoch curve (`fit`'s history)."""
+
+    epochs: int
+    history: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "history": self.history}
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """What a pruning run did beyond the cut itself (`PruneResult`): the accuracies before and
+    after on both splits, the fine-tuning, the data and the cost. `to_dict()` is what the
+    checkpoint's metadata keeps under `pruning`, the cut's figures and these together."""
+
+    result: PruneResult
+    baseline_val_accuracy: float | None
+    baseline_test_accuracy: float
+    val_accuracy: float | None
+    test_accuracy: float
+    source_checkpoint: str
+    split: dict[str, Any] | None
+    split_note: str | None
+    finetune: dict[str, Any]
+    final_finetune: FinalFinetune | None
+    recalib_batches: int
+    device: str
+    input_size_from: int | None  # the resolution lever: the input size the model was trained at
+    seconds: float
+    previous: dict[str, Any] | None  # the checkpoint's earlier pruning, when it was pruned already
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.result.to_dict()
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "result"})
+        out["final_finetune"] = self.final_finetune.to_dict() if self.final_finetune else None
+        return out
+
+
 @dataclass
 class PruneOutcome:
     model: nn.Module
     meta: CheckpointMeta
     result: PruneResult
-    record: dict[str, Any]  # what went into meta.pruning
+    record: PruneRecord  # record.to_dict() is what went into meta.pruning
 
     @property
     def pruned(self) -> Model:
@@ -254,20 +294,18 @@ def prune_model(
                             after_step=keep_zeros, description="final fine-tune")
     final_test = accuracy_on(data.test, pruned)
     final_val = accuracy_on(data.val, pruned) if has_val else None
-    record = result.to_dict()
-    record.update(
-        baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
+    record = PruneRecord(
+        result=result, baseline_val_accuracy=baseline_val, baseline_test_accuracy=baseline_test,
         val_accuracy=final_val, test_accuracy=final_test, source_checkpoint=checkpoint,
         split=data.split.to_dict() if data.split is not None else None, split_note=split_note,
         finetune={**recipe.to_dict(), "epochs_per_step": recipe.epochs, "distill": job.distill},
-        final_finetune=({"epochs": job.final_epochs, "history": final_history}
-                        if final_history is not None else None),
+        final_finetune=(FinalFinetune(job.final_epochs, final_history) if final_history is not None else None),
         recalib_batches=job.recalib_batches, device=device_label(device), input_size_from=input_size_from,
         seconds=time.perf_counter() - started, previous=meta.pruning or None,
     )
     new_meta = dataclasses.replace(
         meta,
-        pruning=record,
+        pruning=record.to_dict(),
         metrics={"test_accuracy": final_test, "val_accuracy": final_val,
                  "dense_test_accuracy": baseline_test},
         data={**meta.data, "name": data.name, "kind": data.kind},
