@@ -29,12 +29,20 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/edgeprune demo
 
+# Two parts: most tests in TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so
+# its module fixtures are built once, and conftest builds the shared models once per run), then
+# the tests marked serial, alone, because they assert on real timings that sharing the CPU would
+# make a matter of luck. The torch tests use one thread each, so workers fill the cores; many
+# tests mostly wait on servers, browsers and subprocesses, hence more workers than cores.
+TEST_WORKERS ?= 3
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
-# The quick loop while editing: everything but the tests marked slow.
+# The quick loop while editing: everything but the tests marked slow, in parallel.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not serial"
+	$(BIN)/python -m pytest -q -m "serial and not slow"
 
 # Files kept in ruff's format; a file joins the list once `ruff format FILE` has been run on it
 # (the rest of the code base is not mass-reformatted while several people edit it).

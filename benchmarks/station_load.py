@@ -24,7 +24,9 @@ Targets on 2 cores: >= 200 images/s at p99 < 50 ms, 0 lost, 0 duplicated.
    --isolation-rates (default 100,200,400) is run --runs times (default 3) in each condition:
    `idle` (the dashboard served, nobody asking), `dashboard` (--clients concurrent clients, default
    200, polling /api/status and thumbnails), `gate` (model uploads gated one after the other during
-   the run). Recorded per run: decision and PLC-acknowledgement p50/p99, the station's per-stage
+   the run), and `dashboard-offcore` (the same clients, held to the cores the dashboard process
+   may use, at the lowest priority: on a line the clients are other machines, and this leaves the
+   line's core free of them, as it would be; asked for by name in --conditions). Recorded per run: decision and PLC-acknowledgement p50/p99, the station's per-stage
    p99 (wait, read, decode, infer, log, plc), HTTP answers, uploads gated, the load average before
    and after, CPU steal. Reported per rate and condition: the median and the worst run.
    Target: p99 under load within 2x of the idle median, and < 50 ms at 200/s, on every run.
@@ -327,8 +329,12 @@ def dashboard_load(url: str, clients: int, stop, answers: list[float]) -> None:
     asyncio.run(run())
 
 
-def dashboard_load_process(url: str, clients: int, stop, answers_queue) -> None:
-    """dashboard_load in a process of its own, its answer times sent back when it stops."""
+def dashboard_load_process(url: str, clients: int, stop, answers_queue, cpus=None) -> None:
+    """dashboard_load in a process of its own, its answer times sent back when it stops; with
+    `cpus`, held to those cores at the lowest priority (`dashboard-offcore`)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+        os.nice(19)
     answers: list[float] = []
     dashboard_load(url, clients, stop, answers)
     answers_queue.put(answers)
@@ -389,20 +395,26 @@ def isolation_run(model: Path, config: Path, tree: Path, rate: float, duration: 
             except httpx.HTTPError:
                 time.sleep(0.1)
         load = None
-        if condition == "dashboard":
+        if condition in ("dashboard", "dashboard-offcore"):
             # A process of its own: 200 clients in this one would hold the GIL that the PLC
             # simulator (ModbusPlc, a thread here) needs to acknowledge the station's writes, and
             # the stall would show as the station's PLC stage.
             ctx = multiprocessing.get_context("spawn")
             stop, answers_queue = ctx.Event(), ctx.Queue()
-            load = ctx.Process(target=dashboard_load_process, args=(url, clients, stop, answers_queue), daemon=True)
+            cpus = None
+            if condition == "dashboard-offcore":
+                # where the station puts its dashboard process: every core it may use but the last
+                # (the station inherits this process's cores)
+                cpus = os.sched_getaffinity(0) - {max(os.sched_getaffinity(0))} or None
+            load = ctx.Process(target=dashboard_load_process, args=(url, clients, stop, answers_queue, cpus),
+                               daemon=True)
         elif condition == "gate":
             load = threading.Thread(target=gate_load, args=(url, uploads, stop, gated), daemon=True)
         if load is not None:
             load.start()
         out, err = process.communicate(timeout=duration * 5 + 300)
         stop.set()
-        if condition == "dashboard":
+        if condition in ("dashboard", "dashboard-offcore"):
             answers = answers_queue.get(timeout=120)
         if load is not None:
             load.join(60)

@@ -5,6 +5,7 @@ tests that need it, loudly: in CI that is a broken set-up, not something to skip
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Tests run on 2 cores next to other work: keep torch to one thread unless a test says otherwise.
 torch.set_num_threads(1)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build):
+    """What `build(folder)` writes into `folder`, and returns (JSON-able), made once per test run.
+
+    Under pytest-xdist each worker is its own process with its own session fixtures: the first
+    worker to ask builds into the run's shared temporary folder under a file lock, the others
+    wait and reuse it. Built by the code under test in every run (not cached across runs), so a
+    change to the code that makes a model is always tested."""
+    import json
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / f"built-{name}", shared / f"built-{name}.json"
+    with FileLock(str(shared / f"built-{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+    return json.loads(done.read_text())
 
 
 def shared_root() -> Path:
@@ -72,15 +95,18 @@ def trained_digits_checkpoint(digits32, tmp_path_factory: pytest.TempPathFactory
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows import train_baseline
 
-    out = tmp_path_factory.mktemp("trained") / "mnv2-digits"
-    torch.manual_seed(0)
-    _, _, result = train_baseline(digits32, arch="mobilenet_v2", recipe=TrainRecipe(**TRAINED_RECIPE),
-                                  out=out, progress=False)
-    assert result.accuracy >= TRAINED_MIN_ACCURACY, (
-        f"the shared MobileNetV2 reached only {result.accuracy:.1%} test accuracy: tests that "
-        "compare its outputs would prove little"
-    )
-    return out
+    def build(folder: Path) -> str:
+        out = folder / "mnv2-digits"
+        torch.manual_seed(0)
+        _, _, result = train_baseline(digits32, arch="mobilenet_v2", recipe=TrainRecipe(**TRAINED_RECIPE),
+                                      out=out, progress=False)
+        assert result.accuracy >= TRAINED_MIN_ACCURACY, (
+            f"the shared MobileNetV2 reached only {result.accuracy:.1%} test accuracy: tests that "
+            "compare its outputs would prove little"
+        )
+        return str(out)
+
+    return Path(built_once(tmp_path_factory, "trained-digits", build))
 
 
 @pytest.fixture(scope="session")
@@ -105,26 +131,40 @@ TILE_SIZE, TILE_PER_CLASS, TILE_MIN_BALANCED_ACCURACY = 48, 300, 0.65
 
 @pytest.fixture(scope="session")
 def tile_tree(magnetic_tile: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """magnetic-tile as free/ and defect/ (links to the shared files, never copies)."""
-    tree = tmp_path_factory.mktemp("tiles2")
-    for cls in sorted(p.name for p in magnetic_tile.iterdir() if p.is_dir()):
-        dest = tree / ("free" if cls == "free" else "defect")
-        dest.mkdir(exist_ok=True)
-        for file in sorted((magnetic_tile / cls).iterdir()):
-            (dest / f"{cls}_{file.name}").symlink_to(file)
-    assert len(list((tree / "defect").iterdir())) > 100, f"magnetic-tile at {magnetic_tile} is incomplete"
-    return tree
+    """magnetic-tile as free/ and defect/ (links to the shared files, never copies); one tree for
+    every worker, so that the tile model's test paths are the same files everywhere."""
+
+    def build(tree: Path) -> str:
+        for cls in sorted(p.name for p in magnetic_tile.iterdir() if p.is_dir()):
+            dest = tree / ("free" if cls == "free" else "defect")
+            dest.mkdir(exist_ok=True)
+            for file in sorted((magnetic_tile / cls).iterdir()):
+                (dest / f"{cls}_{file.name}").symlink_to(file)
+        assert len(list((tree / "defect").iterdir())) > 100, f"magnetic-tile at {magnetic_tile} is incomplete"
+        return str(tree)
+
+    return Path(built_once(tmp_path_factory, "tile-tree", build))
 
 
 @pytest.fixture(scope="session")
 def tile_model(tile_tree: Path, shared_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     """(FP32 ONNX file, test-split image paths by class) of the two-class tile model."""
+
+    def build(folder: Path) -> dict:
+        path, by_class = _train_tile_model(tile_tree, shared_weights, folder)
+        return {"onnx": str(path), "by_class": {k: [str(p) for p in v] for k, v in by_class.items()}}
+
+    built = built_once(tmp_path_factory, "tile-model", build)
+    return Path(built["onnx"]), {k: [Path(p) for p in v] for k, v in built["by_class"].items()}
+
+
+def _train_tile_model(tile_tree: Path, shared_weights: Path, folder: Path) -> tuple[Path, dict[str, list[Path]]]:
     import edgeprune as ep
     from edgeprune.train import TrainRecipe
 
     # A temporary TORCH_HOME, not torch.hub.set_dir: set_dir pins the hub folder for the rest of
     # the session, so later tests that point TORCH_HOME elsewhere would be ignored.
-    torch_home = tmp_path_factory.mktemp("torch-home")
+    torch_home = folder / "torch-home"
     (torch_home / "hub" / "checkpoints").mkdir(parents=True)
     (torch_home / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").symlink_to(
         shared_weights / "mobilenet_v2-b0353104.pth")
@@ -143,10 +183,8 @@ def tile_model(tile_tree: Path, shared_weights: Path, tmp_path_factory: pytest.T
     balanced = model.metrics["test_balanced_accuracy"]
     assert balanced >= TILE_MIN_BALANCED_ACCURACY, (
         f"the station's tile model reached only {balanced:.1%} balanced test accuracy (chance 50%)")
-    out = tmp_path_factory.mktemp("tile-onnx") / "tiles.onnx"
-    result = ep.export_model(model, out, data=data)
+    result = ep.export_model(model, folder / "tiles.onnx", data=data)
     by_class: dict[str, list[Path]] = {name: [] for name in data.class_names}
     for path, label in zip(data.test.paths, data.test.labels):
         by_class[data.class_names[int(label)]].append(Path(path))
     return result.path, by_class
-

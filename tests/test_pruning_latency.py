@@ -103,6 +103,7 @@ def test_latency_table_is_measured_once_then_read_from_the_cache(trained_digits_
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_latency_cut_is_measurably_faster_and_predicted_near_the_measurement(trained_digits_checkpoint):
     # The one test that times real networks: the synthetic table cannot tell whether the
     # runtime follows channel counts.

@@ -55,6 +55,7 @@ def storm(url: str, stop: threading.Event, answered: list[int]) -> None:
                 pass  # the server going away mid-request is what this test does
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_ends_the_station_during_a_request_storm(tmp_path, signum):
     model, replay = tiny_station_files(tmp_path, per_class=400)  # 40 s of images at RATE: never the end

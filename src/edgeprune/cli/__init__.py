@@ -55,5 +55,5 @@ def main(argv: list[str] | None = None) -> None:
         from rich.markup import escape
 
         # Escaped: a message naming `edgeprune[openvino]` must not lose it as a markup tag.
-        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -14,11 +14,11 @@ from edgeprune.cli.app import console_err
 
 
 def log(message: str) -> None:
-    console_err.print(message, highlight=False)
+    console_err.print(message, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console_err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    console_err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def warn_if_chance(accuracy: float | None, num_classes: int, what: str = "test") -> str | None:
