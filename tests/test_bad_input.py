@@ -590,6 +590,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_an_export_killed_while_it_verifies_leaves_the_previous_artifact_and_report(tmp_path):
     import random
 

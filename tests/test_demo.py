@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgeprune.runtime.backends import available_backends
 from edgeprune.workflows.demo import run_demo
 
@@ -16,6 +18,7 @@ MIN_ACCURACY = 0.85
 MAX_INT8_DROP_POINTS = 2.0
 
 
+@pytest.mark.slow
 def test_demo_reaches_real_accuracies_and_the_artifacts_really_shrink(tmp_path):
     result = run_demo(tmp_path / "demo", epochs=EPOCHS, finetune_epochs=FINETUNE_EPOCHS, seed=0,
                       threads=1, progress=False)

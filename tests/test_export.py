@@ -78,6 +78,7 @@ def dense_onnx(mobilenet_checkpoints, digits32, tmp_path_factory):
     return export_checkpoint(mobilenet_checkpoints[0], out, "onnx", data=digits32, max_verify_images=200)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["dense", "slim"])
 def test_fp32_onnx_round_trip_matches_pytorch(which, mobilenet_checkpoints, dense_onnx, digits32, tmp_path):
     ckpt = mobilenet_checkpoints[0 if which == "dense" else 1]
@@ -241,6 +242,7 @@ def _activation_scales(path) -> dict[str, float]:
 CALIBRATION_DROP = {"entropy": 10.0, "percentile": 3.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_int8_calibration_methods_give_working_files_near_fp32(method, int8_minmax, trained_digits_checkpoint,
                                                                 digits32, tmp_path):
@@ -327,6 +329,7 @@ def _lower_int8_accuracy(monkeypatch, points: float) -> None:
     monkeypatch.setattr(verify_module, "verify_onnx", lowered)
 
 
+@pytest.mark.slow
 def test_cli_int8_max_drop_gate(trained_digits_checkpoint, tmp_path, monkeypatch, capsys):
     _lower_int8_accuracy(monkeypatch, 5.0)
     common = ["export", str(trained_digits_checkpoint), "--format", "onnx-int8", "--data", "digits",
@@ -369,6 +372,7 @@ def test_max_drop_is_checked(mobilenet_checkpoints, tmp_path, capsys):
 # --- verification failures and random inputs ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits32, tmp_path, monkeypatch, capsys):
     real = verify_module.verify_onnx
     monkeypatch.setattr(verify_module, "verify_onnx",
@@ -390,6 +394,7 @@ def test_failed_verification_sets_the_file_aside(mobilenet_checkpoints, digits32
     assert not cli_out.exists() and (tmp_path / "cli.onnx.rejected").is_file()
 
 
+@pytest.mark.slow
 def test_without_data_the_report_and_the_command_say_random_inputs(mobilenet_checkpoints, tmp_path, capsys):
     ckpt = mobilenet_checkpoints[0]
     result = export_checkpoint(ckpt, tmp_path / "r.onnx", "onnx")

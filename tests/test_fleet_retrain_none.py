@@ -4,6 +4,7 @@ even untrained, the study exports and measures two models, ~40 s on 2 loaded cor
 
 from __future__ import annotations
 
+import pytest
 from test_fleet_registry import cli
 from test_fleet_retrain_study import fleet  # noqa: F401 - the fixture
 
@@ -12,6 +13,7 @@ from edgeprune.fleet.retrain import Retrains
 from edgeprune.fleet.store import make_engine
 
 
+@pytest.mark.slow
 def test_no_recommendation_is_an_error_and_registers_nothing(fleet, capsys):  # noqa: F811
     root, toml, _ = fleet
     engine = make_engine(str(root / "fleet.db"))

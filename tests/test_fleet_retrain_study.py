@@ -86,6 +86,7 @@ def fleet(tmp_path_factory):
     return root, toml, running
 
 
+@pytest.mark.slow
 def test_retrain_registers_the_recommendation(fleet, capsys):
     root, toml, running = fleet
     results: dict[str, object] = {}

@@ -267,6 +267,7 @@ def mobilenet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(model, meta, tmp_path_factory.mktemp("ckpt") / "mobilenet")
 
 
+@pytest.mark.slow
 def test_measure_command_prints_json_with_every_required_key(mobilenet_checkpoint: Path) -> None:
     from typer.testing import CliRunner
 

@@ -73,6 +73,7 @@ def _scores(clf, split):
     return p_ok, split.labels.numpy() != clf.class_names.index("0")
 
 
+@pytest.mark.slow
 def test_export_stores_the_point_chosen_on_validation_and_reports_test(exported, digits32):
     path, result = exported
     clf = Classifier(path)
@@ -87,6 +88,7 @@ def test_export_stores_the_point_chosen_on_validation_and_reports_test(exported,
     assert sidecar["operating_point"]["ok_threshold"] == point.ok_threshold
 
 
+@pytest.mark.slow
 def test_the_python_api_chooses_the_same_point(exported, trained_digits_checkpoint, digits32, tmp_path):
     import edgeprune as ep
 

@@ -66,6 +66,7 @@ def _batches(data, n=8):
     return [b for _, b in zip(range(n), loader)]
 
 
+@pytest.mark.slow
 def test_random_scores_clearly_below_l1_at_90_percent(trained, digits):
     dense = _test_acc(trained, digits)
     assert dense > 0.85, dense
@@ -102,6 +103,7 @@ def test_random_channel_removes_other_channels_than_l2_and_scores_below_it(train
     assert acc["l2"] > mean_random + 0.05, acc
 
 
+@pytest.mark.slow
 def test_structured_pruning_with_recalibration_and_fine_tuning_recovers(trained, digits):
     model = copy.deepcopy(trained)
     dense = _test_acc(model, digits)

@@ -30,6 +30,7 @@ def trained(digits, tmp_path_factory):
     return out, model, meta, result
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_learns_digits_well_above_chance(trained):
     _, _, meta, result = trained
     assert result.accuracy > 0.5, result.accuracy  # chance is 0.1
@@ -288,6 +289,7 @@ def test_distillation_loss_is_zero_soft_term_when_student_equals_teacher():
     assert other.item() > 1.0
 
 
+@pytest.mark.slow
 def test_fit_with_a_teacher_pulls_the_student_towards_it(trained, digits):
     _, teacher, _, _ = trained
     torch.manual_seed(3)
