@@ -13,6 +13,7 @@ the first epoch, and the figures differ. So training runs on DEMO_THREADS unless
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -24,6 +25,7 @@ DEMO_FINETUNE_EPOCHS = 6
 DEMO_THREADS = 1  # the figures recorded in benchmarks/results/demo_seeds_* were trained with 1
 DATA_SEED = 0
 REPLAY_FOLDER = "replay"
+SUMMARY_FILE = "demo.json"  # what run_demo returns: the figures, the rows, the paths
 REPLAY_PER_CLASS = 20  # 200 images: under two minutes of conveyor at --rate 2
 
 
@@ -40,7 +42,7 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Returns {"checkpoints": {...}, "bench": [rows of edgeprune.workflows.bench],
+    """Returns (and writes to OUT/demo.json) {"checkpoints": {...}, "bench": [rows of edgeprune.workflows.bench],
     "accuracy": {"baseline", "pruned", "int8"} (test split, ONNX Runtime for all three, from the
     bench rows), "kept_epoch" (the baseline's best validation epoch), "warnings" (chance-level
     messages, also logged), "seed", "replay" (the replay folder)}.
@@ -58,7 +60,7 @@ def run_demo(
     from edgeprune.pruning import Schedule, TaylorChannel
     from edgeprune.train import TrainRecipe
     from edgeprune.workflows.train import train_baseline
-    from edgeprune.outputs import check_output_folder
+    from edgeprune.outputs import atomic_file, check_output_file, check_output_folder
     from edgeprune.validation import check_option
 
     say = log or (lambda _m: None)
@@ -67,6 +69,8 @@ def run_demo(
     for folder in (baseline, pruned):
         check_output_folder(folder, overwrite=overwrite, what="demo checkpoint folder")
     check_export_out(int8, overwrite=overwrite)
+    summary = out / SUMMARY_FILE
+    check_output_file(summary, overwrite=overwrite, what="demo summary")
     check_option("epochs", epochs)
     check_option("epochs", finetune_epochs, name="fine-tuning epochs (--finetune-epochs)")
     check_option("seed", seed)
@@ -119,11 +123,14 @@ def run_demo(
         if message:
             warnings.append(f"{name}: {message}")
             say(f"warning: {name} {message}")
-    return {"checkpoints": {"baseline": str(baseline), "pruned": str(pruned), "int8": str(int8)},
-            "bench": rows, "accuracy": accuracy, "seed": seed, "warnings": warnings,
-            "replay": str(replay),
-            "kept_epoch": base_meta.training["kept_epoch"],
-            "pruned_test_accuracy_torch": outcome.record.test_accuracy}
+    result = {"checkpoints": {"baseline": str(baseline), "pruned": str(pruned), "int8": str(int8)},
+              "bench": rows, "accuracy": accuracy, "seed": seed, "epochs": epochs,
+              "finetune_epochs": finetune_epochs, "threads": threads, "warnings": warnings,
+              "replay": str(replay), "kept_epoch": base_meta.training["kept_epoch"],
+              "pruned_test_accuracy_torch": outcome.record.test_accuracy}
+    with atomic_file(summary, overwrite=overwrite, what="demo summary") as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
 
 
 def _replay_images(data) -> dict[str, np.ndarray]:
