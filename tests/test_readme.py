@@ -159,7 +159,9 @@ def test_station_quickstart_serves_the_dashboard_on_what_the_demo_leaves(tmp_pat
     replay = cwd / station[station.index("--source") + 1].removeprefix("replay:")
     assert model.is_file() and json.loads((cwd / "runs/demo/pruned-taylor-50-int8.onnx.json").read_text())
     assert len(list(replay.glob("*/*.png"))) == 200
-    assert " ".join(station[3:]) in demo_run["stdout"].replace("\n", " ").replace("  ", " ")  # the demo says it
+    assert " ".join(station[3:]) in demo_run["stdout"].replace("\n", " ").replace(
+        "  ", " "
+    )  # the demo says it
 
     port = free_port()
     station[0] = str(BIN / "edgeprune")
