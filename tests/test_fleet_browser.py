@@ -83,7 +83,7 @@ def test_fleet_page_in_headless_chromium(tmp_path, monkeypatch):
         # Charts as inline SVG: one defect-rate line per production line, one bar per class.
         assert len(driver.find_elements("css selector", "#lines-chart path.line-series")) == 2
         assert len(driver.find_elements("css selector", "#classes-chart rect.class-bar")) == 3
-        assert "ab" * 32 in driver.find_element("id", "models").text
+        wait.until(lambda d: "ab" * 32 in d.find_element("id", "models").text)
         # The retrains, newest first: trigger, state (a failure in red) and the model or the error.
         retrains = wait.until(lambda d: table_rows(d, "tr.retrain-row", "retrain"))
         assert list(retrains) == [str(failed), str(done)]
@@ -94,7 +94,8 @@ def test_fleet_page_in_headless_chromium(tmp_path, monkeypatch):
         # Acknowledging without the token is refused, and nothing changes.
         click(driver, "tr[data-station='l2-a'] button.ack")
         wait.until(lambda d: "token" in d.find_element("id", "message").text)
-        assert "input drift" in driver.find_element("css selector", "tr[data-station='l2-a'] .alarms").text
+        # read in a wait that ignores stale elements: the page redraws the table as it polls
+        wait.until(lambda d: "input drift" in d.find_element("css selector", "tr[data-station='l2-a'] .alarms").text)
         driver.find_element("id", "token").send_keys(TOKEN)
         click(driver, "tr[data-station='l2-a'] button.ack")
         wait.until(lambda d: "acknowledged" in d.find_element("id", "message").text)
