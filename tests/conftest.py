@@ -28,7 +28,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build):
     change to the code that makes a model is always tested."""
     import json
 
-    from filelock import FileLock
+    from filelock import FileLock  # installed with torch, which requires it
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
